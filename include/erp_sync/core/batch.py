@@ -1,0 +1,108 @@
+"""The values that flow between the pipeline's stages (extract -> validate -> transform -> load).
+
+Extract yields `Page`s; validation and transform turn a run of pages into a `MappedBatch`; the loader
+commits a `MappedBatch` in one transaction and answers with a `BatchResult`. Counting is per source
+record (one invoice with 40 lines is one record): the conservation law is
+`extracted == loaded_new + loaded_changed + skipped_unchanged + rejected`, where
+`skipped_unchanged` also counts older copies of a record superseded by a newer one in the same batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+# Columns every staging row carries besides its business columns (the loader adds
+# sync_batch_id, interface_status and loaded_at).
+CONTROL_COLUMNS = ("source_system", "source_id", "source_version", "row_sha256")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record that could not be understood; stored in erp_sync.rejections, never dropped."""
+
+    stream: str
+    reason_code: str  # e.g. MISSING_ID, INVALID_FIELD, UNKNOWN_CURRENCY, NOT_AN_OBJECT, BAD_JSON
+    message: str
+    raw_payload: str  # exactly what arrived (JSON text of the record, or the raw body)
+    source_id: str | None = None
+    rejection_id: int | None = None  # set when replaying a stored rejection
+
+
+@dataclass
+class Page:
+    """One HTTP page of one stream, as the client read it."""
+
+    stream: str
+    page_no: int
+    url: str
+    body: bytes  # the raw response body, kept for the outbox / SFTP backup
+    records: list[dict[str, Any]]  # selected records; for events, the event's data.object
+    versions: list[int]  # per record: event `created`, the record's version field, or listing start
+    problems: list[Rejection] = field(default_factory=list)  # records the client could not select
+    fetched_at: datetime | None = None
+
+    @property
+    def extracted(self) -> int:
+        return len(self.records) + len(self.problems)
+
+
+@dataclass
+class MappedBatch:
+    """Rows ready to load, one DataFrame per erp_staging table.
+
+    `primary_table` holds exactly one row per accepted record (after in-batch dedupe); child tables
+    (invoice lines) hang off it. Each DataFrame has the table's business columns plus
+    CONTROL_COLUMNS; money columns hold `decimal.Decimal`, timestamps are tz-aware UTC.
+    """
+
+    source_system: str
+    stream: str
+    primary_table: str
+    tables: dict[str, pd.DataFrame]
+    rejections: list[Rejection]
+    extracted: int  # records in the pages (accepted + superseded + rejected)
+    superseded: int  # older in-batch copies dropped in favour of a newer version
+
+    @property
+    def accepted(self) -> int:
+        return len(self.tables[self.primary_table])
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What makes a batch the same batch when a retried task rebuilds it."""
+
+    run_id: str
+    source_system: str
+    stream: str
+    window_start: datetime | None
+    window_end: datetime | None
+    input_sha256: str  # SHA-256 over the batch's raw page bodies in order
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch_id: int
+    extracted: int
+    loaded_new: int
+    loaded_changed: int
+    skipped_unchanged: int
+    rejected: int
+    rows_by_table: dict[str, int]  # rows actually written per table
+    already_committed: bool = False  # a retry found this batch committed and returned its record
+
+    def check_conservation(self) -> None:
+        total = self.loaded_new + self.loaded_changed + self.skipped_unchanged + self.rejected
+        if total != self.extracted:
+            raise ConservationError(
+                f"batch {self.batch_id}: extracted {self.extracted} != new {self.loaded_new} + changed "
+                f"{self.loaded_changed} + unchanged {self.skipped_unchanged} + rejected {self.rejected}"
+            )
+
+
+class ConservationError(RuntimeError):
+    """The batch's counts do not add up: something was lost or counted twice."""

@@ -1,0 +1,88 @@
+"""Streams as data: what to read from a SaaS API and where it lands in the ERP.
+
+A stream is declared, not coded: the client reads `path` with the declared paginator and
+incremental strategy, the validator parses records with `model`, and the transform maps them with
+the mapping registered under `mapping`. Adding another SaaS means adding specs (and, when its
+objects differ, a model and a mapping) -- never a new operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PaginatorKind = Literal["stripe", "cursor", "offset", "link_header"]
+IncrementalKind = Literal["stripe_events", "updated_since", "none"]
+
+
+@dataclass(frozen=True)
+class PaginatorSpec:
+    """How to walk pages. Parameters name the API's own query/body fields."""
+
+    kind: PaginatorKind
+    page_size: int = 100
+    limit_param: str = "limit"
+    # stripe: starting_after=<last id>, stop when has_more is false
+    has_more_field: str = "has_more"
+    # cursor: the next cursor is read from the body at `cursor_path`, sent as `cursor_param`
+    cursor_param: str = "cursor"
+    cursor_path: str = "next_cursor"
+    # offset: offset/limit until a short page
+    offset_param: str = "offset"
+
+
+@dataclass(frozen=True)
+class IncrementalSpec:
+    """How deltas are found after the first (full) run.
+
+    stripe_events: page /v1/events filtered by `event_types` and created[gte|lt]; each event's
+        data.object is the new version of the record; its version is the event's `created`.
+    updated_since: page `path` with `since_param`=<window start>, `until_param`=<window end>,
+        the record's `version_field` is its version.
+    none: every run is a full refresh.
+    """
+
+    kind: IncrementalKind
+    event_types: tuple[str, ...] = ()
+    events_path: str = "/v1/events"
+    since_param: str = "updated_since"
+    until_param: str = "updated_before"
+    version_field: str = "updated"
+    # Stripe keeps events for 30 days: an older cursor falls back to a full refresh.
+    retention_days: int | None = 30
+
+
+@dataclass(frozen=True)
+class FullRefreshSpec:
+    """The first run and `full_refresh`: list by creation window."""
+
+    created_gte_param: str = "created[gte]"
+    created_lt_param: str = "created[lt]"
+    timestamp_format: Literal["unix", "iso8601"] = "unix"
+
+
+@dataclass(frozen=True)
+class ChildListSpec:
+    """A child list embedded in each record and continued at its own endpoint when truncated
+    (Stripe invoice lines: `lines.data` + `lines.has_more`, continued at /v1/invoices/{id}/lines)."""
+
+    field: str
+    path_template: str
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    source_system: str
+    path: str
+    model: str  # dotted name of the pydantic model, resolved by erp_sync.core.models.resolve
+    mapping: str  # key in erp_sync.core.transform.MAPPINGS
+    target_tables: tuple[str, ...]  # erp_staging tables the mapping fills
+    primary_key: str = "id"
+    record_selector: str = "data"
+    created_field: str = "created"
+    paginator: PaginatorSpec = field(default_factory=lambda: PaginatorSpec("stripe"))
+    incremental: IncrementalSpec = field(default_factory=lambda: IncrementalSpec("none"))
+    full_refresh: FullRefreshSpec = field(default_factory=FullRefreshSpec)
+    children: tuple[ChildListSpec, ...] = ()
+    extra_params: tuple[tuple[str, str], ...] = ()
