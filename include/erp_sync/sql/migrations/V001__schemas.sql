@@ -191,6 +191,8 @@ CREATE TABLE erp_sync.outbox (
     source_system  text        NOT NULL,
     stream         text        NOT NULL,
     page_no        integer     NOT NULL,
+    url            text        NOT NULL,
+    page_meta      jsonb       NOT NULL DEFAULT '{}', -- what rebuilding the Page needs: mode, default version
     record_count   integer     NOT NULL,
     content_gzip   bytea       NOT NULL,              -- gzip of the raw page bytes
     sha256         char(64)    NOT NULL,              -- of the uncompressed raw page
