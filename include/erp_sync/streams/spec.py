@@ -27,8 +27,9 @@ class PaginatorSpec:
     # cursor: the next cursor is read from the body at `cursor_path`, sent as `cursor_param`
     cursor_param: str = "cursor"
     cursor_path: str = "next_cursor"
-    # offset: offset/limit until a short page
+    # offset: offset/limit until a short page, or until offset + page >= the body's `total_path`
     offset_param: str = "offset"
+    total_path: str = "total"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,452 @@
+"""The SaaS HTTP client: pages a stream's list or delta endpoint and yields `Page`s.
+
+One request path (`_call`) holds every network rule: rate budget, auth headers, timeout, retry
+policy, 401 refresh, fatal-error messages. Everything else is declarative: the `StreamSpec` says
+which endpoint, which paginator, which incremental strategy and which child lists to complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import orjson
+
+from erp_sync.clients.auth import AuthStrategy
+from erp_sync.clients.errors import (
+    AuthenticationError,
+    FatalApiError,
+    MalformedResponseError,
+    RetriableError,
+    RetriableHttpError,
+    RetryExhaustedError,
+)
+from erp_sync.clients.pages import (
+    Mode,
+    page_selector,
+    parse_json_body,
+    select_items,
+    select_records,
+    uses_events,
+)
+from erp_sync.clients.paginators import PageRequest, StripePaginator, make_paginator
+from erp_sync.clients.ratelimit import RateLimiter
+from erp_sync.clients.retry import RetryPolicy, parse_retry_after
+from erp_sync.clients.transport import HttpResponse, RequestsTransport, Transport
+from erp_sync.core.batch import Page
+from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CHILD_PAGE_SIZE = 100  # Stripe's maximum `limit`
+
+
+@dataclass
+class ClientStats:
+    """Counters for one `iter_pages` call (token requests included in `requests`)."""
+
+    pages: int = 0
+    records: int = 0
+    problems: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limit_waits: int = 0
+    wait_seconds: float = 0.0  # time spent waiting for the rate budget
+    backoff_seconds: float = 0.0  # time spent waiting between retries
+    child_requests: int = 0
+    started: float = field(default_factory=time.monotonic, repr=False)
+    finished: float | None = field(default=None, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished if self.finished is not None else self.clock()) - self.started
+
+    @property
+    def records_per_s(self) -> float:
+        elapsed = self.elapsed
+        return self.records / elapsed if elapsed > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "pages": self.pages,
+            "records": self.records,
+            "problems": self.problems,
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limit_waits": self.rate_limit_waits,
+            "wait_seconds": round(self.wait_seconds, 3),
+            "backoff_seconds": round(self.backoff_seconds, 3),
+            "elapsed": round(self.elapsed, 3),
+            "records_per_s": round(self.records_per_s, 1),
+        }
+
+    def line(self) -> str:
+        return (
+            f"pages={self.pages} records={self.records} problems={self.problems} requests={self.requests} "
+            f"retries={self.retries} rate_limit_waits={self.rate_limit_waits} "
+            f"waited={self.wait_seconds + self.backoff_seconds:.1f}s elapsed={self.elapsed:.1f}s "
+            f"records/s={self.records_per_s:.1f}"
+        )
+
+
+ProgressCallback = Callable[[str, ClientStats], None]
+
+
+def log_progress(stream: str, stats: ClientStats) -> None:
+    log.info("extract %s: %s", stream, stats.line())
+
+
+class SaaSClient:
+    """Reads streams from one SaaS API. Not thread-safe: one client per task."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: AuthStrategy,
+        *,
+        timeout: tuple[float, float] = (5, 30),
+        ca_bundle: str | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
+        transport: Transport | None = None,
+        progress: ProgressCallback | None = None,
+        progress_interval_s: float = 5.0,
+        page_size: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.retry = retry or RetryPolicy()
+        self.rate_limiter = rate_limiter
+        self.transport: Transport = transport or RequestsTransport(ca_bundle=ca_bundle)
+        self.progress = progress or log_progress
+        self.progress_interval_s = progress_interval_s
+        self.page_size = page_size
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self.stats = ClientStats(clock=clock, started=clock())
+        self._stream = ""
+        self._last_progress = clock()
+
+    def __repr__(self) -> str:
+        return f"SaaSClient(base_url={self.base_url!r}, auth={self.auth!r})"
+
+    # ------------------------------------------------------------------ pages
+
+    def iter_pages(
+        self,
+        spec: StreamSpec,
+        *,
+        mode: Literal["full", "incremental"],
+        window_start: datetime | None,
+        window_end: datetime,
+    ) -> Iterator[Page]:
+        """Yield the stream's pages for `[window_start, window_end)`, lazily, one request at a time.
+
+        full: `spec.path` filtered by created window, every record versioned with the listing's
+        start time; incremental: Stripe events (record = `data.object`, version = event `created`)
+        or `updated_since` (version = the record's update field).
+        """
+        for name, value in (("window_start", window_start), ("window_end", window_end)):
+            if value is not None and value.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware")
+        if mode not in ("full", "incremental"):
+            raise ValueError(f"mode must be 'full' or 'incremental', got {mode!r}")
+        effective_mode: Mode = (
+            "incremental" if mode == "incremental" and spec.incremental.kind != "none" else "full"
+        )
+        self.stats = ClientStats(clock=self._clock, started=self._clock())
+        self._stream = spec.name
+        self._last_progress = self._clock()
+        if window_start is not None and window_start >= window_end:
+            log.info(
+                "extract %s: empty window [%s, %s), nothing to read", spec.name, window_start, window_end
+            )
+            return
+        default_version = int(self._wall_clock().timestamp()) if effective_mode == "full" else None
+        paginator = make_paginator(self._paginator_spec(spec, effective_mode))
+        request: PageRequest | None = paginator.first(
+            self._first_request(spec, effective_mode, window_start, window_end)
+        )
+        selector = page_selector(spec, effective_mode)
+        seen: set[PageRequest] = set()
+        page_no = 0
+        while request is not None:
+            if request in seen:
+                raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
+            seen.add(request)
+            response, payload, items = self._call(
+                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector)
+            )
+            selection = select_records(spec, items, mode=effective_mode, default_version=default_version)
+            expanded = self._complete_children(spec, selection.records)
+            body = orjson.dumps(payload) if expanded else response.body
+            page_no += 1
+            page = Page(
+                stream=spec.name,
+                page_no=page_no,
+                url=_page_url(request),
+                body=body,
+                records=selection.records,
+                versions=selection.versions,
+                problems=selection.problems,
+                fetched_at=self._wall_clock(),
+            )
+            self.stats.pages += 1
+            self.stats.records += len(page.records)
+            self.stats.problems += len(page.problems)
+            for problem in page.problems:
+                log.warning(
+                    "extract %s: rejected record (%s): %s", spec.name, problem.reason_code, problem.message
+                )
+            self._maybe_report()
+            yield page
+            request = paginator.next(request, response, payload, items)
+        self.stats.finished = self._clock()
+        self.progress(spec.name, self.stats)
+
+    def _paginator_spec(self, spec: StreamSpec, mode: Mode) -> PaginatorSpec:
+        if uses_events(spec, mode):
+            base = PaginatorSpec("stripe")  # /v1/events is always a Stripe list
+            return replace(base, page_size=self.page_size or spec.paginator.page_size)
+        if self.page_size:
+            return replace(spec.paginator, page_size=self.page_size)
+        return spec.paginator
+
+    def _first_request(
+        self, spec: StreamSpec, mode: Mode, window_start: datetime | None, window_end: datetime
+    ) -> PageRequest:
+        params: list[tuple[str, str]] = list(spec.extra_params)
+        if uses_events(spec, mode):
+            path = spec.incremental.events_path
+            params = [("types[]", event_type) for event_type in spec.incremental.event_types]
+            if window_start is not None:
+                params.append(("created[gte]", str(_unix(window_start))))
+            params.append(("created[lt]", str(_unix(window_end))))
+        elif mode == "incremental":  # updated_since
+            path = spec.path
+            if window_start is not None:
+                params.append((spec.incremental.since_param, _iso(window_start)))
+            params.append((spec.incremental.until_param, _iso(window_end)))
+        else:
+            path = spec.path
+            fmt = spec.full_refresh.timestamp_format
+            if window_start is not None:
+                params.append((spec.full_refresh.created_gte_param, _stamp(window_start, fmt)))
+            params.append((spec.full_refresh.created_lt_param, _stamp(window_end, fmt)))
+        return PageRequest(url=self._url(path), params=tuple(params))
+
+    def _parse_list(self, response: HttpResponse, selector: str) -> tuple[HttpResponse, Any, list[Any]]:
+        endpoint = _endpoint(response.url)
+        payload = parse_json_body(endpoint, response.body)
+        return response, payload, select_items(endpoint, payload, selector)
+
+    # --------------------------------------------------------------- children
+
+    def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> bool:
+        """Fetch the rest of every truncated child list in place; True when any record changed."""
+        changed = False
+        for child in spec.children:
+            for record in records:
+                embedded = record.get(child.field)
+                if isinstance(embedded, dict) and embedded.get("has_more") is True:
+                    self._complete_child_list(child, str(record[spec.primary_key]), embedded)
+                    changed = True
+        return changed
+
+    def _complete_child_list(self, child: ChildListSpec, parent_id: str, embedded: dict[str, Any]) -> None:
+        data = embedded.get("data")
+        if not isinstance(data, list):
+            raise MalformedResponseError(f"{child.field} of {parent_id} has has_more but no data list")
+        paginator = StripePaginator(PaginatorSpec("stripe", page_size=CHILD_PAGE_SIZE))
+        request: PageRequest | None = paginator.first(
+            PageRequest(url=self._url(child.path_template.format(id=parent_id)), params=())
+        )
+        last_id = next(
+            (i["id"] for i in reversed(data) if isinstance(i, dict) and isinstance(i.get("id"), str)), None
+        )
+        if request is not None and last_id is not None:
+            request = request.with_param("starting_after", last_id)
+        seen_ids = {i["id"] for i in data if isinstance(i, dict) and "id" in i}
+        while request is not None:
+            response, payload, items = self._call(
+                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, "data")
+            )
+            self.stats.child_requests += 1
+            for item in items:
+                item_id = item.get("id") if isinstance(item, dict) else None
+                if item_id is None or item_id not in seen_ids:
+                    data.append(item)
+                    if item_id is not None:
+                        seen_ids.add(item_id)
+            request = paginator.next(request, response, payload, items)
+        embedded["has_more"] = False
+
+    # ---------------------------------------------------------------- request
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("https://", "http://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _fetch_token(self, url: str, form: Mapping[str, str], headers: Mapping[str, str]) -> HttpResponse:
+        """Token endpoint POST for OAuth2: same timeouts, TLS and retries; 4xx come back to the auth."""
+        return self._call(
+            "POST",
+            url,
+            (),
+            data=form,
+            extra_headers=headers,
+            authed=False,
+            parse=lambda r: r,
+            pass_client_errors=True,
+        )
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        params: tuple[tuple[str, str], ...],
+        *,
+        parse: Callable[[HttpResponse], T],
+        data: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        authed: bool = True,
+        pass_client_errors: bool = False,
+    ) -> T:
+        """One logical request with the whole retry policy around it; `parse` runs inside the loop so
+        a malformed body is retried like a 5xx (a few times, then fatal, naming the endpoint)."""
+        endpoint = f"{method} {_endpoint(url)}"
+        started = self._clock()
+        attempt = 0
+        malformed = 0
+        last_status: int | None = None
+        while True:
+            attempt += 1
+            try:
+                self._take_rate_token()
+                headers = {"Accept": "application/json", "User-Agent": "saas-erp-sync/0.1"}
+                if extra_headers:
+                    headers.update(extra_headers)
+                if authed:
+                    headers.update(self.auth.headers(self._fetch_token))
+                self.stats.requests += 1
+                response = self.transport.send(
+                    method, url, params=params, headers=headers, data=data, timeout=self.timeout
+                )
+                last_status = response.status
+                if response.status == 401 and authed:
+                    if self.auth.on_unauthorized():
+                        log.info("%s: 401, refreshing credentials once", endpoint)
+                        attempt -= 1  # a refresh is not a failure of the API
+                        continue
+                    raise AuthenticationError(
+                        endpoint, 401, _api_message(response) + " (credentials refused)"
+                    )
+                if self.retry.is_retriable_status(response.status):
+                    raise RetriableHttpError(
+                        endpoint,
+                        response.status,
+                        _api_message(response),
+                        retry_after=parse_retry_after(response.header("Retry-After")),
+                    )
+                if response.status >= 300 and not (pass_client_errors and 400 <= response.status < 500):
+                    raise FatalApiError(endpoint, response.status, _api_message(response))
+                result = parse(response)
+                if authed:
+                    self.auth.on_success()
+                return result
+            except MalformedResponseError as exc:
+                malformed += 1
+                if malformed >= self.retry.malformed_attempts:
+                    raise FatalApiError(
+                        endpoint, last_status, f"malformed response {malformed} times in a row: {exc}"
+                    ) from exc
+                delay = self.retry.delay(attempt)
+                failure: Exception = exc
+            except RetriableError as exc:
+                delay = self.retry.delay(attempt, exc.retry_after)
+                failure = exc
+            if not self.retry.may_retry(attempt, started, delay):
+                raise RetryExhaustedError(
+                    endpoint, last_status, f"gave up after {attempt} attempts: {failure}"
+                ) from failure
+            log.info("%s: attempt %d failed (%s); retrying in %.2fs", endpoint, attempt, failure, delay)
+            self.stats.retries += 1
+            self.stats.backoff_seconds += delay
+            self.retry.sleep(delay)
+            self._maybe_report()
+
+    def _take_rate_token(self) -> None:
+        if self.rate_limiter is None:
+            return
+        while True:
+            wait = self.rate_limiter.try_acquire()
+            if wait <= 0:
+                return
+            self.stats.rate_limit_waits += 1
+            self.stats.wait_seconds += wait
+            self.retry.sleep(wait)
+
+    def _maybe_report(self) -> None:
+        now = self._clock()
+        if now - self._last_progress >= self.progress_interval_s:
+            self._last_progress = now
+            self.progress(self._stream, self.stats)
+
+    def close(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if callable(close):
+            close()
+
+
+def _api_message(response: HttpResponse) -> str:
+    """The API's own error text (Stripe: error.message; others: message/error/detail), else a snippet."""
+    try:
+        payload = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        for key in ("message", "error_description", "error", "detail"):
+            if isinstance(payload.get(key), str):
+                return str(payload[key])
+    snippet = response.body[:200].decode("utf-8", "replace").strip()
+    return snippet or "(empty body)"
+
+
+def _endpoint(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _page_url(request: PageRequest) -> str:
+    if not request.params:
+        return request.url
+    from urllib.parse import urlencode
+
+    joiner = "&" if "?" in request.url else "?"
+    return request.url + joiner + urlencode(request.params)
+
+
+def _unix(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _stamp(value: datetime, fmt: str) -> str:
+    return str(_unix(value)) if fmt == "unix" else _iso(value)

@@ -1,0 +1,186 @@
+"""Turning one raw response body into a `Page`: JSON parsing, record selection, versions, problems.
+
+The client and restore-from-backup share this code, so a page rebuilt from its stored bytes holds
+exactly the records (and versions) the client yielded the night it was read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from erp_sync.clients.errors import MalformedResponseError
+from erp_sync.core.batch import Page, Rejection
+from erp_sync.streams.spec import StreamSpec
+
+Mode = Literal["full", "incremental"]
+EVENTS_SELECTOR = "data"
+
+
+def parse_json_body(endpoint: str, body: bytes) -> Any:
+    """The body as JSON, or `MalformedResponseError` naming the endpoint (HTML, truncated, empty...)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        snippet = body[:80].decode("utf-8", "replace").replace("\n", " ")
+        raise MalformedResponseError(
+            f"{endpoint}: body is not JSON ({exc}); starts with {snippet!r}"
+        ) from None
+
+
+def dig(payload: Any, dotted_path: str) -> Any:
+    """`payload["a"]["b"]` for "a.b"; None when any step is missing."""
+    current = payload
+    for part in dotted_path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return None
+        current = current[part]
+    return current
+
+
+def select_items(endpoint: str, payload: Any, selector: str) -> list[Any]:
+    """The list of records under `selector`; a missing or non-list selector is a malformed page."""
+    items = dig(payload, selector) if selector else payload
+    if not isinstance(items, list):
+        raise MalformedResponseError(f"{endpoint}: response has no list at {selector!r}")
+    return items
+
+
+def uses_events(spec: StreamSpec, mode: Mode) -> bool:
+    return mode == "incremental" and spec.incremental.kind == "stripe_events"
+
+
+def page_selector(spec: StreamSpec, mode: Mode) -> str:
+    return EVENTS_SELECTOR if uses_events(spec, mode) else spec.record_selector
+
+
+def to_unix_seconds(value: Any) -> int | None:
+    """A version/timestamp field as unix seconds: int/float seconds or an ISO-8601 string with offset."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            return None  # a naive timestamp is ambiguous; refuse rather than guess the zone
+        return int(parsed.astimezone(UTC).timestamp())
+    return None
+
+
+def _raw(item: Any) -> str:
+    return orjson.dumps(item).decode("utf-8")
+
+
+def _has_key(record: Mapping[str, Any], primary_key: str) -> bool:
+    key = record.get(primary_key)
+    return (isinstance(key, str) and key != "") or (isinstance(key, int) and not isinstance(key, bool))
+
+
+class RecordSelection:
+    """Records, versions and problems selected from one page's items."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.versions: list[int] = []
+        self.problems: list[Rejection] = []
+
+
+def select_records(
+    spec: StreamSpec, items: list[Any], *, mode: Mode, default_version: int | None
+) -> RecordSelection:
+    """Pick each item's record and version; what cannot be understood becomes a `Rejection`."""
+    selection = RecordSelection()
+    events = uses_events(spec, mode)
+    wanted_types = set(spec.incremental.event_types)
+    for item in items:
+        if not isinstance(item, dict):
+            selection.problems.append(_reject(spec, "NOT_AN_OBJECT", "item is not a JSON object", item))
+            continue
+        if events:
+            if wanted_types and item.get("type") not in wanted_types:
+                continue  # another stream's event: not ours to count
+            record = dig(item, "data.object")
+            version = to_unix_seconds(item.get("created"))
+        else:
+            record = item
+            version = _record_version(spec, item, mode, default_version)
+        if not isinstance(record, dict):
+            selection.problems.append(_reject(spec, "NOT_AN_OBJECT", "event has no data.object", item))
+            continue
+        if not _has_key(record, spec.primary_key):
+            selection.problems.append(
+                _reject(spec, "MISSING_ID", f"record has no {spec.primary_key!r}", item)
+            )
+            continue
+        if version is None:
+            reason = "event has no created time" if events else f"bad {spec.incremental.version_field!r}"
+            selection.problems.append(
+                _reject(spec, "BAD_VERSION", reason, item, str(record[spec.primary_key]))
+            )
+            continue
+        selection.records.append(record)
+        selection.versions.append(version)
+    return selection
+
+
+def _record_version(
+    spec: StreamSpec, record: dict[str, Any], mode: Mode, default_version: int | None
+) -> int | None:
+    if mode == "incremental" and spec.incremental.kind == "updated_since":
+        return to_unix_seconds(record.get(spec.incremental.version_field))
+    return default_version
+
+
+def _reject(spec: StreamSpec, code: str, message: str, item: Any, source_id: str | None = None) -> Rejection:
+    if source_id is None and isinstance(item, dict):
+        candidate = item.get(spec.primary_key)
+        source_id = str(candidate) if isinstance(candidate, str | int) and candidate != "" else None
+    return Rejection(
+        stream=spec.name, reason_code=code, message=message, raw_payload=_raw(item), source_id=source_id
+    )
+
+
+def page_from_body(
+    spec: StreamSpec, body: bytes, url: str, page_meta: Mapping[str, Any], page_no: int
+) -> Page:
+    """Rebuild the `Page` the client yielded from its stored body and `page_meta`
+    (`{"mode": "full"|"incremental", "default_version": <unix s>}`)."""
+    mode: Mode = "incremental" if page_meta.get("mode") == "incremental" else "full"
+    raw_default = page_meta.get("default_version")
+    default_version = (
+        int(raw_default) if isinstance(raw_default, int | float | str) and raw_default != "" else None
+    )
+    payload = parse_json_body(url, body)
+    items = select_items(url, payload, page_selector(spec, mode))
+    selection = select_records(spec, items, mode=mode, default_version=default_version)
+    return Page(
+        stream=spec.name,
+        page_no=page_no,
+        url=url,
+        body=body,
+        records=selection.records,
+        versions=selection.versions,
+        problems=selection.problems,
+        fetched_at=None,
+    )
+
+
+def page_meta_for(mode: Mode, default_version: int | None) -> dict[str, Any]:
+    """What the loader stores beside a page body so `page_from_body` can rebuild it."""
+    return {"mode": mode, "default_version": default_version}
+
+
+def meta_for_page(page: Page, mode: Mode) -> dict[str, Any]:
+    """`page_meta` for a page the client yielded: in full mode every record carries the listing's
+    start time as its version, so the page itself says what `default_version` was."""
+    default_version = page.versions[0] if mode == "full" and page.versions else None
+    return page_meta_for(mode, default_version)

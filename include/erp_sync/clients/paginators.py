@@ -1,0 +1,162 @@
+"""Paginators as small strategies: given the request just made and its response, the next request
+or None. They see the raw items of the page (events, not their objects) because that is what the
+API's cursors refer to."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+from urllib.parse import urljoin
+
+from erp_sync.clients.errors import MalformedResponseError
+from erp_sync.clients.pages import dig
+from erp_sync.clients.transport import HttpResponse
+from erp_sync.streams.spec import PaginatorSpec
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page's request: `url` absolute, `params` the query (empty when the URL carries it)."""
+
+    url: str
+    params: tuple[tuple[str, str], ...]
+
+    def with_param(self, name: str, value: str) -> PageRequest:
+        kept = tuple((k, v) for k, v in self.params if k != name)
+        return replace(self, params=(*kept, (name, value)))
+
+
+class Paginator(Protocol):
+    def first(self, request: PageRequest) -> PageRequest:
+        """Add the paging parameters to the first request."""
+        ...
+
+    def next(
+        self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
+    ) -> PageRequest | None:
+        """The request for the following page, or None after the last one."""
+        ...
+
+
+class StripePaginator:
+    """`limit` + `starting_after=<last id>` while `has_more` is true (Stripe lists)."""
+
+    def __init__(self, spec: PaginatorSpec) -> None:
+        self.spec = spec
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return request.with_param(self.spec.limit_param, str(self.spec.page_size))
+
+    def next(
+        self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
+    ) -> PageRequest | None:
+        if dig(payload, self.spec.has_more_field) is not True or not items:
+            return None
+        last_id = next(
+            (
+                item["id"]
+                for item in reversed(items)
+                if isinstance(item, dict) and isinstance(item.get("id"), str)
+            ),
+            None,
+        )
+        if last_id is None:
+            raise MalformedResponseError(f"{request.url}: has_more is true but no item on the page has an id")
+        return request.with_param("starting_after", last_id)
+
+
+class CursorPaginator:
+    """An opaque cursor read from the body at `cursor_path` and sent back as `cursor_param`."""
+
+    def __init__(self, spec: PaginatorSpec) -> None:
+        self.spec = spec
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return request.with_param(self.spec.limit_param, str(self.spec.page_size))
+
+    def next(
+        self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
+    ) -> PageRequest | None:
+        cursor = dig(payload, self.spec.cursor_path)
+        if cursor is None or cursor == "" or not items:
+            return None
+        if not isinstance(cursor, str | int):
+            raise MalformedResponseError(
+                f"{request.url}: cursor at {self.spec.cursor_path!r} is not a string"
+            )
+        return request.with_param(self.spec.cursor_param, str(cursor))
+
+
+class OffsetPaginator:
+    """`offset`/`limit`: stop on a short page, or once `offset + len(page)` reaches `total` when the
+    body reports one."""
+
+    def __init__(self, spec: PaginatorSpec) -> None:
+        self.spec = spec
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return request.with_param(self.spec.limit_param, str(self.spec.page_size)).with_param(
+            self.spec.offset_param, "0"
+        )
+
+    def next(
+        self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
+    ) -> PageRequest | None:
+        offset = int(dict(request.params).get(self.spec.offset_param, "0"))
+        following = offset + len(items)
+        if len(items) < self.spec.page_size:
+            return None
+        total = dig(payload, self.spec.total_path) if self.spec.total_path else None
+        if isinstance(total, int) and not isinstance(total, bool) and following >= total:
+            return None
+        return request.with_param(self.spec.offset_param, str(following))
+
+
+_LINK_PART = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
+_REL = re.compile(r'rel\s*=\s*"?([^";]+)"?', re.IGNORECASE)
+
+
+def parse_link_header(value: str | None) -> dict[str, str]:
+    """RFC 8288 (formerly 5988) `Link` header as {rel: url}; each space-separated rel is a key."""
+    links: dict[str, str] = {}
+    if not value:
+        return links
+    for match in _LINK_PART.finditer(value):
+        url, params = match.group(1), match.group(2)
+        rel = _REL.search(params)
+        if rel:
+            for name in rel.group(1).split():
+                links.setdefault(name.lower(), url.strip())
+    return links
+
+
+class LinkHeaderPaginator:
+    """Follow `Link: <...>; rel="next"` until it is absent. The next URL carries its own query."""
+
+    def __init__(self, spec: PaginatorSpec) -> None:
+        self.spec = spec
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return request.with_param(self.spec.limit_param, str(self.spec.page_size))
+
+    def next(
+        self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
+    ) -> PageRequest | None:
+        target = parse_link_header(response.header("Link")).get("next")
+        if not target:
+            return None
+        return PageRequest(url=urljoin(request.url, target), params=())
+
+
+def make_paginator(spec: PaginatorSpec) -> Paginator:
+    kinds: dict[str, type[StripePaginator | CursorPaginator | OffsetPaginator | LinkHeaderPaginator]] = {
+        "stripe": StripePaginator,
+        "cursor": CursorPaginator,
+        "offset": OffsetPaginator,
+        "link_header": LinkHeaderPaginator,
+    }
+    try:
+        return kinds[spec.kind](spec)
+    except KeyError:
+        raise ValueError(f"unknown paginator kind {spec.kind!r}") from None

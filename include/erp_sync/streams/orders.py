@@ -1,0 +1,31 @@
+"""A non-Stripe API declared as data: orders from `/api/v2/orders` (offset pagination, ISO
+`updated_since`/`updated_before`, OAuth2). Same client, same operator; only this spec is new."""
+
+from __future__ import annotations
+
+from erp_sync.streams.spec import FullRefreshSpec, IncrementalSpec, PaginatorSpec, StreamSpec
+
+ORDERS = StreamSpec(
+    name="orders",
+    source_system="orders_api",
+    path="/api/v2/orders",
+    model="Order",
+    mapping="orders",
+    target_tables=("sales_orders",),
+    primary_key="id",
+    record_selector="data",
+    created_field="created_at",
+    paginator=PaginatorSpec(
+        "offset", page_size=100, limit_param="limit", offset_param="offset", total_path="total"
+    ),
+    incremental=IncrementalSpec(
+        "updated_since",
+        since_param="updated_since",
+        until_param="updated_before",
+        version_field="updated_at",
+        retention_days=None,  # the API filters the live table: any cursor age works
+    ),
+    full_refresh=FullRefreshSpec(
+        created_gte_param="created_since", created_lt_param="created_before", timestamp_format="iso8601"
+    ),
+)
