@@ -24,7 +24,7 @@ batches, exactly once in effect. Raw pages go to an outbox that `backup_raw_page
 
 **Params** (all optional): `streams` (default: all), `full_refresh`, `dry_run` (counts and samples, writes
 nothing), `window_start` / `window_end` (ISO-8601 with timezone; manual runs only). A scheduled run syncs
-`[cursor − 10 min, data_interval_end)`; a manual run without a window syncs from the cursor to now.
+`[cursor - 10 min, data_interval_end)`; a manual run without a window syncs from the cursor to now.
 """
 
 STREAM_NAMES = sorted(STREAMS)
@@ -45,14 +45,23 @@ STREAM_NAMES = sorted(STREAMS)
         "retry_exponential_backoff": True,
     },
     params={
-        "streams": Param([], type="array", items={"type": "string", "enum": STREAM_NAMES},
-                         description="Streams to sync; empty means all."),
+        "streams": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": STREAM_NAMES},
+            description="Streams to sync; empty means all.",
+        ),
         "full_refresh": Param(False, type="boolean", description="Re-list everything by created window."),
         "dry_run": Param(False, type="boolean", description="Report what would change; write nothing."),
-        "window_start": Param(None, type=["null", "string"], format="date-time",
-                              description="Manual window start (ISO-8601 with timezone)."),
-        "window_end": Param(None, type=["null", "string"], format="date-time",
-                            description="Manual window end (exclusive)."),
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description="Manual window start (ISO-8601 with timezone).",
+        ),
+        "window_end": Param(
+            None, type=["null", "string"], format="date-time", description="Manual window end (exclusive)."
+        ),
     },
 )
 def saas_to_erp_sync() -> None:
@@ -93,7 +102,7 @@ def saas_to_erp_sync() -> None:
         from erp_sync.core.summary import sync_summary_table
 
         table = sync_summary_table(list(summaries))
-        print(table)  # noqa: T201 - the task log is the reader
+        print(table)
         return {"streams": [s["stream"] for s in summaries], "dry_run": any(s["dry_run"] for s in summaries)}
 
     @task(retries=5, retry_delay=timedelta(minutes=5), trigger_rule="all_done")

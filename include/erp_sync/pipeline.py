@@ -178,27 +178,43 @@ def sync_stream(
         resolved = resolve_window(spec, cursor_before, window)
         log.info(
             "stream %s: %s window [%s, %s) (%s); cursor before: %s",
-            spec.name, resolved.mode, resolved.start, resolved.end, resolved.reason, cursor_before,
+            spec.name,
+            resolved.mode,
+            resolved.start,
+            resolved.end,
+            resolved.reason,
+            cursor_before,
         )
-        if ledger.is_empty():
-            log.info("Redis ledger is empty: rebuilding it from Postgres before deduping")
-            ledger.rebuild_from_postgres(conn, spec.target_tables)
         result = StreamRunResult(
-            stream=spec.name, source_system=spec.source_system, mode=resolved.mode,
-            window_start=resolved.start, window_end=resolved.end, window_reason=resolved.reason,
-            dry_run=dry_run, cursor_before=cursor_before, cursor_after=cursor_before,
+            stream=spec.name,
+            source_system=spec.source_system,
+            mode=resolved.mode,
+            window_start=resolved.start,
+            window_end=resolved.end,
+            window_reason=resolved.reason,
+            dry_run=dry_run,
+            cursor_before=cursor_before,
+            cursor_after=cursor_before,
         )
-        pages = client.iter_pages(spec, mode=resolved.mode, window_start=resolved.start,
-                                  window_end=resolved.end)
+        pages = client.iter_pages(
+            spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
+        )
         for batch_pages, is_last in batched_pages(pages, batch_records):
             mapped = map_pages(spec, batch_pages)
-            key = BatchKey(run_id, spec.source_system, spec.name, resolved.start, resolved.end,
-                           input_sha256(batch_pages))
+            key = BatchKey(
+                run_id, spec.source_system, spec.name, resolved.start, resolved.end, input_sha256(batch_pages)
+            )
             cursor_after = resolved.end if is_last and not dry_run else None
             batch = load_batch(
-                conn, ledger, key, mapped, batch_pages,
+                conn,
+                ledger,
+                key,
+                mapped,
+                batch_pages,
                 batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
-                cursor_after=cursor_after, dry_run=dry_run,
+                cursor_after=cursor_after,
+                dry_run=dry_run,
+                page_meta=page_meta(resolved.mode, batch_pages),
             )
             batch.check_conservation()
             result.add(batch)
@@ -210,15 +226,177 @@ def sync_stream(
                 on_batch(batch)
             log.info(
                 "stream %s batch %s: extracted %d, new %d, changed %d, unchanged %d, rejected %d%s",
-                spec.name, batch.batch_id, batch.extracted, batch.loaded_new, batch.loaded_changed,
-                batch.skipped_unchanged, batch.rejected,
+                spec.name,
+                batch.batch_id,
+                batch.extracted,
+                batch.loaded_new,
+                batch.loaded_changed,
+                batch.skipped_unchanged,
+                batch.rejected,
                 " (already committed by an earlier try)" if batch.already_committed else "",
             )
     result.seconds = time.monotonic() - started
     return result
 
 
+def page_meta(mode: str, pages: Sequence[Page]) -> dict[str, Any]:
+    """What restore needs to rebuild these pages: the mode, and for full listings the listing's
+    start time (every record of a full listing carries it as its version)."""
+    meta: dict[str, Any] = {"mode": mode}
+    if mode == "full":
+        versions = [v for page in pages for v in page.versions[:1]]
+        if versions:
+            meta["default_version"] = versions[0]
+    return meta
+
+
 def _merge_samples(into: dict[str, Any], samples: dict[str, Any] | None, limit: int = 5) -> None:
     for action, rows in (samples or {}).items():
         bucket = into.setdefault(action, [])
         bucket.extend(rows[: max(0, limit - len(bucket))])
+
+
+@dataclass
+class ReplayResult:
+    selected: int = 0
+    replayed: int = 0  # loaded (new, changed, or already identical in staging)
+    still_rejected: int = 0
+    batch_ids: list[int] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)  # new reason code -> count, for the log
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "selected": self.selected,
+            "replayed": self.replayed,
+            "still_rejected": self.still_rejected,
+            "batch_ids": self.batch_ids,
+            "still_rejected_by_reason": self.reasons,
+        }
+
+
+def replay_rejections(
+    *,
+    conn: Any,
+    redis_client: Any,
+    run_id: str,
+    namespace: str = "erpsync",
+    stream: str | None = None,
+    reason: str | None = None,
+    ids: Sequence[int] | None = None,
+    batch_records: int = DEFAULT_BATCH_RECORDS,
+) -> ReplayResult:
+    """Push PENDING rejections back through validate -> transform -> dedupe -> load.
+
+    Each one ends REPLAYED (marked in the load's own transaction) or stays PENDING with its new
+    reason and one more attempt: none is dropped. A replayed record's version is the time it was
+    first seen, so a newer version already in staging is never overwritten by it.
+    """
+    from erp_sync.store.rejections import pending_rejections
+
+    result = ReplayResult()
+    stored = pending_rejections(conn, stream=stream, reason=reason, ids=ids)
+    conn.rollback()
+    result.selected = len(stored)
+    by_stream: dict[str, list[Any]] = {}
+    for row in stored:
+        by_stream.setdefault(row.stream, []).append(row)
+    for stream_name, rows in by_stream.items():
+        for start in range(0, len(rows), batch_records):
+            _replay_chunk(
+                conn,
+                redis_client,
+                run_id,
+                namespace,
+                stream_name,
+                rows[start : start + batch_records],
+                result,
+            )
+    return result
+
+
+def _replay_chunk(
+    conn: Any,
+    redis_client: Any,
+    run_id: str,
+    namespace: str,
+    stream_name: str,
+    rows: Sequence[Any],
+    result: ReplayResult,
+) -> None:
+    import orjson
+
+    from erp_sync.core.batch import Rejection
+    from erp_sync.core.transform import map_pages
+    from erp_sync.store.counters import next_batch_id
+    from erp_sync.store.ledger import RedisLedger
+    from erp_sync.store.loader import load_batch
+    from erp_sync.store.locks import stream_lock
+    from erp_sync.streams import get_stream
+
+    spec = get_stream(stream_name)
+    records: list[dict[str, Any]] = []
+    versions: list[int] = []
+    problems: list[Rejection] = []
+    id_by_payload: dict[bytes, int] = {}
+    for row in rows:
+        try:
+            record = orjson.loads(row.raw_payload)
+        except orjson.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            problems.append(
+                Rejection(
+                    spec.name, row.reason_code, row.message, row.raw_payload, row.source_id, row.rejection_id
+                )
+            )
+            continue
+        records.append(record)
+        versions.append(int(row.created_at.timestamp()))
+        id_by_payload[orjson.dumps(record, option=orjson.OPT_SORT_KEYS)] = row.rejection_id
+    body = orjson.dumps([row.rejection_id for row in rows])
+    page = Page(
+        stream=spec.name,
+        page_no=1,
+        url=f"replay:rejections:{spec.name}",
+        body=body,
+        records=records,
+        versions=versions,
+        problems=problems,
+    )
+    mapped = map_pages(spec, [page])
+    mapped.rejections = [_with_stored_id(r, id_by_payload) for r in mapped.rejections]
+    replayed_ids = [row.rejection_id for row in rows]
+    with stream_lock(conn, spec.source_system, spec.name):
+        key = BatchKey(run_id, spec.source_system, spec.name, None, None, input_sha256([page]))
+        batch = load_batch(
+            conn,
+            RedisLedger(redis_client, namespace=namespace),
+            key,
+            mapped,
+            [page],
+            batch_id=next_batch_id(redis_client, namespace, conn),
+            cursor_after=None,
+            page_meta={"mode": "replay"},
+            replayed_ids=replayed_ids,
+        )
+    batch.check_conservation()
+    result.batch_ids.append(batch.batch_id)
+    result.still_rejected += batch.rejected
+    result.replayed += batch.extracted - batch.rejected
+    for rejection in mapped.rejections:
+        result.reasons[rejection.reason_code] = result.reasons.get(rejection.reason_code, 0) + 1
+
+
+def _with_stored_id(rejection: Any, id_by_payload: dict[bytes, int]) -> Any:
+    """Attach the stored rejection's id to a record rejected again, so its row is updated, not duplicated."""
+    import dataclasses
+
+    import orjson
+
+    if rejection.rejection_id is not None:
+        return rejection
+    try:
+        payload = orjson.dumps(orjson.loads(rejection.raw_payload), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONDecodeError:
+        return rejection
+    return dataclasses.replace(rejection, rejection_id=id_by_payload.get(payload))

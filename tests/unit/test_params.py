@@ -29,7 +29,11 @@ def test_window_is_parsed_as_aware_utc() -> None:
     [
         ({"streams": ["invoices", "payouts"]}, "streams", "unknown stream"),
         ({"streams": "invoices"}, None, None),
-        ({"window_start": "2026-11-02T00:00:00Z", "window_end": "2026-11-01T00:00:00Z"}, "window_end", "not after"),
+        (
+            {"window_start": "2026-11-02T00:00:00Z", "window_end": "2026-11-01T00:00:00Z"},
+            "window_end",
+            "not after",
+        ),
         ({"window_start": "2026-11-01T00:00:00"}, "window_start", "no timezone"),
         ({"window_start": "yesterday"}, "window_start", "not an ISO-8601"),
         ({"dry_run": "yes"}, "dry_run", "true or false"),

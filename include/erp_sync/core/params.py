@@ -30,7 +30,9 @@ def parse_utc(name: str, value: Any) -> datetime | None:
     else:
         raise InvalidParamError(name, f"expected an ISO-8601 string, got {type(value).__name__}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidParamError(name, f"{value!r} has no timezone; write it as UTC, e.g. 2026-11-01T00:00:00Z")
+        raise InvalidParamError(
+            name, f"{value!r} has no timezone; write it as UTC, e.g. 2026-11-01T00:00:00Z"
+        )
     return parsed
 
 

@@ -19,6 +19,8 @@ def sync_summary_table(summaries: Sequence[dict[str, Any]]) -> str:
     balanced = totals["extracted"] == (
         totals["new"] + totals["changed"] + totals["unchanged"] + totals["rejected"]
     )
-    lines.append("conservation (extracted = new + changed + unchanged + rejected): " +
-                 ("holds" if balanced else "VIOLATED"))
+    lines.append(
+        "conservation (extracted = new + changed + unchanged + rejected): "
+        + ("holds" if balanced else "VIOLATED")
+    )
     return "\n".join(lines)

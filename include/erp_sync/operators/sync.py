@@ -66,9 +66,15 @@ class SaaSStreamSyncOperator(BaseOperator):
         conn = erp_connection(self.erp_conn_id)
         try:
             result = sync_stream(
-                spec=spec, client=client, conn=conn, redis_client=redis_client,
-                run_id=context["run_id"], window=request, namespace=namespace,
-                batch_records=self.batch_records, dry_run=params.dry_run,
+                spec=spec,
+                client=client,
+                conn=conn,
+                redis_client=redis_client,
+                run_id=context["run_id"],
+                window=request,
+                namespace=namespace,
+                batch_records=self.batch_records,
+                dry_run=params.dry_run,
             )
         finally:
             conn.close()
