@@ -1,0 +1,186 @@
+"""The Redis dedupe ledger: for each staging row, the `row_sha256` last committed to Postgres.
+
+Keys: `{ns}:ledger:{table}:{key_digest(source_system, source_id)}` -> row_sha256 (no customer data
+in clear). Every operation is bulk: chunked MGET and non-transactional pipelines, never one round
+trip per record.
+
+The ledger is a cache of Postgres, never the truth, and it is kept safe to trust:
+- keys about to be written are evicted *before* the load transaction and remembered only *after*
+  COMMIT, with the sha256 Postgres then holds; a crash anywhere in between leaves a missing entry
+  (one wasted upsert next time), never a stale one that could hide a change;
+- a per-table marker `{ns}:ledger_built:{table}` says "this table's entries were built from
+  Postgres". A flushed or replaced Redis loses the marker with the entries, and the loader rebuilds
+  the table's entries from Postgres (under the stream lock) before trusting it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+
+from erp_sync.core.hashing import frame_key_digest
+
+CHUNK = 2_000
+REBUILD_FETCH = 10_000
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisLedger:
+    """Bulk key -> row_sha256 lookups in Redis for the staging tables."""
+
+    def __init__(self, redis: Any, namespace: str = "erpsync") -> None:
+        self.redis = redis
+        self.namespace = namespace
+
+    # -- keys ------------------------------------------------------------------------------------
+    def _keys(self, table: str, source_system: str | Sequence[str], source_ids: Iterable[Any]) -> list[str]:
+        prefix = f"{self.namespace}:ledger:{table}:"
+        ids = [str(source_id) for source_id in source_ids]
+        if isinstance(source_system, str):
+            return [prefix + digest for digest in frame_key_digest(source_system, ids)]
+        return [
+            prefix + frame_key_digest(system, [source_id])[0]
+            for system, source_id in zip(source_system, ids, strict=True)
+        ]
+
+    def _frame_keys(self, table: str, df: pd.DataFrame) -> list[str]:
+        systems = df["source_system"].astype(str).tolist()
+        ids = df["source_id"].astype(str).tolist()
+        if systems and all(system == systems[0] for system in systems):
+            return self._keys(table, systems[0], ids)
+        return self._keys(table, systems, ids)
+
+    def marker_key(self, table: str | None = None) -> str:
+        return f"{self.namespace}:ledger_built" + (f":{table}" if table else "")
+
+    # -- reads -----------------------------------------------------------------------------------
+    def lookup(self, table: str, df: pd.DataFrame) -> list[str | None]:
+        """The remembered row_sha256 of each row of `df` (None where unknown), in row order."""
+        keys = self._frame_keys(table, df)
+        found: list[str | None] = []
+        for chunk in _chunks(keys):
+            found.extend(_text(value) for value in self.redis.mget(list(chunk)))
+        return found
+
+    def split_unchanged(self, table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        """Drop the rows whose row_sha256 the ledger already holds; return (the rest, how many dropped)."""
+        if df.empty:
+            return df, 0
+        remembered = self.lookup(table, df)
+        unchanged = [known == str(sha) for known, sha in zip(remembered, df["row_sha256"], strict=True)]
+        mask = pd.Series(unchanged, index=df.index, dtype=bool)
+        return df.loc[~mask], int(mask.sum())
+
+    def is_empty(self, tables: Iterable[str] | None = None) -> bool:
+        """True when the ledger was never built from Postgres (or Redis lost it).
+
+        With `tables`, true when any of those tables lacks its marker; without, checks the marker any
+        rebuild sets.
+        """
+        if tables is None:
+            return not self.redis.exists(self.marker_key())
+        return bool(self.missing_tables(tables))
+
+    def missing_tables(self, tables: Iterable[str]) -> list[str]:
+        names = list(dict.fromkeys(tables))
+        if not names:
+            return []
+        present = self.redis.mget([self.marker_key(table) for table in names])
+        return [table for table, flag in zip(names, present, strict=True) if flag is None]
+
+    # -- writes ----------------------------------------------------------------------------------
+    def remember(self, table: str, df: pd.DataFrame) -> int:
+        """Record each row's row_sha256 (call after COMMIT, with what Postgres holds). Returns rows set."""
+        if df.empty:
+            return 0
+        keys = self._frame_keys(table, df)
+        self._set_many(keys, [str(sha) for sha in df["row_sha256"]])
+        return len(keys)
+
+    def evict(self, table: str, source_ids: Iterable[Any], *, source_system: str) -> int:
+        """Forget the given keys (before they are rewritten, or after an out-of-band change)."""
+        keys = self._keys(table, source_system, source_ids)
+        removed = 0
+        for chunk in _chunks(keys):
+            removed += int(self.redis.delete(*chunk))
+        return removed
+
+    def evict_frame(self, table: str, df: pd.DataFrame) -> int:
+        """`evict` for the rows of a DataFrame (its source_system and source_id columns)."""
+        if df.empty:
+            return 0
+        removed = 0
+        for chunk in _chunks(self._frame_keys(table, df)):
+            removed += int(self.redis.delete(*chunk))
+        return removed
+
+    def _set_many(self, keys: Sequence[str], values: Sequence[str]) -> None:
+        for start in range(0, len(keys), CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for key, value in zip(keys[start : start + CHUNK], values[start : start + CHUNK], strict=True):
+                pipe.set(key, value)
+            pipe.execute()
+
+    def rebuild_from_postgres(self, conn: Any, tables: Iterable[str]) -> dict[str, int]:
+        """Reload the given staging tables' entries from Postgres, streamed; returns entries per table.
+
+        Call it under the stream's lock (a concurrent load of the same table could otherwise have its
+        fresher entry overwritten by this snapshot). Ends the connection's transaction (read only).
+        """
+        counts: dict[str, int] = {}
+        try:
+            for table in dict.fromkeys(tables):
+                self._clear_table(table)
+                counts[table] = self._rebuild_table(conn, table)
+                self.redis.set(self.marker_key(table), "1")
+            self.redis.set(self.marker_key(), "1")
+        finally:
+            conn.rollback()
+        return counts
+
+    def _clear_table(self, table: str) -> None:
+        """Drop every entry of one table (keys Postgres no longer has must not survive a rebuild)."""
+        self.redis.delete(self.marker_key(table))
+        batch: list[Any] = []
+        for key in self.redis.scan_iter(match=f"{self.namespace}:ledger:{_ident(table)}:*", count=CHUNK):
+            batch.append(key)
+            if len(batch) >= CHUNK:
+                self.redis.delete(*batch)
+                batch = []
+        if batch:
+            self.redis.delete(*batch)
+
+    def _rebuild_table(self, conn: Any, table: str) -> int:
+        total = 0
+        with conn.cursor(name=f"ledger_rebuild_{table}") as cur:
+            cur.itersize = REBUILD_FETCH
+            cur.execute(
+                f"SELECT source_system, source_id, row_sha256 FROM erp_staging.{_ident(table)}"
+            )
+            while True:
+                rows = cur.fetchmany(REBUILD_FETCH)
+                if not rows:
+                    break
+                keys = self._keys(table, [r[0] for r in rows], [r[1] for r in rows])
+                self._set_many(keys, [str(r[2]) for r in rows])
+                total += len(rows)
+        return total
+
+
+def _ident(name: str) -> str:
+    """A staging table name, checked (it is interpolated into SQL)."""
+    if not name.replace("_", "").isalnum() or not name[0].isalpha() or name.lower() != name:
+        raise ValueError(f"not a staging table name: {name!r}")
+    return name

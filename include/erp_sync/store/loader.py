@@ -1,0 +1,603 @@
+"""The exactly-once load of one batch (DESIGN.md, "Exactly-once").
+
+    committed already? (same source_system, stream, window, input_sha256) -> its recorded result
+    ledger split (Redis MGET): unchanged rows never reach Postgres
+    evict the remaining keys from the ledger
+    ONE transaction, as role erp_loader:
+        COPY rows -> temp tables; upsert with the version guard, RETURNING (xmax = 0)
+        sync_batches row, rejections, raw pages into the outbox, the cursor (last batch only)
+        conservation check -> COMMIT
+    ledger.remember(what Postgres now holds)
+
+A crash anywhere before COMMIT leaves Postgres untouched; a crash after COMMIT leaves the batch
+recorded (a retry returns it) and some ledger entries missing (a retry re-sends those rows and the
+upsert finds them identical). Named `crash_point`s let the tests kill the process at each step.
+
+Counting is per source record (the primary table's rows): a record is new when its primary row was
+inserted, changed when its primary row was updated or any of its child rows (invoice lines) was
+written, otherwise unchanged -- which includes rows the ledger skipped, rows Postgres found identical,
+rows the version guard refused as older, and older in-batch copies (`mapped.superseded`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+from psycopg2.extras import Json, execute_values
+
+from erp_sync.core.batch import CONTROL_COLUMNS, BatchKey, BatchResult, MappedBatch, Page, Rejection
+from erp_sync.store.faults import crash_point
+from erp_sync.store.ledger import RedisLedger
+from erp_sync.store.state import advance_cursor
+
+LOADER_ROLE = "erp_loader"
+# Columns the loader sets itself; a mapping must not supply them.
+LOADER_COLUMNS = ("sync_batch_id", "interface_status", "loaded_at")
+# Child table -> the column naming its parent record (the batch's primary table).
+CHILD_PARENT_COLUMN: dict[str, str] = {"ar_invoice_lines": "invoice_source_id"}
+COPY_CHUNK_BYTES = 64 * 1024
+ACTIONS = ("insert", "update", "skip", "reject")
+
+
+@dataclass(frozen=True)
+class PlannedBatch(BatchResult):
+    """A dry run's answer: the counts a load would produce, and a few rows per action."""
+
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class _TableOutcome:
+    written: int = 0
+    inserted_ids: set[str] = field(default_factory=set)
+    updated_ids: set[str] = field(default_factory=set)
+    touched_parents: set[str] = field(default_factory=set)
+    final_state: pd.DataFrame | None = None  # (source_system, source_id, row_sha256) after the upsert
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def load_batch(
+    conn: Any,
+    ledger: RedisLedger,
+    key: BatchKey,
+    mapped: MappedBatch,
+    pages: Sequence[Page],
+    *,
+    batch_id: int,
+    cursor_after: datetime | None,
+    dry_run: bool = False,
+    page_meta: Mapping[str, Any] | None = None,
+    replayed_ids: Sequence[int] = (),
+) -> BatchResult:
+    """Load one batch exactly once; see the module docstring.
+
+    `conn` must have no open transaction; the caller holds the stream lock. `page_meta` is stored
+    with every outbox page (what restore needs: mode, default_version). `replayed_ids` are stored
+    rejections this batch replays: each is marked REPLAYED in the same transaction unless it is
+    rejected again (a `Rejection` carrying its `rejection_id` updates that row instead of adding one).
+    With `dry_run` nothing is written anywhere and a `PlannedBatch` (with samples) is returned.
+    """
+    _check_batch(key, mapped)
+    recorded = find_committed(conn, key)
+    if recorded is not None:
+        return recorded
+    if dry_run:
+        return plan_batch(conn, ledger, key, mapped, pages, batch_id=batch_id, cursor_after=cursor_after)
+
+    tables = _tables_in_order(mapped)
+    missing = ledger.missing_tables(tables)
+    if missing:
+        ledger.rebuild_from_postgres(conn, missing)
+    candidates, _ = _ledger_split(ledger, mapped, tables)
+    for table, df in candidates.items():
+        ledger.evict_frame(table, df)
+
+    result, outcomes = _transact(
+        conn,
+        key,
+        mapped,
+        pages,
+        candidates,
+        batch_id=batch_id,
+        cursor_after=cursor_after,
+        dry_run=False,
+        page_meta=page_meta or {},
+        replayed_ids=replayed_ids,
+    )
+    if result.already_committed:
+        return result
+    crash_point("after_commit_before_ledger")
+    for table, outcome in outcomes.items():
+        if outcome.final_state is not None:
+            ledger.remember(table, outcome.final_state)
+    return result
+
+
+def plan_batch(
+    conn: Any,
+    ledger: RedisLedger,
+    key: BatchKey,
+    mapped: MappedBatch,
+    pages: Sequence[Page],
+    *,
+    batch_id: int = 0,
+    cursor_after: datetime | None = None,
+    sample_size: int = 5,
+) -> PlannedBatch:
+    """What `load_batch` would do (same counts), written nowhere: the transaction is rolled back and
+    Redis is only read (an empty ledger is not rebuilt; Postgres then decides alone)."""
+    _check_batch(key, mapped)
+    recorded = find_committed(conn, key)
+    if recorded is not None:
+        return PlannedBatch(**_fields(recorded))
+    tables = _tables_in_order(mapped)
+    if ledger.missing_tables(tables):
+        candidates = {table: mapped.tables[table] for table in tables}
+    else:
+        candidates, _ = _ledger_split(ledger, mapped, tables)
+    result, outcomes = _transact(
+        conn,
+        key,
+        mapped,
+        pages,
+        candidates,
+        batch_id=batch_id,
+        cursor_after=cursor_after,
+        dry_run=True,
+        page_meta={},
+        replayed_ids=(),
+    )
+    samples = _samples(mapped, outcomes.get(mapped.primary_table, _TableOutcome()), sample_size)
+    return PlannedBatch(**_fields(result), samples=samples)
+
+
+def find_committed(conn: Any, key: BatchKey) -> BatchResult | None:
+    """The recorded result of this batch if an earlier try committed it (read in its own transaction
+    unless one is open)."""
+    idle = conn.info.transaction_status == 0
+    try:
+        with conn.cursor() as cur:
+            return _find_committed(cur, key)
+    finally:
+        if idle:
+            conn.rollback()
+
+
+# -- the transaction -----------------------------------------------------------------------------
+
+
+def _transact(
+    conn: Any,
+    key: BatchKey,
+    mapped: MappedBatch,
+    pages: Sequence[Page],
+    candidates: Mapping[str, pd.DataFrame],
+    *,
+    batch_id: int,
+    cursor_after: datetime | None,
+    dry_run: bool,
+    page_meta: Mapping[str, Any],
+    replayed_ids: Sequence[int],
+) -> tuple[BatchResult, dict[str, _TableOutcome]]:
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET LOCAL ROLE {LOADER_ROLE}")
+            # Two tries of the same batch at once: the second waits here, then finds the first's record.
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_batch_lock_key(key),))
+            recorded = _find_committed(cur, key)
+            if recorded is not None:
+                conn.rollback()
+                return recorded, {}
+            cursor_before = _current_cursor(cur, key)
+            crash_point("before_copy")
+            outcomes = {
+                table: _upsert_table(cur, table, df, batch_id, with_final_state=not dry_run)
+                for table, df in candidates.items()
+                if not df.empty
+            }
+            result = _count(mapped, batch_id, outcomes)
+            result.check_conservation()  # raises ConservationError -> rollback below
+            if dry_run:
+                conn.rollback()
+                return result, outcomes
+            _insert_batch_row(cur, key, result, cursor_before, cursor_after)
+            _write_rejections(cur, mapped, batch_id)
+            _mark_replayed(cur, replayed_ids, mapped.rejections, batch_id)
+            _write_outbox(cur, key, pages, batch_id, page_meta)
+            if cursor_after is not None:
+                advance_cursor(
+                    cur, key.source_system, key.stream, cursor_after, batch_id=batch_id, run_id=key.run_id
+                )
+            crash_point("before_commit")
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    return result, outcomes
+
+
+def _upsert_table(
+    cur: Any, table: str, df: pd.DataFrame, batch_id: int, *, with_final_state: bool
+) -> _TableOutcome:
+    columns = [c for c in df.columns if c not in LOADER_COLUMNS]
+    temp = f"load_{table}"
+    col_list = ", ".join(_ident(c) for c in columns)
+    cur.execute(
+        f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "
+        f"SELECT {col_list} FROM erp_staging.{_ident(table)} WITH NO DATA"
+    )
+    cur.copy_expert(
+        f"COPY {temp} ({col_list}) FROM STDIN WITH (FORMAT csv)",
+        _CsvStream(_csv_lines(df, columns)),
+        size=COPY_CHUNK_BYTES,
+    )
+    parent = CHILD_PARENT_COLUMN.get(table) if CHILD_PARENT_COLUMN.get(table) in columns else None
+    updates = ", ".join(
+        f"{_ident(c)} = excluded.{_ident(c)}" for c in columns if c not in ("source_system", "source_id")
+    )
+    cur.execute(
+        f"""
+        INSERT INTO erp_staging.{_ident(table)} AS s ({col_list}, sync_batch_id, interface_status, loaded_at)
+        SELECT {col_list}, %(batch_id)s, 'PENDING', now() FROM {temp}
+        ON CONFLICT (source_system, source_id) DO UPDATE SET
+            {updates}, sync_batch_id = excluded.sync_batch_id, interface_status = 'PENDING', loaded_at = now()
+        WHERE s.row_sha256 <> excluded.row_sha256 AND excluded.source_version >= s.source_version
+        RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"}
+        """,
+        {"batch_id": batch_id},
+    )
+    outcome = _TableOutcome()
+    for source_id, inserted, parent_id in cur.fetchall():
+        outcome.written += 1
+        (outcome.inserted_ids if inserted else outcome.updated_ids).add(source_id)
+        if parent_id is not None:
+            outcome.touched_parents.add(parent_id)
+    if with_final_state:
+        cur.execute(
+            f"SELECT s.source_system, s.source_id, s.row_sha256 FROM {temp} t "
+            f"JOIN erp_staging.{_ident(table)} s USING (source_system, source_id)"
+        )
+        outcome.final_state = pd.DataFrame(
+            cur.fetchall(), columns=["source_system", "source_id", "row_sha256"]
+        )
+    return outcome
+
+
+def _count(mapped: MappedBatch, batch_id: int, outcomes: Mapping[str, _TableOutcome]) -> BatchResult:
+    primary = mapped.tables.get(mapped.primary_table)
+    record_ids = set() if primary is None else set(primary["source_id"].astype(str))
+    head = outcomes.get(mapped.primary_table, _TableOutcome())
+    new = head.inserted_ids & record_ids
+    changed = set(head.updated_ids & record_ids)
+    for table, outcome in outcomes.items():
+        if table != mapped.primary_table:
+            changed |= (outcome.touched_parents & record_ids) - new
+    accepted = len(record_ids)
+    return BatchResult(
+        batch_id=batch_id,
+        extracted=mapped.extracted,
+        loaded_new=len(new),
+        loaded_changed=len(changed),
+        skipped_unchanged=accepted - len(new) - len(changed) + mapped.superseded,
+        rejected=len(mapped.rejections),
+        rows_by_table={table: outcomes[table].written if table in outcomes else 0 for table in mapped.tables},
+    )
+
+
+def _insert_batch_row(
+    cur: Any,
+    key: BatchKey,
+    result: BatchResult,
+    cursor_before: datetime | None,
+    cursor_after: datetime | None,
+) -> None:
+    cur.execute(
+        """
+        INSERT INTO erp_sync.sync_batches (batch_id, run_id, source_system, stream, window_start, window_end,
+            input_sha256, extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, rows_by_table,
+            cursor_before, cursor_after)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            result.batch_id,
+            key.run_id,
+            key.source_system,
+            key.stream,
+            key.window_start,
+            key.window_end,
+            key.input_sha256,
+            result.extracted,
+            result.loaded_new,
+            result.loaded_changed,
+            result.skipped_unchanged,
+            result.rejected,
+            Json(result.rows_by_table),
+            cursor_before,
+            cursor_after,
+        ),
+    )
+
+
+def _write_rejections(cur: Any, mapped: MappedBatch, batch_id: int) -> None:
+    fresh = [r for r in mapped.rejections if r.rejection_id is None]
+    again = [r for r in mapped.rejections if r.rejection_id is not None]
+    if fresh:
+        execute_values(
+            cur,
+            "INSERT INTO erp_sync.rejections (source_system, stream, source_id, reason_code, message,"
+            " raw_payload, batch_id) VALUES %s",
+            [
+                (
+                    mapped.source_system,
+                    r.stream,
+                    r.source_id,
+                    r.reason_code,
+                    r.message,
+                    r.raw_payload,
+                    batch_id,
+                )
+                for r in fresh
+            ],
+        )
+    for rejection in again:  # a replayed record rejected again keeps its row, with its new reason
+        cur.execute(
+            "UPDATE erp_sync.rejections SET reason_code = %s, message = %s, attempts = attempts + 1,"
+            " batch_id = %s WHERE rejection_id = %s",
+            (rejection.reason_code, rejection.message, batch_id, rejection.rejection_id),
+        )
+
+
+def _mark_replayed(
+    cur: Any, replayed_ids: Sequence[int], rejections: Sequence[Rejection], batch_id: int
+) -> None:
+    failed_again = {r.rejection_id for r in rejections if r.rejection_id is not None}
+    done = [int(i) for i in replayed_ids if i not in failed_again]
+    if done:
+        cur.execute(
+            "UPDATE erp_sync.rejections SET status = 'REPLAYED', replayed_at = now(), replay_batch_id = %s,"
+            " attempts = attempts + 1 WHERE rejection_id = ANY(%s) AND status = 'PENDING'",
+            (batch_id, done),
+        )
+
+
+def _write_outbox(
+    cur: Any, key: BatchKey, pages: Sequence[Page], batch_id: int, page_meta: Mapping[str, Any]
+) -> None:
+    if not pages:
+        return
+    execute_values(
+        cur,
+        "INSERT INTO erp_sync.outbox (batch_id, run_id, source_system, stream, page_no, url, page_meta,"
+        " record_count, content_gzip, sha256) VALUES %s",
+        [
+            (
+                batch_id,
+                key.run_id,
+                key.source_system,
+                page.stream,
+                page.page_no,
+                page.url,
+                Json(dict(page_meta)),
+                page.extracted,
+                gzip.compress(page.body, mtime=0),
+                hashlib.sha256(page.body).hexdigest(),
+            )
+            for page in pages
+        ],
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _find_committed(cur: Any, key: BatchKey) -> BatchResult | None:
+    cur.execute(
+        """
+        SELECT batch_id, extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, rows_by_table
+        FROM erp_sync.sync_batches
+        WHERE source_system = %s AND stream = %s AND input_sha256 = %s
+          AND window_start IS NOT DISTINCT FROM %s AND window_end IS NOT DISTINCT FROM %s
+        ORDER BY batch_id LIMIT 1
+        """,
+        (key.source_system, key.stream, key.input_sha256, key.window_start, key.window_end),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    batch_id, extracted, new, changed, unchanged, rejected, rows_by_table = row
+    return BatchResult(
+        batch_id,
+        extracted,
+        new,
+        changed,
+        unchanged,
+        rejected,
+        dict(rows_by_table or {}),
+        already_committed=True,
+    )
+
+
+def _current_cursor(cur: Any, key: BatchKey) -> datetime | None:
+    cur.execute(
+        "SELECT cursor_value FROM erp_sync.stream_state WHERE source_system = %s AND stream = %s",
+        (key.source_system, key.stream),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _batch_lock_key(key: BatchKey) -> int:
+    text = "|".join(
+        [
+            "erp_sync:batch",
+            key.source_system,
+            key.stream,
+            str(key.window_start),
+            str(key.window_end),
+            key.input_sha256,
+        ]
+    )
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def _tables_in_order(mapped: MappedBatch) -> list[str]:
+    names = [t for t in mapped.tables if t == mapped.primary_table]
+    return names + [t for t in mapped.tables if t != mapped.primary_table]
+
+
+def _ledger_split(
+    ledger: RedisLedger, mapped: MappedBatch, tables: Iterable[str]
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Per table: the rows the ledger does not know with this row_sha256, and how many it skipped."""
+    candidates: dict[str, pd.DataFrame] = {}
+    skipped: dict[str, int] = {}
+    for table in tables:
+        candidates[table], skipped[table] = ledger.split_unchanged(table, mapped.tables[table])
+    return candidates, skipped
+
+
+def _check_batch(key: BatchKey, mapped: MappedBatch) -> None:
+    if (key.source_system, key.stream) != (mapped.source_system, mapped.stream):
+        raise ValueError(
+            f"batch key {key.source_system}/{key.stream} does not match the mapped batch "
+            f"{mapped.source_system}/{mapped.stream}"
+        )
+    for table, df in mapped.tables.items():
+        _ident(table)
+        if df.empty:
+            continue
+        missing = [c for c in CONTROL_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{table}: mapped rows lack control columns {missing}")
+        if df.duplicated(["source_system", "source_id"]).any():
+            raise ValueError(
+                f"{table}: a key appears twice in one batch (map_pages must keep only the newest)"
+            )
+
+
+def _samples(mapped: MappedBatch, head: _TableOutcome, size: int) -> dict[str, list[dict[str, Any]]]:
+    samples: dict[str, list[dict[str, Any]]] = {action: [] for action in ACTIONS}
+    primary = mapped.tables.get(mapped.primary_table)
+    if primary is not None and not primary.empty:
+        for row in primary.to_dict("records"):
+            sid = str(row["source_id"])
+            action = "insert" if sid in head.inserted_ids else "update" if sid in head.updated_ids else "skip"
+            if len(samples[action]) < size:
+                samples[action].append({str(k): _jsonable(v) for k, v in row.items()})
+    for rejection in mapped.rejections[:size]:
+        samples["reject"].append(
+            {
+                "source_id": rejection.source_id,
+                "reason_code": rejection.reason_code,
+                "message": rejection.message,
+            }
+        )
+    return samples
+
+
+def _fields(result: BatchResult) -> dict[str, Any]:
+    return {
+        "batch_id": result.batch_id,
+        "extracted": result.extracted,
+        "loaded_new": result.loaded_new,
+        "loaded_changed": result.loaded_changed,
+        "skipped_unchanged": result.skipped_unchanged,
+        "rejected": result.rejected,
+        "rows_by_table": dict(result.rows_by_table),
+        "already_committed": result.already_committed,
+    }
+
+
+def _ident(name: str) -> str:
+    """A table or column name, checked: it is interpolated into SQL."""
+    if not name or not name[0].isalpha() or not name.replace("_", "").isalnum() or name.lower() != name:
+        raise ValueError(f"not a plain lower-case SQL identifier: {name!r}")
+    return name
+
+
+# -- COPY: exact CSV from a DataFrame, streamed ----------------------------------------------------
+
+
+def _csv_field(value: Any) -> str:
+    """One CSV field: NULL is an empty unquoted field, everything else is quoted (so '' stays '')."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"refusing to load non-finite Decimal {value}")
+        text = format(value, "f")
+    elif isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if not value.is_integer():
+            raise TypeError(f"refusing to load float {value!r}: money and quantities must be Decimal")
+        text = str(int(value))
+    elif isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"refusing to load naive datetime {value!r}")
+        text = value.isoformat()
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _csv_lines(df: pd.DataFrame, columns: Sequence[str]) -> Iterator[bytes]:
+    for row in df[list(columns)].itertuples(index=False, name=None):
+        yield (",".join(_csv_field(v) for v in row) + "\n").encode("utf-8")
+
+
+class _CsvStream:
+    """A file-like view of CSV lines for `copy_expert`, which pulls it in chunks.
+
+    The second pull is the `during_copy` crash point: by then a first chunk of rows was sent.
+    """
+
+    def __init__(self, lines: Iterator[bytes]) -> None:
+        self._lines = lines
+        self._buffer = bytearray()
+        self._reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self._reads += 1
+        if self._reads == 2:
+            crash_point("during_copy")
+        while size < 0 or len(self._buffer) < size:
+            line = next(self._lines, None)
+            if line is None:
+                break
+            self._buffer += line
+        take = len(self._buffer) if size < 0 else size
+        chunk = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        return chunk
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Decimal | datetime):
+        return str(value) if isinstance(value, Decimal) else value.isoformat()
+    if isinstance(value, int | str | bool):
+        return value
+    return str(value)

@@ -1,0 +1,303 @@
+"""load_batch against real Postgres and Redis: counts, exact rows, idempotence, the version guard."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from decimal import Decimal
+
+import pytest
+from store_factories import (
+    WINDOW,
+    Invoice,
+    Line,
+    bad_record,
+    expected_invoices,
+    expected_lines,
+    invoice_batch,
+    row_versions,
+    sample_invoices,
+    staging_invoices,
+    staging_lines,
+)
+
+from erp_sync.core.batch import ConservationError, MappedBatch
+from erp_sync.store.counters import next_batch_id
+from erp_sync.store.loader import PlannedBatch, load_batch
+from erp_sync.store.state import get_cursor
+
+pytestmark = pytest.mark.integration
+
+
+def _load(conn, ledger, batch, *, cursor_after=None, dry_run=False, **kw):
+    key, mapped, pages = batch
+    batch_id = next_batch_id(ledger.redis, ledger.namespace, conn)
+    return load_batch(
+        conn, ledger, key, mapped, pages, batch_id=batch_id, cursor_after=cursor_after, dry_run=dry_run, **kw
+    )
+
+
+def _count(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        value = cur.fetchone()[0]
+    conn.rollback()
+    return value
+
+
+def test_first_load_writes_exact_rows_and_counts(conn, ledger):
+    invoices = sample_invoices(30)
+    result = _load(conn, ledger, invoice_batch(invoices, rejections=[bad_record("in_bad")]))
+
+    assert (
+        result.extracted,
+        result.loaded_new,
+        result.loaded_changed,
+        result.skipped_unchanged,
+        result.rejected,
+    ) == (31, 30, 0, 0, 1)
+    assert result.rows_by_table == {"ar_invoices": 30, "ar_invoice_lines": 60}
+    assert staging_invoices(conn) == expected_invoices(invoices)
+    assert staging_lines(conn) == expected_lines(invoices)
+    # Decimals are exact per currency exponent (JPY 0, USD 2, KWD 3), the CSV round trip included quotes
+    # commas and newlines in descriptions.
+    totals = {sid: row[2] for sid, row in staging_invoices(conn).items()}
+    assert totals["in_00000"] == Decimal("30.75") and totals["in_00001"] == Decimal("4500")
+    assert totals["in_00002"] == Decimal("9.375")
+    assert (
+        _count(
+            conn,
+            "SELECT count(*) FROM erp_staging.ar_invoice_lines WHERE description LIKE "
+            "'Usage \"%\", metered' || chr(10) || 'line'",
+        )
+        == 30
+    )
+    assert (
+        _count(
+            conn,
+            "SELECT count(*) FROM erp_staging.ar_invoices WHERE interface_status = 'PENDING' "
+            f"AND sync_batch_id = {result.batch_id}",
+        )
+        == 30
+    )
+    assert _count(conn, "SELECT count(*) FROM erp_sync.sync_batches WHERE extracted = 31") == 1
+    assert (
+        _count(
+            conn,
+            "SELECT count(*) FROM erp_sync.rejections WHERE source_id = 'in_bad' "
+            "AND reason_code = 'INVALID_FIELD' AND status = 'PENDING'",
+        )
+        == 1
+    )
+
+
+def test_outbox_keeps_the_exact_raw_page(conn, ledger):
+    key, mapped, pages = invoice_batch(sample_invoices(3))
+    result = _load(conn, ledger, (key, mapped, pages), page_meta={"mode": "full", "default_version": 7})
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT content_gzip, sha256, url, page_meta, record_count, batch_id FROM erp_sync.outbox"
+        )
+        rows = cur.fetchall()
+    assert len(rows) == 1
+    content, sha, url, meta, count, batch_id = rows[0]
+    assert gzip.decompress(bytes(content)) == pages[0].body
+    assert sha == hashlib.sha256(pages[0].body).hexdigest()
+    assert (url, meta, count, batch_id) == (
+        pages[0].url,
+        {"mode": "full", "default_version": 7},
+        3,
+        result.batch_id,
+    )
+
+
+def test_replayed_batch_returns_recorded_result_and_writes_nothing(conn, ledger):
+    batch = invoice_batch(sample_invoices(10))
+    first = _load(conn, ledger, batch)
+    before = row_versions(conn)
+    results = [_load(conn, ledger, batch) for _ in range(3)]
+    assert all(r.already_committed and r.batch_id == first.batch_id for r in results)
+    assert (results[0].loaded_new, results[0].extracted) == (10, 10)
+    assert row_versions(conn) == before
+    assert _count(conn, "SELECT count(*) FROM erp_sync.sync_batches") == 1
+    assert _count(conn, "SELECT count(*) FROM erp_sync.outbox") == 1
+
+
+def test_same_rows_in_a_new_batch_are_skipped_without_rewrite(conn, ledger):
+    invoices = sample_invoices(10)
+    _load(conn, ledger, invoice_batch(invoices, tag="a"))
+    before, lines_before = row_versions(conn), row_versions(conn, "ar_invoice_lines")
+    for tag in ("b", "c", "d"):  # the same window extracted three more times (pages differ)
+        result = _load(conn, ledger, invoice_batch(invoices, tag=tag))
+        assert not result.already_committed
+        assert (result.loaded_new, result.loaded_changed, result.skipped_unchanged) == (0, 0, 10)
+        assert result.rows_by_table == {"ar_invoices": 0, "ar_invoice_lines": 0}
+    assert row_versions(conn) == before
+    assert row_versions(conn, "ar_invoice_lines") == lines_before
+    assert _count(conn, "SELECT count(*) FROM erp_sync.sync_batches") == 4
+
+
+def test_identical_rows_unknown_to_the_ledger_are_not_rewritten(conn, ledger):
+    invoices = sample_invoices(6)
+    _load(conn, ledger, invoice_batch(invoices, tag="a"))
+    before = row_versions(conn)
+    _key, mapped, _ = invoice_batch(invoices)
+    for table, df in mapped.tables.items():  # entries lost, marker kept: Postgres must decide
+        ledger.evict_frame(table, df)
+    result = _load(conn, ledger, invoice_batch(invoices, tag="b"))
+    assert (result.loaded_new, result.loaded_changed, result.skipped_unchanged) == (0, 0, 6)
+    assert row_versions(conn) == before
+    # and the ledger learned them again from what Postgres holds
+    assert ledger.split_unchanged("ar_invoices", mapped.tables["ar_invoices"])[1] == 6
+
+
+def test_flushed_ledger_is_rebuilt_and_stays_correct(conn, ledger, redis_client):
+    invoices = sample_invoices(12)
+    _load(conn, ledger, invoice_batch(invoices, tag="a"))
+    before = row_versions(conn)
+    for k in redis_client.scan_iter(match=f"{ledger.namespace}:*"):  # Redis lost (only our namespace)
+        redis_client.delete(k)
+    assert ledger.is_empty() and ledger.is_empty(["ar_invoices"])
+
+    changed = [
+        inv.bump(200, total=Decimal("99.99"), status="paid") if i < 3 else inv
+        for i, inv in enumerate(invoices)
+    ]
+    result = _load(conn, ledger, invoice_batch(changed, tag="b"))
+    assert not ledger.is_empty(["ar_invoices", "ar_invoice_lines"])
+    assert (result.loaded_new, result.loaded_changed, result.skipped_unchanged) == (0, 3, 9)
+    assert staging_invoices(conn) == expected_invoices(changed)
+    after = row_versions(conn)
+    assert {sid for sid in before if before[sid] != after[sid]} == {"in_00000", "in_00001", "in_00002"}
+    # the batch counter was re-seeded above Postgres' ids
+    assert result.batch_id > max(v[2] for v in before.values())
+
+
+def test_version_guard_older_never_overwrites_newer(conn, ledger):
+    inv = Invoice("in_x", 300, Decimal("50.00"), status="paid")
+    _load(conn, ledger, invoice_batch([inv], tag="new"))
+    before = row_versions(conn)
+    older = inv.bump(200, total=Decimal("40.00"), status="open")
+    result = _load(conn, ledger, invoice_batch([older], tag="old"))
+    assert (result.loaded_new, result.loaded_changed, result.skipped_unchanged) == (0, 0, 1)
+    assert staging_invoices(conn) == expected_invoices([inv])
+    assert row_versions(conn) == before
+    # the ledger was not taught the refused content
+    _, mapped, _ = invoice_batch([older])
+    assert ledger.split_unchanged("ar_invoices", mapped.tables["ar_invoices"])[1] == 0
+
+
+def test_out_of_order_events_end_at_the_newest_version(conn, ledger):
+    v1 = Invoice("in_o", 100, Decimal("10.00"), status="draft", lines=(Line(Decimal("10.00")),))
+    v2 = v1.bump(200, status="open")
+    v3 = v1.bump(300, status="paid", lines=(Line(Decimal("10.00"), description="Seat (paid)"),))
+    results = [_load(conn, ledger, invoice_batch([v], tag=str(v.version))) for v in (v3, v1, v2)]
+    assert [(r.loaded_new, r.loaded_changed, r.skipped_unchanged) for r in results] == [
+        (1, 0, 0),
+        (0, 0, 1),
+        (0, 0, 1),
+    ]
+    assert staging_invoices(conn) == expected_invoices([v3])
+    assert staging_lines(conn) == expected_lines([v3])
+
+
+def test_content_reverting_at_a_newer_version_is_applied(conn, ledger):
+    a = Invoice("in_r", 100, Decimal("10.00"), status="open")
+    b = a.bump(200, status="void")
+    c = a.bump(300)  # same content as a, newer
+    for v in (a, b, c):
+        _load(conn, ledger, invoice_batch([v], tag=str(v.version)))
+    assert staging_invoices(conn) == expected_invoices([c])
+
+
+def test_a_changed_line_counts_its_invoice_as_changed(conn, ledger):
+    inv = Invoice("in_l", 100, Decimal("10.00"), lines=(Line(Decimal("10.00")),))
+    _load(conn, ledger, invoice_batch([inv], tag="a"))
+    edited = inv.bump(101, lines=(Line(Decimal("10.00"), description="Renamed"),))
+    result = _load(conn, ledger, invoice_batch([edited], tag="b"))
+    assert (result.loaded_new, result.loaded_changed, result.skipped_unchanged) == (0, 1, 0)
+    # the header content is the same: not rewritten; only the line is
+    assert result.rows_by_table == {"ar_invoices": 0, "ar_invoice_lines": 1}
+    assert staging_lines(conn) == expected_lines([edited])
+
+
+def test_superseded_copies_count_as_unchanged(conn, ledger):
+    newest = Invoice("in_s", 300, Decimal("3.00"))
+    older = [newest.bump(100, total=Decimal("1.00")), newest.bump(200, total=Decimal("2.00"))]
+    result = _load(conn, ledger, invoice_batch([newest], superseded=older))
+    assert (result.extracted, result.loaded_new, result.skipped_unchanged) == (3, 1, 2)
+    result.check_conservation()
+
+
+def test_cursor_moves_only_with_the_batch_that_completes_the_window(conn, ledger):
+    _load(conn, ledger, invoice_batch(sample_invoices(3), tag="first"))
+    assert get_cursor(conn, "stripe", "invoices") is None
+    _load(conn, ledger, invoice_batch(sample_invoices(3, prefix="x"), tag="last"), cursor_after=WINDOW[1])
+    assert get_cursor(conn, "stripe", "invoices") == WINDOW[1]
+    # an older window (backfill) never moves the cursor backwards
+    _load(conn, ledger, invoice_batch(sample_invoices(2, prefix="y"), tag="old"), cursor_after=WINDOW[0])
+    assert get_cursor(conn, "stripe", "invoices") == WINDOW[1]
+
+
+def test_conservation_mismatch_rolls_everything_back(conn, ledger, redis_client):
+    key, mapped, pages = invoice_batch(sample_invoices(4))
+    broken = MappedBatch(
+        mapped.source_system,
+        mapped.stream,
+        mapped.primary_table,
+        mapped.tables,
+        mapped.rejections,
+        extracted=5,
+        superseded=0,
+    )  # one record lost upstream
+    with pytest.raises(ConservationError):
+        load_batch(conn, ledger, key, broken, pages, batch_id=1, cursor_after=WINDOW[1])
+    for table in (
+        "erp_staging.ar_invoices",
+        "erp_staging.ar_invoice_lines",
+        "erp_sync.sync_batches",
+        "erp_sync.outbox",
+        "erp_sync.stream_state",
+    ):
+        assert _count(conn, f"SELECT count(*) FROM {table}") == 0
+    assert ledger.split_unchanged("ar_invoices", mapped.tables["ar_invoices"])[1] == 0
+
+
+def test_dry_run_reports_the_same_counts_and_writes_nothing(conn, ledger, redis_client):
+    invoices = sample_invoices(8)
+    _load(conn, ledger, invoice_batch(invoices[:5], tag="a"))
+    before = row_versions(conn)
+    keys_before = sorted(redis_client.scan_iter(match=f"{ledger.namespace}:*"))
+    counts_before = [
+        _count(conn, f"SELECT count(*) FROM {t}")
+        for t in ("erp_sync.sync_batches", "erp_sync.outbox", "erp_sync.rejections")
+    ]
+
+    changed = [invoices[0].bump(200, status="paid"), *invoices[1:]]
+    batch = invoice_batch(changed, rejections=[bad_record("in_bad")], tag="b")
+    plan = _load(conn, ledger, batch, dry_run=True, cursor_after=WINDOW[1])
+    assert isinstance(plan, PlannedBatch)
+    assert (plan.loaded_new, plan.loaded_changed, plan.skipped_unchanged, plan.rejected) == (3, 1, 4, 1)
+    assert [s["source_id"] for s in plan.samples["update"]] == ["in_00000"]
+    assert len(plan.samples["insert"]) == 3 and len(plan.samples["skip"]) == 4
+    assert plan.samples["reject"][0]["reason_code"] == "INVALID_FIELD"
+
+    assert row_versions(conn) == before
+    assert sorted(redis_client.scan_iter(match=f"{ledger.namespace}:*")) == keys_before
+    assert [
+        _count(conn, f"SELECT count(*) FROM {t}")
+        for t in ("erp_sync.sync_batches", "erp_sync.outbox", "erp_sync.rejections")
+    ] == counts_before
+    assert get_cursor(conn, "stripe", "invoices") is None
+
+    real = _load(conn, ledger, batch, cursor_after=WINDOW[1])
+    assert (real.loaded_new, real.loaded_changed, real.skipped_unchanged, real.rejected) == (3, 1, 4, 1)
+
+
+def test_batch_id_already_used_is_refused(conn, ledger):
+    key, mapped, pages = invoice_batch(sample_invoices(2), tag="a")
+    load_batch(conn, ledger, key, mapped, pages, batch_id=7, cursor_after=None)
+    key2, mapped2, pages2 = invoice_batch(sample_invoices(2, prefix="z"), tag="b")
+    with pytest.raises(Exception, match="sync_batches_pkey"):
+        load_batch(conn, ledger, key2, mapped2, pages2, batch_id=7, cursor_after=None)
+    assert _count(conn, "SELECT count(*) FROM erp_staging.ar_invoices WHERE source_id LIKE 'z%'") == 0
