@@ -1,0 +1,225 @@
+"""SaaSClient.iter_pages: request shapes per mode, versions, child lists, progress, rate budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from client_fakes import (
+    WALL,
+    Call,
+    FakeClock,
+    FakeTransport,
+    RecordingSleep,
+    json_response,
+    stripe_list_handler,
+)
+
+from erp_sync.clients import ClientStats, LocalTokenBucket, meta_for_page, page_from_body
+from erp_sync.clients.transport import HttpResponse
+from erp_sync.streams import get_stream
+
+START = datetime(2026, 11, 19, 2, 0, tzinfo=UTC)
+END = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+
+
+def test_full_mode_lists_by_created_window_versioned_by_listing_start(make_client: Any) -> None:
+    transport = FakeTransport(stripe_list_handler([{"id": "ch_1"}], "/v1/charges"))
+    pages = list(
+        make_client(transport).iter_pages(
+            get_stream("charges"), mode="full", window_start=START, window_end=END
+        )
+    )
+    assert transport.calls[0].params == [
+        ("created[gte]", str(int(START.timestamp()))),
+        ("created[lt]", str(int(END.timestamp()))),
+        ("limit", "100"),
+    ]
+    assert pages[0].versions == [int(WALL.timestamp())]
+    assert pages[0].fetched_at == WALL
+
+
+def test_full_refresh_without_start_has_no_lower_bound(make_client: Any) -> None:
+    transport = FakeTransport(stripe_list_handler([], "/v1/customers"))
+    list(
+        make_client(transport).iter_pages(
+            get_stream("customers"), mode="full", window_start=None, window_end=END
+        )
+    )
+    assert "created[gte]" not in dict(transport.calls[0].params)
+
+
+def test_incremental_stripe_reads_events_of_the_streams_types(make_client: Any) -> None:
+    transport = FakeTransport(stripe_list_handler([], "/v1/events"))
+    spec = get_stream("credit_notes")
+    list(make_client(transport).iter_pages(spec, mode="incremental", window_start=START, window_end=END))
+    params = transport.calls[0].params
+    assert [v for k, v in params if k == "types[]"] == list(spec.incremental.event_types)
+    assert ("created[gte]", str(int(START.timestamp()))) in params
+    assert ("created[lt]", str(int(END.timestamp()))) in params
+
+
+def test_incremental_updated_since_sends_iso_window_and_offset_paging(make_client: Any) -> None:
+    def handle(call: Call) -> HttpResponse:
+        return json_response({"data": [{"id": "o1", "updated_at": "2026-11-19T10:00:00Z"}], "total": 1})
+
+    transport = FakeTransport(handle)
+    [page] = list(
+        make_client(transport).iter_pages(
+            get_stream("orders"), mode="incremental", window_start=START, window_end=END
+        )
+    )
+    assert transport.calls[0].path == "/api/v2/orders"
+    assert dict(transport.calls[0].params) == {
+        "updated_since": "2026-11-19T02:00:00Z",
+        "updated_before": "2026-11-20T02:00:00Z",
+        "limit": "100",
+        "offset": "0",
+    }
+    assert page.versions == [int(datetime(2026, 11, 19, 10, tzinfo=UTC).timestamp())]
+
+
+def test_empty_window_makes_no_request(make_client: Any) -> None:
+    transport = FakeTransport()
+    assert (
+        list(
+            make_client(transport).iter_pages(
+                get_stream("customers"), mode="incremental", window_start=END, window_end=END
+            )
+        )
+        == []
+    )
+    assert transport.calls == []
+
+
+def test_naive_datetimes_are_refused(make_client: Any) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        list(
+            make_client(FakeTransport()).iter_pages(
+                get_stream("customers"), mode="full", window_start=None, window_end=datetime(2026, 1, 1)
+            )
+        )
+
+
+def _invoice(invoice_id: str, n_lines: int, embedded: int) -> dict[str, Any]:
+    lines = [{"id": f"il_{invoice_id}_{i}", "amount": 100 + i} for i in range(n_lines)]
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "lines": {
+            "object": "list",
+            "data": lines[:embedded],
+            "has_more": n_lines > embedded,
+            "url": f"/v1/invoices/{invoice_id}/lines",
+        },
+        "_all_lines": lines,
+    }
+
+
+def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any) -> None:
+    big, small = _invoice("in_big", 25, 10), _invoice("in_small", 3, 3)
+    all_lines = {"in_big": big.pop("_all_lines"), "in_small": small.pop("_all_lines")}
+    invoices = stripe_list_handler([big, small], "/v1/invoices")
+
+    def handle(call: Call) -> HttpResponse:
+        if call.path.endswith("/lines"):
+            return stripe_list_handler(all_lines["in_big"], "/v1/invoices/in_big/lines")(call)
+        return invoices(call)
+
+    transport = FakeTransport(handle)
+    [page] = list(
+        make_client(transport).iter_pages(
+            get_stream("invoices"), mode="full", window_start=None, window_end=END
+        )
+    )
+    line_calls = [c for c in transport.calls if c.path.endswith("/lines")]
+    assert len(line_calls) == 1  # 15 remaining lines fit in one page of 100
+    assert line_calls[0].param("starting_after") == "il_in_big_9"
+    first = page.records[0]["lines"]
+    assert [ln["id"] for ln in first["data"]] == [ln["id"] for ln in all_lines["in_big"]]
+    assert first["has_more"] is False
+    # the stored body holds the completed lists, so a restore sees every line too
+    rebuilt = page_from_body(get_stream("invoices"), page.body, page.url, meta_for_page(page, "full"), 1)
+    assert rebuilt.records == page.records
+    assert len(orjson.loads(page.body)["data"][0]["lines"]["data"]) == 25
+
+
+def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> None:
+    body = b'{"object":"list","data":[{"id":"in_1","lines":{"data":[],"has_more":false}}],  "has_more":false}'
+    transport = FakeTransport(lambda call: HttpResponse(200, body, "", {}))
+    [page] = list(
+        make_client(transport).iter_pages(
+            get_stream("invoices"), mode="full", window_start=None, window_end=END
+        )
+    )
+    assert page.body == body
+
+
+def test_stats_and_progress_reports(make_client: Any, clock: FakeClock) -> None:
+    data = [{"id": f"cus_{i}"} for i in range(5)] + [{"no": "id"}]
+    handler = stripe_list_handler(data)
+
+    def slow(call: Call) -> HttpResponse:
+        clock.advance(3)  # each request takes 3 s of fake time
+        return handler(call)
+
+    reports: list[dict[str, Any]] = []
+    client = make_client(
+        FakeTransport(slow, script=[json_response({}, status=503)]),
+        progress=lambda stream, stats: reports.append({"stream": stream, **stats.as_dict()}),
+    )
+    client.page_size = 2
+    list(client.iter_pages(get_stream("customers"), mode="full", window_start=None, window_end=END))
+    stats = client.stats
+    assert (stats.pages, stats.records, stats.problems, stats.requests, stats.retries) == (3, 5, 1, 4, 1)
+    assert stats.elapsed == pytest.approx(9.5)  # 3 x 3 s requests + 0.5 s backoff (503 answered instantly)
+    assert stats.records_per_s == pytest.approx(5 / 9.5)
+    assert len(reports) >= 2  # at least one while running (every 5 s) and one at the end
+    assert reports[-1]["records"] == 5 and reports[-1]["stream"] == "customers"
+
+
+def test_the_rate_budget_makes_the_client_wait_and_counts_it(
+    make_client: Any, clock: FakeClock, sleep: RecordingSleep
+) -> None:
+    bucket = LocalTokenBucket(rate_per_s=2, burst=1, clock=clock)
+    client = make_client(
+        FakeTransport(stripe_list_handler([{"id": f"c{i}"} for i in range(3)])), rate_limiter=bucket
+    )
+    client.page_size = 1
+    list(client.iter_pages(get_stream("customers"), mode="full", window_start=None, window_end=END))
+    assert client.stats.requests == 3
+    assert client.stats.rate_limit_waits == 2
+    assert client.stats.wait_seconds == pytest.approx(1.0)
+    assert sleep.slept == [0.5, 0.5]
+
+
+def test_local_token_bucket_refills_at_rate_up_to_burst() -> None:
+    clock = FakeClock()
+    bucket = LocalTokenBucket(rate_per_s=10, burst=3, clock=clock)
+    assert [bucket.try_acquire() for _ in range(3)] == [0, 0, 0]
+    assert bucket.try_acquire() == pytest.approx(0.1)
+    clock.advance(10)
+    assert [bucket.try_acquire() for _ in range(4)][-1] == pytest.approx(0.1)  # burst caps the refill
+
+
+def test_client_stats_line_has_the_progress_fields() -> None:
+    stats = ClientStats(
+        pages=2, records=10, requests=3, retries=1, rate_limit_waits=1, started=0.0, finished=2.0
+    )
+    line = stats.line()
+    for part in (
+        "pages=2",
+        "records=10",
+        "requests=3",
+        "retries=1",
+        "rate_limit_waits=1",
+        "elapsed=2.0s",
+        "records/s=5.0",
+    ):
+        assert part in line
+
+
+def test_timedelta_sanity() -> None:
+    assert timedelta(days=1) == END - START

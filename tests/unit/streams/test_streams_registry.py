@@ -1,0 +1,62 @@
+"""The stream registry: every declared stream is complete, consistent and lands in a V001 table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from erp_sync.streams import STREAMS, get_stream
+
+V001 = Path(__file__).parents[3] / "include/erp_sync/sql/migrations/V001__schemas.sql"
+STAGING_TABLES = set(re.findall(r"CREATE TABLE erp_staging\.(\w+)", V001.read_text()))
+
+EXPECTED = {
+    "customers": ("Customer", "stripe_customers", ("customers",)),
+    "invoices": ("Invoice", "stripe_invoices", ("ar_invoices", "ar_invoice_lines")),
+    "charges": ("Charge", "stripe_charges", ("ar_receipts",)),
+    "refunds": ("Refund", "stripe_refunds", ("ar_refunds",)),
+    "credit_notes": ("CreditNote", "stripe_credit_notes", ("ar_credit_memos",)),
+    "orders": ("Order", "orders", ("sales_orders",)),
+}
+
+
+def test_registry_holds_the_stripe_preset_and_orders() -> None:
+    assert {name: (s.model, s.mapping, s.target_tables) for name, s in STREAMS.items()} == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_every_stream_is_complete(name: str) -> None:
+    spec = STREAMS[name]
+    assert spec.name == name
+    assert set(spec.target_tables) <= STAGING_TABLES
+    assert spec.path.startswith("/")
+    if spec.incremental.kind == "stripe_events":
+        assert 0 < len(spec.incremental.event_types) <= 20  # Stripe's types[] limit
+        assert all(
+            t.split(".")[0] in {"customer", "invoice", "charge", "refund", "credit_note"}
+            for t in spec.incremental.event_types
+        )
+        assert spec.paginator.kind == "stripe" and spec.paginator.page_size <= 100
+
+
+def test_stripe_streams_share_a_source_system_and_orders_has_its_own() -> None:
+    assert {s.source_system for n, s in STREAMS.items() if n != "orders"} == {"stripe"}
+    orders = get_stream("orders")
+    assert (orders.source_system, orders.path, orders.paginator.kind, orders.incremental.kind) == (
+        "orders_api",
+        "/api/v2/orders",
+        "offset",
+        "updated_since",
+    )
+
+
+def test_invoices_complete_their_lines() -> None:
+    [child] = get_stream("invoices").children
+    assert (child.field, child.path_template.format(id="in_1")) == ("lines", "/v1/invoices/in_1/lines")
+
+
+def test_unknown_stream_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="known streams: charges, credit_notes"):
+        get_stream("payouts")
