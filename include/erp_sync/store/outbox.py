@@ -1,0 +1,191 @@
+"""The transactional outbox of raw extract pages (`erp_sync.outbox`), seen from the backup side.
+
+The loader writes a batch's pages here in the batch's own transaction; the backup drains them to
+SFTP and marks each row only after the remote copy was read back and its hash matched. Rows are
+never deleted here: a backed-up row keeps its content until an operator prunes it, so a lost SFTP
+server can be refilled from Postgres.
+
+Functions take a DB-API (psycopg2) connection and do not commit, except `mark_backed_up`'s caller
+decides when: the drain commits once per run, after the run's manifest verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+_ROW_COLUMNS = (
+    "outbox_id, batch_id, run_id, source_system, stream, page_no, url, page_meta, record_count, "
+    "sha256, created_at, backed_up_at, remote_path, backup_sha256"
+)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored page, without its (possibly large) content."""
+
+    outbox_id: int
+    batch_id: int
+    run_id: str
+    source_system: str
+    stream: str
+    page_no: int
+    url: str
+    page_meta: dict[str, Any]
+    record_count: int
+    sha256: str  # of the uncompressed page body
+    created_at: datetime
+    backed_up_at: datetime | None
+    remote_path: str | None
+    backup_sha256: str | None
+
+    @property
+    def pending(self) -> bool:
+        return self.backed_up_at is None
+
+
+@dataclass(frozen=True)
+class BackupMark:
+    """What the drain proved about one row: it sits at `remote_path` and hashes to `backup_sha256`."""
+
+    outbox_id: int
+    remote_path: str
+    backup_sha256: str
+
+
+@dataclass(frozen=True)
+class StreamBacklog:
+    """Pages still waiting for a verified backup, per stream (the UI's ops panel)."""
+
+    source_system: str
+    stream: str
+    pending_pages: int
+    pending_records: int
+    oldest_created_at: datetime
+    oldest_age_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_system": self.source_system,
+            "stream": self.stream,
+            "pending_pages": self.pending_pages,
+            "pending_records": self.pending_records,
+            "oldest_created_at": self.oldest_created_at.isoformat(),
+            "oldest_age_seconds": self.oldest_age_seconds,
+        }
+
+
+def _row(values: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        outbox_id=int(values[0]),
+        batch_id=int(values[1]),
+        run_id=values[2],
+        source_system=values[3],
+        stream=values[4],
+        page_no=int(values[5]),
+        url=values[6],
+        page_meta=dict(values[7] or {}),
+        record_count=int(values[8]),
+        sha256=values[9].strip(),
+        created_at=values[10],
+        backed_up_at=values[11],
+        remote_path=values[12],
+        backup_sha256=values[13].strip() if values[13] else None,
+    )
+
+
+def pending_run_ids(conn: Any, limit: int | None = None) -> list[str]:
+    """Runs with at least one page not yet backed up, oldest first."""
+    sql = (
+        "SELECT run_id FROM erp_sync.outbox WHERE backed_up_at IS NULL "
+        "GROUP BY run_id ORDER BY min(outbox_id)"
+    )
+    params: tuple[Any, ...] = ()
+    if limit is not None:
+        sql += " LIMIT %s"
+        params = (limit,)
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return [r[0] for r in cur.fetchall()]
+
+
+def rows_for_run(conn: Any, run_id: str) -> list[OutboxRow]:
+    """Every page of a run (backed up or not), in batch and page order: what its manifest lists."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_ROW_COLUMNS} FROM erp_sync.outbox WHERE run_id = %s "
+            "ORDER BY batch_id, page_no, outbox_id",
+            (run_id,),
+        )
+        return [_row(r) for r in cur.fetchall()]
+
+
+def read_content(conn: Any, outbox_id: int) -> bytes:
+    """The stored gzip of one page."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT content_gzip FROM erp_sync.outbox WHERE outbox_id = %s", (outbox_id,))
+        found = cur.fetchone()
+    if found is None:
+        raise LookupError(f"outbox row {outbox_id} does not exist")
+    return bytes(found[0])
+
+
+def mark_backed_up(conn: Any, marks: Iterable[BackupMark]) -> int:
+    """Record verified remote copies; rows already marked keep their first mark. Does not commit."""
+    updated = 0
+    with conn.cursor() as cur:
+        for mark in marks:
+            cur.execute(
+                "UPDATE erp_sync.outbox SET backed_up_at = now(), remote_path = %s, backup_sha256 = %s "
+                "WHERE outbox_id = %s AND backed_up_at IS NULL",
+                (mark.remote_path, mark.backup_sha256, mark.outbox_id),
+            )
+            updated += cur.rowcount
+    return updated
+
+
+def unverified_run_ids(conn: Any) -> set[str]:
+    """Runs the outbox still holds without a verified backup: retention must not touch their files."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT run_id FROM erp_sync.outbox WHERE backed_up_at IS NULL")
+        return {r[0] for r in cur.fetchall()}
+
+
+def pending_summary(conn: Any) -> list[StreamBacklog]:
+    """Per stream: how many pages wait for a backup and how old the oldest one is (by the DB clock)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT source_system, stream, count(*), coalesce(sum(record_count), 0), min(created_at), "
+            "extract(epoch FROM now() - min(created_at)) "
+            "FROM erp_sync.outbox WHERE backed_up_at IS NULL "
+            "GROUP BY source_system, stream ORDER BY source_system, stream"
+        )
+        return [
+            StreamBacklog(
+                source_system=r[0],
+                stream=r[1],
+                pending_pages=int(r[2]),
+                pending_records=int(r[3]),
+                oldest_created_at=r[4],
+                oldest_age_seconds=max(0.0, float(r[5])),
+            )
+            for r in cur.fetchall()
+        ]
+
+
+def batches_for(conn: Any, batch_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The `sync_batches` rows a manifest describes: windows, counts and the cursor before/after."""
+    if not batch_ids:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT batch_id, run_id, source_system, stream, window_start, window_end, input_sha256, "
+            "extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, cursor_before, "
+            "cursor_after, committed_at FROM erp_sync.sync_batches "
+            "WHERE batch_id = ANY(%s) ORDER BY batch_id",
+            (list(batch_ids),),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
