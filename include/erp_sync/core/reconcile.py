@@ -313,14 +313,16 @@ def side_totals(side: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 def compare_totals(
     stream: str,
-    saas: pd.DataFrame,
-    erp: pd.DataFrame,
+    saas_t: pd.DataFrame,
+    erp_t: pd.DataFrame,
     metrics: Sequence[str],
     tolerances: ToleranceConfig,
 ) -> list[TotalLine]:
-    """Every (currency, status) seen on either side, each metric plus the count."""
-    saas_t = side_totals(saas, metrics)
-    erp_t = side_totals(erp, metrics)
+    """Every (currency, status) seen on either side, each metric plus the count.
+
+    Inputs are `side_totals`-shaped: indexed by (currency_code, status), columns `count` and the
+    metrics as integer thousandths (the ERP side may come straight from a SQL GROUP BY).
+    """
     index = saas_t.index.union(erp_t.index).sort_values()
     lines: list[TotalLine] = []
     for currency, status in index:
@@ -556,11 +558,16 @@ def reconcile_stream(
     erp: pd.DataFrame,
     metrics: Sequence[str],
     tolerances: ToleranceConfig,
+    erp_totals: pd.DataFrame | None = None,
 ) -> StreamResult:
-    """Compare one stream's two compact sides (see `SideBuilder`)."""
+    """Compare one stream's two compact sides (see `SideBuilder`).
+
+    `erp_totals` (from SQL aggregates) replaces totals computed from the ERP records when given.
+    """
+    erp_t = erp_totals if erp_totals is not None else side_totals(erp, metrics)
     return StreamResult(
         stream=stream,
-        totals=compare_totals(stream, saas, erp, metrics, tolerances),
+        totals=compare_totals(stream, side_totals(saas, metrics), erp_t, metrics, tolerances),
         items=diff_records(stream, saas, erp, metrics, tolerances),
         saas_records=len(saas),
         erp_records=len(erp),

@@ -1,0 +1,737 @@
+"""One reconciliation, end to end, without Airflow: read both sides, compare, store, render, back up,
+and (on request) repair.
+
+    parse params (a bad period fails here, before any read)
+    for each stream:
+        SaaS side: an independent re-read of the list endpoint by `created` for the period, mapped
+                   with the same `map_pages` the sync uses, kept as compact integer columns
+        ERP side:  SQL aggregates + a streamed record fetch over erp_staging (or a configured SQL
+                   over the ERP's posted tables)
+        compare totals (per currency/status/metric, with tolerances) and records
+    table invariants, conservation of the period's sync_batches
+    store the report (new version; immutable), render JSON/CSV/HTML, back them up when a backup
+    function is given
+
+Repair re-sends exactly the records the latest report for the period found missing in the ERP or
+mismatched: it evicts them from the Redis ledger, marks the tampered staging rows' `row_sha256` as
+unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS,
+and loads it through `load_batch`; then it reconciles again. Records missing in the SaaS are never
+deleted (the loader cannot delete) and stay in the next report.
+
+The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections and calls
+`run_from_params`; the tests call the same functions with real Postgres, Redis and the sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from erp_sync.core.batch import BatchKey, Page
+from erp_sync.core.params import InvalidParamError, parse_bool, parse_streams, parse_utc
+from erp_sync.core.reconcile import (
+    METRICS_BY_TABLE,
+    PERIOD_COLUMN_BY_TABLE,
+    SCALE,
+    ReconcileResult,
+    SideBuilder,
+    StreamResult,
+    ToleranceConfig,
+    TotalLine,
+    reconcile_stream,
+)
+from erp_sync.reports import file_names, render_csv, render_html, render_json, render_totals_csv
+from erp_sync.reports.render import repair_commands
+from erp_sync.store import drift
+from erp_sync.streams import STREAMS, get_stream
+from erp_sync.streams.spec import StreamSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STREAMS: tuple[str, ...] = ("invoices", "charges", "credit_notes")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SAAS_BATCH_RECORDS = 5_000
+ERP_FETCH = 50_000
+REPAIR_CHUNK = 100
+REPAIRABLE_KINDS = ("missing_in_erp", "amount_mismatch", "status_mismatch")
+PARAM_NAMES = frozenset(
+    {"period_start", "period_end", "streams", "tolerances", "repair", "erp_sql", "saas_lookback_days"}
+)
+UNKNOWN_SHA = "0" * 64
+
+BackupFn = Callable[[str, bytes], str]  # (file name, bytes) -> remote path
+
+
+class DriftExceededError(RuntimeError):
+    """The reconciliation found drift beyond tolerance; the message says what, how much and where."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+@dataclass(frozen=True)
+class ReconcileRequest:
+    period_start: datetime
+    period_end: datetime
+    streams: tuple[str, ...]
+    tolerances: ToleranceConfig = field(default_factory=ToleranceConfig)
+    tolerances_raw: Mapping[str, Any] = field(default_factory=dict)
+    repair: bool = False
+    erp_sql: Mapping[str, str] = field(default_factory=dict)  # stream -> SQL over posted tables
+    saas_lookback: timedelta = timedelta(0)
+
+
+def reconcilable_streams() -> list[str]:
+    """Streams whose primary staging table has amounts to reconcile."""
+    return [name for name, spec in STREAMS.items() if spec.target_tables[0] in METRICS_BY_TABLE]
+
+
+def parse_period(
+    start: Any, end: Any, *, now: datetime, default_start: datetime = EPOCH
+) -> tuple[datetime, datetime]:
+    """`[period_start, period_end)` in UTC; missing start = everything, missing end = now.
+
+    End before start is refused with both values named; an equal start and end is an empty period.
+    """
+    start_at = parse_utc("period_start", start) or default_start
+    end_at = parse_utc("period_end", end) or now
+    if end_at < start_at:
+        raise InvalidParamError(
+            "period_end",
+            f"period_end {end_at.isoformat()} is before period_start {start_at.isoformat()}: "
+            "the period would be impossible; swap them or fix one",
+        )
+    return start_at.astimezone(UTC), end_at.astimezone(UTC)
+
+
+def parse_request(conf: Mapping[str, Any], *, now: datetime) -> ReconcileRequest:
+    """Validate every parameter before anything is read (a bad one raises `InvalidParamError`)."""
+    unexpected = sorted(set(conf) - PARAM_NAMES)
+    if unexpected:
+        raise InvalidParamError(unexpected[0], f"not a parameter of this DAG; allowed: {sorted(PARAM_NAMES)}")
+    start, end = parse_period(conf.get("period_start"), conf.get("period_end"), now=now)
+    streams = parse_streams("streams", conf.get("streams"), reconcilable_streams(), DEFAULT_STREAMS)
+    raw_tol = conf.get("tolerances") or {}
+    if not isinstance(raw_tol, Mapping):
+        raise InvalidParamError("tolerances", f"expected an object, got {raw_tol!r}")
+    try:
+        tolerances = ToleranceConfig.from_mapping(raw_tol)
+    except ValueError as exc:
+        raise InvalidParamError("tolerances", str(exc)) from exc
+    erp_sql = conf.get("erp_sql") or {}
+    if not isinstance(erp_sql, Mapping) or not all(isinstance(v, str) for v in erp_sql.values()):
+        raise InvalidParamError("erp_sql", "expected an object mapping stream names to SQL text")
+    lookback = conf.get("saas_lookback_days") or 0
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 0:
+        raise InvalidParamError("saas_lookback_days", f"expected a non-negative integer, got {lookback!r}")
+    return ReconcileRequest(
+        period_start=start,
+        period_end=end,
+        streams=tuple(sorted(streams)),
+        tolerances=tolerances,
+        tolerances_raw=dict(raw_tol),
+        repair=parse_bool("repair", conf.get("repair")),
+        erp_sql=dict(erp_sql),
+        saas_lookback=timedelta(days=lookback),
+    )
+
+
+def scheduled_periods(window_start: datetime | None, window_end: datetime) -> list[tuple[datetime, datetime]]:
+    """What an asset-triggered run reconciles: the sync's window, then month-to-date (deduplicated)."""
+    end = window_end.astimezone(UTC)
+    month_start = end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    periods = []
+    if window_start is not None and window_start < end:
+        periods.append((window_start.astimezone(UTC), end))
+    if (month_start, end) not in periods:
+        periods.append((month_start, end))
+    return periods
+
+
+# ---------------------------------------------------------------------------------------------
+# The SaaS side
+
+
+@dataclass
+class SaasSideStats:
+    pages: int = 0
+    records: int = 0
+    rejected: int = 0
+    outside_period: int = 0
+
+
+def _in_period(frame: pd.DataFrame, column: str, start: datetime, end: datetime) -> pd.Series:
+    stamps = pd.to_datetime(frame[column], utc=True)
+    return (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
+
+
+def read_saas_side(
+    client: Any,
+    spec: StreamSpec,
+    period_start: datetime,
+    period_end: datetime,
+    *,
+    lookback: timedelta = timedelta(0),
+    batch_records: int = SAAS_BATCH_RECORDS,
+) -> tuple[pd.DataFrame, SaasSideStats]:
+    """Re-read the stream's list endpoint by `created` and map it like the sync does.
+
+    Only rows whose period column (issued_at, received_at, ...) falls in the period are kept, the
+    same rule the ERP side applies; `lookback` widens the listing for records created before the
+    period but dated inside it.
+    """
+    from erp_sync.core.transform import map_pages
+
+    table = spec.target_tables[0]
+    metrics = METRICS_BY_TABLE[table]
+    period_col = PERIOD_COLUMN_BY_TABLE[table]
+    builder = SideBuilder(stream=spec.name, metrics=metrics)
+    stats = SaasSideStats()
+    if period_end <= period_start:
+        return builder.frame(), stats
+
+    def consume(pages: list[Page]) -> None:
+        mapped = map_pages(spec, pages)
+        stats.rejected += len(mapped.rejections)
+        rows = mapped.tables[mapped.primary_table]
+        stats.records += len(rows)
+        if rows.empty:
+            return
+        inside = rows[_in_period(rows, period_col, period_start, period_end)]
+        stats.outside_period += len(rows) - len(inside)
+        builder.add(inside)
+
+    pending: list[Page] = []
+    count = 0
+    listing = client.iter_pages(
+        spec, mode="full", window_start=period_start - lookback, window_end=period_end
+    )
+    for page in listing:
+        stats.pages += 1
+        pending.append(page)
+        count += page.extracted
+        if count >= batch_records:
+            consume(pending)
+            pending, count = [], 0
+    if pending:
+        consume(pending)
+    return builder.frame(), stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The ERP side
+
+
+def staging_sql(spec: StreamSpec) -> str:
+    """The default ERP-side record query over erp_staging for the stream's primary table."""
+    table = spec.target_tables[0]
+    metrics = ", ".join(METRICS_BY_TABLE[table])
+    period_col = PERIOD_COLUMN_BY_TABLE[table]
+    return (
+        f"SELECT source_id, currency_code, status, {metrics}, sync_batch_id "
+        f"FROM erp_staging.{table} "
+        f"WHERE source_system = %(source_system)s "
+        f"AND {period_col} >= %(period_start)s AND {period_col} < %(period_end)s"
+    )
+
+
+def _scaled(metric: str) -> str:
+    return f"round(r.{metric} * {10**SCALE})::bigint AS {metric}"
+
+
+def _erp_params(spec: StreamSpec, start: datetime, end: datetime) -> dict[str, Any]:
+    return {"source_system": spec.source_system, "period_start": start, "period_end": end}
+
+
+def erp_totals(
+    conn: Any, spec: StreamSpec, start: datetime, end: datetime, sql: str | None = None
+) -> pd.DataFrame:
+    """SQL aggregates per (currency_code, status): count and integer-thousandth sums."""
+    metrics = METRICS_BY_TABLE[spec.target_tables[0]]
+    sums = ", ".join(f"coalesce(sum(round(r.{m} * {10**SCALE})), 0)::bigint AS {m}" for m in metrics)
+    query = (
+        f"SELECT upper(trim(r.currency_code)) AS currency_code, r.status::text AS status, "
+        f"count(*) AS count, {sums} FROM ({sql or staging_sql(spec)}) r GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, _erp_params(spec, start, end))
+        rows = cur.fetchall()
+    frame = pd.DataFrame(rows, columns=["currency_code", "status", "count", *metrics])
+    for col in ("count", *metrics):
+        frame[col] = frame[col].astype("int64")
+    return frame.set_index(["currency_code", "status"])
+
+
+def read_erp_side(
+    conn: Any, spec: StreamSpec, start: datetime, end: datetime, sql: str | None = None
+) -> pd.DataFrame:
+    """The period's ERP records, streamed through a server-side cursor into compact columns."""
+    metrics = METRICS_BY_TABLE[spec.target_tables[0]]
+    builder = SideBuilder(stream=spec.name, metrics=metrics, with_batch_id=True)
+    columns = ["source_id", "currency_code", "status", *metrics, "sync_batch_id"]
+    query = (
+        "SELECT r.source_id::text, upper(trim(r.currency_code)), r.status::text, "
+        f"{', '.join(_scaled(m) for m in metrics)}, r.sync_batch_id "
+        f"FROM ({sql or staging_sql(spec)}) r"
+    )
+    with conn.cursor(name=f"erp_side_{spec.name}") as cur:
+        cur.itersize = ERP_FETCH
+        cur.execute(query, _erp_params(spec, start, end))
+        while True:
+            rows = cur.fetchmany(ERP_FETCH)
+            if not rows:
+                break
+            builder.add_scaled(pd.DataFrame(rows, columns=columns))
+    return builder.frame()
+
+
+# ---------------------------------------------------------------------------------------------
+# Table invariants (the DAG runs the same SQL through the common.sql check operators)
+
+INVARIANTS: dict[str, str] = {
+    "invoice_keys_not_null": (
+        "SELECT count(*) = 0 FROM erp_staging.ar_invoices WHERE source_system IS NULL OR source_id IS NULL"
+    ),
+    "invoice_keys_unique": (
+        "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_invoices"
+    ),
+    "no_orphan_invoice_lines": (
+        "SELECT count(*) = 0 FROM erp_staging.ar_invoice_lines l WHERE NOT EXISTS "
+        "(SELECT 1 FROM erp_staging.ar_invoices i WHERE i.source_system = l.source_system "
+        "AND i.source_id = l.invoice_source_id)"
+    ),
+    "invoice_line_sums_equal_totals": (
+        "SELECT count(*) = 0 FROM erp_staging.ar_invoices i JOIN (SELECT source_system, invoice_source_id, "
+        "sum(amount) AS lines_total FROM erp_staging.ar_invoice_lines GROUP BY 1, 2) l "
+        "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
+        "WHERE l.lines_total <> i.total_amount"
+    ),
+    "receipt_keys_unique": (
+        "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_receipts"
+    ),
+    "credit_memo_keys_unique": (
+        "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_credit_memos"
+    ),
+}
+
+
+def check_invariants(conn: Any) -> dict[str, bool]:
+    """Each invariant's verdict (recorded in the report; the DAG's check tasks fail on them)."""
+    results: dict[str, bool] = {}
+    with conn.cursor() as cur:
+        for name, sql in INVARIANTS.items():
+            cur.execute(sql)
+            results[name] = bool(cur.fetchone()[0])
+    conn.rollback()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# One reconciliation
+
+
+@dataclass
+class ReconcileOutcome:
+    report_id: int
+    version: int
+    status: str
+    content_sha256: str
+    item_counts: dict[str, int]
+    drifted: list[TotalLine]
+    files: dict[str, str]  # kind -> file name
+    backup_path: str | None
+    result: ReconcileResult
+    message: str
+
+    def xcom(self) -> dict[str, Any]:
+        """Small and JSON-safe, for XCom."""
+        return {
+            "report_id": self.report_id,
+            "version": self.version,
+            "status": self.status,
+            "content_sha256": self.content_sha256,
+            "items": self.item_counts,
+            "backup_path": self.backup_path,
+        }
+
+
+def reconcile_period(
+    *,
+    conn: Any,
+    client: Any,
+    request: ReconcileRequest,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    backup: BackupFn | None = None,
+    repair_of_report_id: int | None = None,
+) -> ReconcileOutcome:
+    """Compare the SaaS and the ERP for `request`'s period and streams; store and render the report."""
+    results: list[StreamResult] = []
+    sources: dict[str, Any] = {"saas": {}, "erp": {}}
+    for name in request.streams:
+        spec = get_stream(name)
+        table = spec.target_tables[0]
+        metrics = METRICS_BY_TABLE[table]
+        sql = request.erp_sql.get(name)
+        saas, stats = read_saas_side(
+            client, spec, request.period_start, request.period_end, lookback=request.saas_lookback
+        )
+        erp = read_erp_side(conn, spec, request.period_start, request.period_end, sql)
+        erp_t = erp_totals(conn, spec, request.period_start, request.period_end, sql)
+        conn.rollback()
+        results.append(reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t))
+        sources["saas"][name] = {"endpoint": spec.path, "listed_by": "created", **stats.__dict__}
+        sources["erp"][name] = {"sql": "configured" if sql else f"erp_staging.{table}", "records": len(erp)}
+        log.info(
+            "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records",
+            name, len(saas), stats.pages, stats.rejected, len(erp),
+        )  # fmt: skip
+    result = ReconcileResult(streams=results)
+    invariants = check_invariants(conn)
+    conservation = drift.conservation_for_period(
+        conn, request.period_start, request.period_end, _source_system(request.streams), request.streams
+    )
+    conn.rollback()
+    commands = repair_commands(request.period_start, request.period_end, request.streams)
+    header = drift.ReportHeader(
+        period_start=request.period_start,
+        period_end=request.period_end,
+        streams=request.streams,
+        status=result.status,
+        summary=_summary(result),
+        conservation=conservation,
+        tolerances=dict(request.tolerances_raw),
+        invariants=invariants,
+        sources=sources,
+        dag_id=dag_id,
+        run_id=run_id,
+        repair_command=commands.as_text(),
+        repair_of_report_id=repair_of_report_id,
+    )
+    stored = drift.write_report(conn, header, result.totals, result.items)
+    files, backup_path = _render_and_back_up(conn, stored.report_id, backup)
+    outcome = ReconcileOutcome(
+        report_id=stored.report_id,
+        version=stored.version,
+        status=result.status,
+        content_sha256=stored.content_sha256,
+        item_counts=result.item_counts(),
+        drifted=result.drifted_totals(),
+        files=files,
+        backup_path=backup_path,
+        result=result,
+        message="",
+    )
+    outcome.message = describe(outcome, request)
+    return outcome
+
+
+def _source_system(streams: Iterable[str]) -> str:
+    systems = {get_stream(s).source_system for s in streams}
+    return systems.pop() if len(systems) == 1 else "stripe"
+
+
+def _summary(result: ReconcileResult) -> dict[str, Any]:
+    return {
+        "items": result.item_counts(),
+        "records": {s.stream: {"saas": s.saas_records, "erp": s.erp_records} for s in result.streams},
+        "totals_outside_tolerance": len(result.drifted_totals()),
+    }
+
+
+def render_report(conn: Any, report_id: int) -> dict[str, bytes]:
+    """The report's files by name (JSON, items CSV, totals CSV, HTML), rendered from the stored rows."""
+    report = drift.get_report(conn, report_id)
+    if report is None:
+        raise LookupError(f"no drift report {report_id}")
+    names = file_names(report)
+    files = {
+        names["json"]: render_json(report, drift.iter_items(conn, report_id)),
+        names["csv"]: render_csv(report, drift.iter_items(conn, report_id)),
+        names["totals_csv"]: render_totals_csv(report),
+        names["html"]: render_html(report, drift.iter_items(conn, report_id)),
+    }
+    conn.rollback()
+    return files
+
+
+def _render_and_back_up(
+    conn: Any, report_id: int, backup: BackupFn | None
+) -> tuple[dict[str, str], str | None]:
+    files = render_report(conn, report_id)
+    names = {name.rsplit(".", 1)[-1] if "totals" not in name else "totals_csv": name for name in files}
+    if backup is None:
+        log.info("report %s: no backup target configured; backup_path stays empty", report_id)
+        return names, None
+    paths = {name: backup(name, data) for name, data in files.items()}
+    json_path = paths[names["json"]]
+    drift.set_backup_path(conn, report_id, json_path)
+    return names, json_path
+
+
+def describe(outcome: ReconcileOutcome, request: ReconcileRequest) -> str:
+    """The log text: what drifted, by how much, and where the report is."""
+    period = f"[{request.period_start.isoformat()}, {request.period_end.isoformat()})"
+    where = f"drift report {outcome.report_id} v{outcome.version}"
+    if outcome.backup_path:
+        where += f" (backup {outcome.backup_path})"
+    if outcome.status == "OK":
+        items = sum(outcome.item_counts.values())
+        extra = f"; {items} record differences within tolerance" if items else ""
+        streams = list(request.streams)
+        return f"reconciliation OK for {period} streams {streams}: within tolerance{extra}; {where}"
+    lines = [f"DRIFT beyond tolerance for {period} streams {list(request.streams)}; {where}"]
+    for t in outcome.drifted[:50]:
+        lines.append(
+            f"  {t.stream} {t.currency_code} {t.status} {t.metric}: SaaS {t.saas_sum} ERP {t.erp_sum} "
+            f"difference {t.difference} (tolerance abs {t.tolerance_abs}, rel {t.tolerance_rel})"
+        )
+    if len(outcome.drifted) > 50:
+        lines.append(f"  ... {len(outcome.drifted) - 50} more totals outside tolerance")
+    lines.append(f"  records: {outcome.item_counts}")
+    lines.append(
+        f"  repair: {repair_commands(request.period_start, request.period_end, request.streams).make}"
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repair
+
+
+@dataclass
+class RepairResult:
+    report_id: int
+    requested: dict[str, int]  # stream -> ids asked for
+    fetched: dict[str, int]
+    not_found: dict[str, list[str]]  # gone from the SaaS: nothing to re-send
+    batch_ids: list[int]
+    loaded_new: int = 0
+    loaded_changed: int = 0
+    skipped_unchanged: int = 0
+    rejected: int = 0
+
+
+def repair_targets(conn: Any, report_id: int) -> dict[str, dict[str, set[str]]]:
+    """stream -> {"missing": ids, "mismatched": ids} from a report's repairable items."""
+    targets: dict[str, dict[str, set[str]]] = {}
+    for item in drift.iter_items(conn, report_id):
+        if item["kind"] not in REPAIRABLE_KINDS:
+            continue
+        bucket = targets.setdefault(item["stream"], {"missing": set(), "mismatched": set()})
+        bucket["missing" if item["kind"] == "missing_in_erp" else "mismatched"].add(item["source_id"])
+    conn.rollback()
+    return targets
+
+
+def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def fetch_records(
+    client: Any, spec: StreamSpec, ids: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """GET {path}/{id} for each id (children completed like a listing); returns (records, ids not found)."""
+    from erp_sync.clients.errors import FatalApiError
+
+    getter = getattr(client, "get_record", None)
+    records: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for source_id in ids:
+        try:
+            if callable(getter):
+                record = getter(spec, source_id)
+            else:  # the client has no public by-id read yet: same request path, same policies
+                url = client._url(f"{spec.path.rstrip('/')}/{source_id}")
+                record = client._call("GET", url, (), parse=lambda r: orjson.loads(r.body))
+                client._complete_children(spec, [record])
+        except FatalApiError as exc:
+            if getattr(exc, "status", None) == 404 or " 404" in str(exc):
+                missing.append(source_id)
+                continue
+            raise
+        if record is None:
+            missing.append(source_id)
+        else:
+            records.append(record)
+    return records, missing
+
+
+def _invalidate_rows(conn: Any, table: str, source_system: str, ids: Sequence[str]) -> int:
+    """Mark rows whose content was changed outside the sync as unknown, so the upsert rewrites them."""
+    if not ids:
+        return 0
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"UPDATE erp_staging.{table} SET row_sha256 = %s "
+                "WHERE source_system = %s AND source_id = ANY(%s)",
+                (UNKNOWN_SHA, source_system, list(ids)),
+            )
+            count = int(cur.rowcount)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return count
+
+
+def repair_report(
+    *,
+    conn: Any,
+    redis_client: Any,
+    client: Any,
+    report_id: int,
+    run_id: str,
+    namespace: str = "erpsync",
+    now: datetime | None = None,
+    lock_timeout_s: float = 600.0,
+) -> RepairResult:
+    """Re-send exactly the records report `report_id` found missing in the ERP or mismatched."""
+    from erp_sync.clients.pages import page_from_body, page_meta_for
+    from erp_sync.core.transform import map_pages
+    from erp_sync.pipeline import input_sha256
+    from erp_sync.store.counters import next_batch_id
+    from erp_sync.store.ledger import RedisLedger
+    from erp_sync.store.loader import load_batch
+    from erp_sync.store.locks import stream_lock
+
+    when = now or datetime.now(UTC)
+    report = drift.get_report(conn, report_id)
+    conn.rollback()
+    if report is None:
+        raise LookupError(f"no drift report {report_id} to repair")
+    targets = repair_targets(conn, report_id)
+    ledger = RedisLedger(redis_client, namespace=namespace)
+    result = RepairResult(report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[])
+    for stream, kinds in sorted(targets.items()):
+        spec = get_stream(stream)
+        table = spec.target_tables[0]
+        ids = sorted(kinds["missing"] | kinds["mismatched"])
+        result.requested[stream] = len(ids)
+        with stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s):
+            for chunk_no, chunk in enumerate(_chunks(ids, REPAIR_CHUNK), start=1):
+                records, gone = fetch_records(client, spec, chunk)
+                result.fetched[stream] = result.fetched.get(stream, 0) + len(records)
+                if gone:
+                    result.not_found.setdefault(stream, []).extend(gone)
+                    log.warning(
+                        "repair %s: %d records no longer exist in the SaaS: %s", stream, len(gone), gone[:20]
+                    )
+                if not records:
+                    continue
+                fetched_ids = [str(r.get(spec.primary_key)) for r in records]
+                _invalidate_rows(
+                    conn, table, spec.source_system, [i for i in fetched_ids if i in kinds["mismatched"]]
+                )
+                ledger.evict(table, fetched_ids, source_system=spec.source_system)
+                meta = page_meta_for("full", int(when.timestamp()))
+                body = orjson.dumps({"object": "list", "data": records, "has_more": False, "url": spec.path})
+                url = f"{client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
+                page = page_from_body(spec, body, url, meta, chunk_no)
+                mapped = map_pages(spec, [page])
+                key = BatchKey(
+                    run_id, spec.source_system, spec.name, report["period_start"], when, input_sha256([page])
+                )
+                batch = load_batch(
+                    conn, ledger, key, mapped, [page],
+                    batch_id=next_batch_id(redis_client, namespace, conn), cursor_after=None, page_meta=meta,
+                )  # fmt: skip
+                batch.check_conservation()
+                result.batch_ids.append(batch.batch_id)
+                result.loaded_new += batch.loaded_new
+                result.loaded_changed += batch.loaded_changed
+                result.skipped_unchanged += batch.skipped_unchanged
+                result.rejected += batch.rejected
+                log.info(
+                    "repair %s batch %s: %d fetched, new %d, changed %d, unchanged %d, rejected %d",
+                    stream, batch.batch_id, len(records), batch.loaded_new, batch.loaded_changed,
+                    batch.skipped_unchanged, batch.rejected,
+                )  # fmt: skip
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# What the DAG task calls
+
+
+@dataclass
+class RunOutcome:
+    reports: list[ReconcileOutcome]
+    repair: RepairResult | None = None
+
+    @property
+    def drifted(self) -> list[ReconcileOutcome]:
+        return [r for r in self.reports if r.status != "OK"]
+
+    def xcom(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reports": [r.xcom() for r in self.reports]}
+        if self.repair is not None:
+            out["repair"] = {
+                "report_id": self.repair.report_id,
+                "requested": self.repair.requested,
+                "new": self.repair.loaded_new,
+                "changed": self.repair.loaded_changed,
+                "not_found": self.repair.not_found,
+            }
+        return out
+
+
+def run_request(
+    *,
+    conn: Any,
+    client: Any,
+    request: ReconcileRequest,
+    redis_client: Any = None,
+    namespace: str = "erpsync",
+    dag_id: str | None = None,
+    run_id: str = "manual",
+    backup: BackupFn | None = None,
+) -> RunOutcome:
+    """Reconcile one period; with `repair`, first repair from the latest report for the period (one is
+    made now when there is none), then reconcile again. Never raises for drift: see `raise_on_drift`."""
+    if not request.repair:
+        return RunOutcome(reports=[reconcile_period(conn=conn, client=client, request=request, dag_id=dag_id,
+                                                    run_id=run_id, backup=backup)])  # fmt: skip
+    if redis_client is None:
+        raise ValueError("repair needs the Redis ledger (redis_client)")
+    reports: list[ReconcileOutcome] = []
+    latest = drift.latest_report(conn, request.period_start, request.period_end, request.streams)
+    conn.rollback()
+    if latest is None:
+        first = reconcile_period(
+            conn=conn, client=client, request=request, dag_id=dag_id, run_id=run_id, backup=backup
+        )
+        reports.append(first)
+        base_id = first.report_id
+    else:
+        base_id = int(latest["report_id"])
+    repaired = repair_report(
+        conn=conn,
+        redis_client=redis_client,
+        client=client,
+        report_id=base_id,
+        run_id=run_id,
+        namespace=namespace,
+    )
+    after = reconcile_period(
+        conn=conn, client=client, request=request, dag_id=dag_id, run_id=run_id, backup=backup,
+        repair_of_report_id=base_id,
+    )  # fmt: skip
+    reports.append(after)
+    return RunOutcome(reports=reports, repair=repaired)
+
+
+def raise_on_drift(outcome: RunOutcome) -> None:
+    """Fail (so the task turns red and alerts fire) when the last report is beyond tolerance."""
+    last = outcome.reports[-1]
+    if last.status != "OK":
+        raise DriftExceededError(last.message)

@@ -1,0 +1,74 @@
+"""Unit tests of the reconcile DAG's parameters and scheduled periods (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from erp_sync.core.params import InvalidParamError
+from erp_sync.reconcile_run import EPOCH, parse_request, scheduled_periods
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+def test_end_before_start_is_refused_naming_both_values():
+    with pytest.raises(InvalidParamError) as caught:
+        parse_request({"period_start": "2026-11-10T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"}, now=NOW)
+    message = str(caught.value)
+    assert "period_end" in message and "period_start" in message
+    assert "2026-11-01T00:00:00+00:00" in message and "2026-11-10T00:00:00+00:00" in message
+
+
+def test_manual_run_without_a_period_covers_everything_up_to_now():
+    request = parse_request({}, now=NOW)
+    assert (request.period_start, request.period_end) == (EPOCH, NOW)
+    assert request.streams == ("charges", "credit_notes", "invoices")
+    assert request.repair is False
+
+
+def test_equal_start_and_end_is_an_empty_period_not_an_error():
+    request = parse_request(
+        {"period_start": "2026-11-01T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"}, now=NOW
+    )
+    assert request.period_start == request.period_end
+
+
+@pytest.mark.parametrize(
+    ("conf", "name"),
+    [
+        ({"period_start": "2026-11-01"}, "period_start"),  # no timezone
+        ({"period_end": "yesterday"}, "period_end"),
+        ({"streams": ["nope"]}, "streams"),
+        ({"streams": ["customers"]}, "streams"),  # nothing to reconcile in customers
+        ({"tolerances": {"invoices": {"abs_minor": -2}}}, "tolerances"),
+        ({"repair": "yes"}, "repair"),
+        ({"bogus": 1}, "bogus"),
+        ({"saas_lookback_days": -1}, "saas_lookback_days"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(conf, name):
+    with pytest.raises(InvalidParamError) as caught:
+        parse_request(conf, now=NOW)
+    assert caught.value.name == name
+
+
+def test_tolerances_and_repair_are_parsed():
+    request = parse_request(
+        {"tolerances": {"invoices:JPY": {"abs_minor": 5}}, "repair": True, "streams": "invoices"}, now=NOW
+    )
+    assert request.repair and request.streams == ("invoices",)
+    assert request.tolerances.for_("invoices", "JPY").abs_minor == 5
+    assert request.tolerances.for_("invoices", "USD").abs_minor == 0
+
+
+def test_scheduled_run_reconciles_the_sync_window_and_month_to_date():
+    start = datetime(2026, 11, 25, 2, tzinfo=UTC)
+    end = datetime(2026, 11, 26, 2, tzinfo=UTC)
+    assert scheduled_periods(start, end) == [(start, end), (datetime(2026, 11, 1, tzinfo=UTC), end)]
+
+
+def test_scheduled_window_equal_to_month_to_date_is_reconciled_once():
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    end = datetime(2026, 11, 2, tzinfo=UTC)
+    assert scheduled_periods(start, end) == [(start, end)]
