@@ -1,0 +1,200 @@
+"""Pydantic v2 models of the source objects, declaring only the fields the mappings use.
+
+Validation is strict on purpose: an amount is an `int` in minor units (a string or float amount is
+a malformed record, not something to coerce), a timestamp is int unix seconds (Stripe) or an
+ISO-8601 string with an offset (the orders API), a currency is a known ISO-4217 code (stored lower
+case, as Stripe sends it). Unknown fields are ignored, so Stripe adding fields never breaks a run.
+Expandable references (`"customer": "cus_..."` or the expanded object) are reduced to the id.
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
+
+from erp_sync.core.money import CURRENCY_EXPONENTS
+from erp_sync.core.timeutil import parse_iso8601
+
+# numeric(20,3) holds 17 integer digits; with exponent 0 a minor amount is a major amount.
+MAX_ABS_MINOR: Final = 10**17 - 1
+# 9999-12-31T23:59:59Z: the last instant a timestamptz column and `datetime` both represent.
+MAX_UNIX_SECONDS: Final = 253_402_300_799
+
+
+def _check_currency(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    if value.upper() not in CURRENCY_EXPONENTS:
+        raise PydanticCustomError(
+            "unknown_currency", "unknown ISO-4217 currency code {code}", {"code": value}
+        )
+    return value.lower()
+
+
+def _expandable_id(value: Any) -> Any:
+    """Stripe sends either the id or, when expanded, the object with its `id`."""
+    if isinstance(value, dict) and "id" in value:
+        return value["id"]
+    return value
+
+
+def _parse_iso_utc(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be an ISO-8601 string")
+    try:
+        return parse_iso8601(value)
+    except ValueError as exc:
+        raise PydanticCustomError("datetime_from_iso", "{reason}", {"reason": str(exc)}) from exc
+
+
+def _parse_decimal_string(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a decimal string")
+    try:
+        parsed = Decimal(value)
+    except InvalidOperation as exc:
+        raise PydanticCustomError(
+            "decimal_parsing", "not a decimal string: {value}", {"value": value}
+        ) from exc
+    if not parsed.is_finite():
+        raise PydanticCustomError("decimal_parsing", "not a finite decimal: {value}", {"value": value})
+    return parsed
+
+
+Currency = Annotated[str, PlainValidator(_check_currency)]
+MinorAmount = Annotated[StrictInt, Field(ge=-MAX_ABS_MINOR, le=MAX_ABS_MINOR)]
+UnixSeconds = Annotated[StrictInt, Field(ge=0, le=MAX_UNIX_SECONDS)]
+ObjectId = Annotated[StrictStr, Field(min_length=1)]
+ExpandableId = Annotated[StrictStr, BeforeValidator(_expandable_id)]
+IsoUtcDatetime = Annotated[datetime, PlainValidator(_parse_iso_utc)]
+DecimalString = Annotated[Decimal | None, PlainValidator(_parse_decimal_string)]
+
+
+class SourceModel(BaseModel):
+    """Base of every source model: strict types, unknown fields ignored, immutable."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class Customer(SourceModel):
+    id: ObjectId
+    created: UnixSeconds
+    name: StrictStr | None = None
+    email: StrictStr | None = None
+    currency: Currency | None = None
+
+
+class InvoiceLine(SourceModel):
+    id: ObjectId
+    amount: MinorAmount
+    description: StrictStr | None = None
+    quantity: StrictInt | None = None
+    quantity_decimal: DecimalString = None
+
+    @property
+    def quantity_value(self) -> Decimal | None:
+        """`quantity_decimal` when Stripe sends it (fractional quantities), else `quantity`."""
+        if self.quantity_decimal is not None:
+            return self.quantity_decimal
+        return None if self.quantity is None else Decimal(self.quantity)
+
+
+class InvoiceLineList(SourceModel):
+    data: list[InvoiceLine]
+    has_more: bool = False
+
+
+class Invoice(SourceModel):
+    id: ObjectId
+    customer: ExpandableId | None = None
+    number: StrictStr | None = None
+    status: StrictStr
+    currency: Currency
+    total: MinorAmount
+    amount_paid: MinorAmount
+    amount_due: MinorAmount
+    created: UnixSeconds
+    effective_at: UnixSeconds | None = None
+    due_date: UnixSeconds | None = None
+    lines: InvoiceLineList
+
+
+class Charge(SourceModel):
+    id: ObjectId
+    amount: MinorAmount
+    amount_refunded: MinorAmount
+    currency: Currency
+    status: StrictStr
+    created: UnixSeconds
+    customer: ExpandableId | None = None
+    # The current Stripe charge has no `invoice`; older API versions (and our sandbox) may send it.
+    invoice: ExpandableId | None = None
+    metadata: dict[str, StrictStr | None] = Field(default_factory=dict)
+
+    @property
+    def invoice_id(self) -> str | None:
+        """The invoice this charge pays: top-level `invoice` when present, else `metadata["invoice"]`."""
+        return self.invoice or self.metadata.get("invoice") or None
+
+
+class Refund(SourceModel):
+    id: ObjectId
+    amount: MinorAmount
+    currency: Currency
+    status: StrictStr
+    created: UnixSeconds
+    charge: ExpandableId | None = None
+    reason: StrictStr | None = None
+
+
+class CreditNote(SourceModel):
+    id: ObjectId
+    invoice: ExpandableId | None = None
+    customer: ExpandableId | None = None
+    number: StrictStr | None = None
+    status: StrictStr
+    reason: StrictStr | None = None
+    currency: Currency
+    total: MinorAmount
+    created: UnixSeconds
+    effective_at: UnixSeconds | None = None
+
+
+class Order(SourceModel):
+    """An order from the non-Stripe orders API (the declarative-stream example)."""
+
+    order_id: ObjectId
+    customer_id: StrictStr | None = None
+    state: StrictStr
+    currency: Currency
+    total_cents: MinorAmount
+    created_at: IsoUtcDatetime
+    updated_at: IsoUtcDatetime
+
+
+MODELS: Final[dict[str, type[BaseModel]]] = {
+    model.__name__: model for model in (Customer, Invoice, InvoiceLine, Charge, Refund, CreditNote, Order)
+}
+
+
+def resolve(name: str) -> type[BaseModel]:
+    """The model class for `StreamSpec.model`: a name in this module (`"Invoice"`,
+    `"erp_sync.core.models.Invoice"`) or any importable dotted `module.Class` that is a BaseModel.
+    """
+    short = name.removeprefix(f"{__name__}.")
+    if short in MODELS:
+        return MODELS[short]
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise LookupError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    candidate = getattr(importlib.import_module(module_name), attr, None)
+    if not (isinstance(candidate, type) and issubclass(candidate, BaseModel)):
+        raise LookupError(f"{name!r} is not a pydantic model")
+    return candidate

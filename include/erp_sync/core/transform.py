@@ -1,0 +1,511 @@
+"""Validate + transform: pages of source records -> one DataFrame per `erp_staging` table.
+
+`map_pages(spec, pages)` is the whole stage. Records are validated with the stream's pydantic
+model (the whole list at once; on failure only the failing records are set aside), failures
+become `Rejection`s, the rest are deduplicated in the batch (newest version per key wins; on a tie
+the first seen, since Stripe lists newest first) and mapped column by column with the declarative
+`MAPPINGS` below -- the operator never hard-codes a mapping.
+
+Column conventions of every produced DataFrame: the table's business columns in declared order,
+then `CONTROL_COLUMNS`. Text columns are `object` dtype with `None` for NULL; money columns hold
+`decimal.Decimal` in major units quantized to the currency's exponent; timestamps are
+`datetime64[us, UTC]`; `source_version` is int64.
+
+`row_sha256` covers the row's business columns plus its `source_id` (never `source_system` or
+`source_version`, so a re-sent identical record is "unchanged"). An invoice header's hash also
+covers its lines' hashes in line order, so a changed, added, removed or re-numbered line changes
+the header and the loader rewrites the invoice.
+
+Status map: Stripe's status strings are kept verbatim (invoice draft/open/paid/uncollectible/void,
+charge succeeded/pending/failed, refund pending/requires_action/succeeded/failed/canceled, credit
+note issued/void); the orders API's `state` is kept verbatim too. A mapping may declare a
+`status_map` on its status column when an ERP needs other codes; unmapped values pass through.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
+from erp_sync.core.batch import CONTROL_COLUMNS, MappedBatch, Page, Rejection
+from erp_sync.core.hashing import combine_digests, frame_row_sha256
+from erp_sync.core.models import resolve
+from erp_sync.core.money import CURRENCY_EXPONENTS
+from erp_sync.streams.spec import StreamSpec
+
+ColumnKind = Literal["text", "currency", "money", "decimal", "unix_time", "datetime", "int", "status"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One target column: where its value comes from on the validated model and how it converts.
+
+    `source` is an attribute path on the model (`"customer"`, `"lines.data"`, a model property
+    such as `"invoice_id"`); a tuple of paths takes the first that is not None.
+    Kinds: text (as is), currency (ISO upper), money (minor int -> Decimal major by the row's
+    currency exponent), decimal (Decimal as is), unix_time (int seconds -> UTC timestamp),
+    datetime (aware datetime -> UTC timestamp), int, status (through `status_map`, else verbatim).
+    """
+
+    name: str
+    source: str | tuple[str, ...]
+    kind: ColumnKind = "text"
+    status_map: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChildMapping:
+    """Rows embedded in each parent record (invoice lines), in their own table.
+
+    Each child row gets the parent's id in `parent_column`, its 1-based position in
+    `position_column`, the parent's values for the `inherit`ed columns, and the parent's version.
+    Money is converted with the parent's currency.
+    """
+
+    table: str
+    items: str
+    id_source: str
+    parent_column: str
+    position_column: str
+    columns: tuple[Column, ...]
+    inherit: tuple[str, ...] = ()
+
+    @property
+    def business_columns(self) -> tuple[str, ...]:
+        own = tuple(column.name for column in self.columns)
+        return (self.parent_column, self.position_column, *self.inherit, *own)
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """A stream's mapping: one row per record in `table`, plus any child tables."""
+
+    table: str
+    id_source: str
+    columns: tuple[Column, ...]
+    currency_source: str | None = None
+    children: tuple[ChildMapping, ...] = ()
+
+    @property
+    def business_columns(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table, *(child.table for child in self.children))
+
+
+_ISSUED: Final = ("effective_at", "created")
+
+MAPPINGS: Final[dict[str, TableMapping]] = {
+    "stripe_customers": TableMapping(
+        table="customers",
+        id_source="id",
+        columns=(
+            Column("name", "name"),
+            Column("email", "email"),
+            Column("currency_code", "currency", "currency"),
+            Column("created_at", "created", "unix_time"),
+        ),
+    ),
+    "stripe_invoices": TableMapping(
+        table="ar_invoices",
+        id_source="id",
+        currency_source="currency",
+        columns=(
+            Column("customer_ref", "customer"),
+            Column("invoice_number", "number"),
+            Column("status", "status", "status"),
+            Column("currency_code", "currency", "currency"),
+            Column("total_amount", "total", "money"),
+            Column("amount_paid", "amount_paid", "money"),
+            Column("amount_due", "amount_due", "money"),
+            Column("issued_at", _ISSUED, "unix_time"),
+            Column("due_at", "due_date", "unix_time"),
+        ),
+        children=(
+            ChildMapping(
+                table="ar_invoice_lines",
+                items="lines.data",
+                id_source="id",
+                parent_column="invoice_source_id",
+                position_column="line_number",
+                inherit=("currency_code",),
+                columns=(
+                    Column("description", "description"),
+                    Column("quantity", "quantity_value", "decimal"),
+                    Column("amount", "amount", "money"),
+                ),
+            ),
+        ),
+    ),
+    "stripe_charges": TableMapping(
+        table="ar_receipts",
+        id_source="id",
+        currency_source="currency",
+        columns=(
+            Column("invoice_source_id", "invoice_id"),
+            Column("customer_ref", "customer"),
+            Column("currency_code", "currency", "currency"),
+            Column("amount", "amount", "money"),
+            Column("amount_refunded", "amount_refunded", "money"),
+            Column("status", "status", "status"),
+            Column("received_at", "created", "unix_time"),
+        ),
+    ),
+    "stripe_refunds": TableMapping(
+        table="ar_refunds",
+        id_source="id",
+        currency_source="currency",
+        columns=(
+            Column("receipt_source_id", "charge"),
+            Column("currency_code", "currency", "currency"),
+            Column("amount", "amount", "money"),
+            Column("status", "status", "status"),
+            Column("reason", "reason"),
+            Column("refunded_at", "created", "unix_time"),
+        ),
+    ),
+    "stripe_credit_notes": TableMapping(
+        table="ar_credit_memos",
+        id_source="id",
+        currency_source="currency",
+        columns=(
+            Column("invoice_source_id", "invoice"),
+            Column("customer_ref", "customer"),
+            Column("memo_number", "number"),
+            Column("status", "status", "status"),
+            Column("reason", "reason"),
+            Column("currency_code", "currency", "currency"),
+            Column("total_amount", "total", "money"),
+            Column("issued_at", _ISSUED, "unix_time"),
+        ),
+    ),
+    "orders": TableMapping(
+        table="sales_orders",
+        id_source="order_id",
+        currency_source="currency",
+        columns=(
+            Column("customer_ref", "customer_id"),
+            Column("status", "state", "status"),
+            Column("currency_code", "currency", "currency"),
+            Column("total_amount", "total_cents", "money"),
+            Column("ordered_at", "created_at", "datetime"),
+        ),
+    ),
+}
+
+# Reason codes, most specific first: a record with several problems gets the first that applies.
+NOT_AN_OBJECT: Final = "NOT_AN_OBJECT"
+MISSING_ID: Final = "MISSING_ID"
+UNKNOWN_CURRENCY: Final = "UNKNOWN_CURRENCY"
+INVALID_FIELD: Final = "INVALID_FIELD"
+_REASON_PRIORITY: Final = (NOT_AN_OBJECT, MISSING_ID, UNKNOWN_CURRENCY, INVALID_FIELD)
+_MAX_MESSAGE_ERRORS: Final = 5
+
+# Scaling by a power of ten in this context can never round.
+_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _reason_for(error: ErrorDetails, primary_key: str) -> str:
+    loc = error["loc"]
+    if not loc and error["type"] in {"model_type", "dict_type", "model_attributes_type"}:
+        return NOT_AN_OBJECT
+    if loc == (primary_key,) and (
+        error["type"] in {"missing", "string_too_short"} or error.get("input", "") is None
+    ):
+        return MISSING_ID
+    if error["type"] == "unknown_currency":
+        return UNKNOWN_CURRENCY
+    return INVALID_FIELD
+
+
+def _describe(error: ErrorDetails) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "<record>"
+    text = f"field {where}: {error['msg']}"
+    if error["type"] != "missing" and "input" in error and not isinstance(error["input"], dict | list):
+        text += f" (got {error['input']!r:.80})"
+    return text
+
+
+def raw_payload(record: Any) -> str:
+    """The record's JSON text for `erp_sync.rejections.raw_payload` (key order kept)."""
+    try:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return repr(record)
+
+
+def _record_id(record: Any, primary_key: str) -> str | None:
+    if isinstance(record, dict):
+        value = record.get(primary_key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _rejection(spec: StreamSpec, record: Any, errors: list[ErrorDetails]) -> Rejection:
+    reasons = {_reason_for(error, spec.primary_key) for error in errors}
+    reason = next(code for code in _REASON_PRIORITY if code in reasons)
+    message = "; ".join(_describe(error) for error in errors[:_MAX_MESSAGE_ERRORS])
+    if len(errors) > _MAX_MESSAGE_ERRORS:
+        message += f"; and {len(errors) - _MAX_MESSAGE_ERRORS} more"
+    return Rejection(
+        stream=spec.name,
+        reason_code=reason,
+        message=message,
+        raw_payload=raw_payload(record),
+        source_id=_record_id(record, spec.primary_key),
+    )
+
+
+def validate_records(
+    spec: StreamSpec, model: type[BaseModel], records: Sequence[Any]
+) -> tuple[list[int], list[BaseModel], list[Rejection]]:
+    """Validate `records`; return (positions of the valid ones, their models, rejections).
+
+    Fast path: the whole list in one pydantic call. When it fails, the error locations say which
+    records failed; those become rejections and the rest are validated again in one call.
+    """
+    adapter = _list_adapter(model)
+    try:
+        return list(range(len(records))), adapter.validate_python(records), []
+    except ValidationError as exc:
+        errors_by_record: dict[int, list[ErrorDetails]] = {}
+        for error in exc.errors(include_url=False):
+            position = error["loc"][0]
+            assert isinstance(position, int)
+            errors_by_record.setdefault(position, []).append({**error, "loc": error["loc"][1:]})
+    rejections = [_rejection(spec, records[i], errors) for i, errors in sorted(errors_by_record.items())]
+    positions = [i for i in range(len(records)) if i not in errors_by_record]
+    try:
+        models = adapter.validate_python([records[i] for i in positions])
+    except ValidationError:  # pragma: no cover - a record valid alone should be valid in a list
+        models = [model.model_validate(records[i]) for i in positions]
+    return positions, models, rejections
+
+
+# --- dedupe --------------------------------------------------------------------------------------
+
+
+def newest_per_key(ids: Sequence[str], versions: Sequence[int]) -> list[int]:
+    """Positions to keep: per id the highest version, on a tie the first seen; in input order."""
+    if len(set(ids)) == len(ids):
+        return list(range(len(ids)))
+    frame = pd.DataFrame({"id": ids, "version": np.asarray(versions, dtype=np.int64)})
+    newest_first = frame.sort_values("version", ascending=False, kind="stable")
+    kept = newest_first.drop_duplicates("id", keep="first").index
+    return sorted(int(position) for position in kept)
+
+
+# --- mapping -------------------------------------------------------------------------------------
+
+
+def _getter(source: str | tuple[str, ...]) -> Callable[[Any], Any]:
+    if isinstance(source, str):
+        return operator.attrgetter(source)
+    getters = [operator.attrgetter(path) for path in source]
+
+    def first_not_none(obj: Any) -> Any:
+        for get in getters:
+            value = get(obj)
+            if value is not None:
+                return value
+        return None
+
+    return first_not_none
+
+
+def _exponents(currencies: Sequence[str | None]) -> list[int]:
+    return [CURRENCY_EXPONENTS[code.upper()] if code else 0 for code in currencies]
+
+
+def _convert(column: Column, values: list[Any], exponents: Sequence[int] | None) -> pd.Series:
+    kind = column.kind
+    if kind == "money":
+        if exponents is None:
+            raise ValueError(f"money column {column.name!r} needs the mapping's currency_source")
+        return pd.Series(
+            [
+                None if minor is None else Decimal(minor).scaleb(-exp, _EXACT)
+                for minor, exp in zip(values, exponents, strict=True)
+            ],
+            dtype=object,
+        )
+    if kind == "unix_time":
+        seconds = pd.array(values, dtype="Int64")
+        return pd.Series(pd.to_datetime(seconds, unit="s", utc=True)).astype("datetime64[us, UTC]")
+    if kind == "datetime":
+        return pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[us, UTC]")
+    if kind == "int":
+        return pd.Series(pd.array(values, dtype="Int64"))
+    if kind == "currency":
+        upper = {code: code.upper() for code in set(values) if code is not None}
+        return pd.Series([None if code is None else upper[code] for code in values], dtype=object)
+    if kind == "status" and column.status_map:
+        status_map = column.status_map
+        return pd.Series([status_map.get(value, value) for value in values], dtype=object)
+    return pd.Series(values, dtype=object)
+
+
+def _map_columns(
+    models: Sequence[Any], columns: Sequence[Column], exponents: Sequence[int] | None
+) -> dict[str, pd.Series]:
+    converted = {}
+    for column in columns:
+        get = _getter(column.source)
+        converted[column.name] = _convert(column, [get(m) for m in models], exponents)
+    return converted
+
+
+def _with_control(
+    business: dict[str, pd.Series],
+    source_system: str,
+    ids: list[str],
+    versions: Sequence[int],
+    extra_hashed: dict[str, pd.Series] | None = None,
+) -> pd.DataFrame:
+    frame = pd.DataFrame(business)
+    frame.index = pd.RangeIndex(len(ids))
+    frame["source_system"] = pd.Series([source_system] * len(ids), dtype=object)
+    frame["source_id"] = pd.Series(ids, dtype=object)
+    frame["source_version"] = np.asarray(versions, dtype=np.int64)
+    hashed = frame[[*business, "source_id"]]
+    if extra_hashed:
+        hashed = hashed.assign(**extra_hashed)
+    frame["row_sha256"] = frame_row_sha256(hashed, hashed.columns)
+    return frame[[*business, *CONTROL_COLUMNS]]
+
+
+def _map_children(
+    child: ChildMapping,
+    parents: Sequence[Any],
+    parent_frame: dict[str, pd.Series],
+    parent_ids: list[str],
+    parent_versions: Sequence[int],
+    parent_exponents: Sequence[int] | None,
+    source_system: str,
+) -> tuple[pd.DataFrame, list[int]]:
+    """The child table's frame and, per child row, the position of its parent."""
+    get_items = operator.attrgetter(child.items)
+    items: list[Any] = []
+    owner: list[int] = []
+    positions: list[int] = []
+    for index, parent in enumerate(parents):
+        for position, item in enumerate(get_items(parent), start=1):
+            items.append(item)
+            owner.append(index)
+            positions.append(position)
+    exponents = None if parent_exponents is None else [parent_exponents[i] for i in owner]
+    owner_index = np.asarray(owner, dtype=np.intp)
+    business: dict[str, pd.Series] = {
+        child.parent_column: pd.Series([parent_ids[i] for i in owner], dtype=object),
+        child.position_column: pd.Series(np.asarray(positions, dtype=np.int64)),
+    }
+    for name in child.inherit:
+        inherited = parent_frame[name].iloc[owner_index]
+        business[name] = inherited.reset_index(drop=True)
+    business.update(_map_columns(items, child.columns, exponents))
+    get_id = operator.attrgetter(child.id_source)
+    frame = _with_control(
+        business,
+        source_system,
+        [get_id(item) for item in items],
+        [parent_versions[i] for i in owner],
+    )
+    return frame, owner
+
+
+def map_models(
+    mapping: TableMapping,
+    source_system: str,
+    models: Sequence[Any],
+    versions: Sequence[int],
+) -> dict[str, pd.DataFrame]:
+    """Map validated, deduplicated models to one DataFrame per table of `mapping`."""
+    get_id = operator.attrgetter(mapping.id_source)
+    ids = [get_id(m) for m in models]
+    exponents = None
+    if mapping.currency_source is not None:
+        exponents = _exponents([_getter(mapping.currency_source)(m) for m in models])
+    business = _map_columns(models, mapping.columns, exponents)
+    tables: dict[str, pd.DataFrame] = {}
+    child_digests: dict[str, pd.Series] = {}
+    for child in mapping.children:
+        frame, owner = _map_children(child, models, business, ids, versions, exponents, source_system)
+        tables[child.table] = frame
+        per_parent: list[list[str]] = [[] for _ in models]
+        for parent_index, digest in zip(owner, frame["row_sha256"].tolist(), strict=True):
+            per_parent[parent_index].append(digest)
+        # Hashed with the header, not stored: a changed line changes the header's row_sha256.
+        child_digests[f"{child.table}__sha256"] = pd.Series(
+            [combine_digests(digests) for digests in per_parent], dtype=object
+        )
+    tables[mapping.table] = _with_control(business, source_system, ids, versions, child_digests)
+    return {table: tables[table] for table in mapping.tables}
+
+
+def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:
+    if spec.target_tables and set(spec.target_tables) != set(mapping.tables):
+        raise ValueError(
+            f"stream {spec.name!r}: target_tables {spec.target_tables} do not match mapping "
+            f"{spec.mapping!r} tables {mapping.tables}"
+        )
+
+
+def map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
+    """Validate, dedupe and map a batch of pages of one stream (see the module docstring)."""
+    mapping = MAPPINGS[spec.mapping]
+    _check_spec(spec, mapping)
+    model = resolve(spec.model)
+    records: list[Any] = []
+    versions: list[int] = []
+    rejections: list[Rejection] = []
+    for page in pages:
+        if len(page.versions) != len(page.records):
+            raise ValueError(
+                f"page {page.page_no} of {page.stream}: {len(page.records)} records "
+                f"but {len(page.versions)} versions"
+            )
+        records.extend(page.records)
+        versions.extend(page.versions)
+        rejections.extend(page.problems)
+    positions, models, invalid = validate_records(spec, model, records)
+    rejections.extend(invalid)
+    valid_versions = [versions[i] for i in positions]
+    get_id = operator.attrgetter(mapping.id_source)
+    keep = newest_per_key([get_id(m) for m in models], valid_versions)
+    superseded = len(models) - len(keep)
+    if superseded:
+        models = [models[i] for i in keep]
+        valid_versions = [valid_versions[i] for i in keep]
+    tables = map_models(mapping, spec.source_system, models, valid_versions)
+    return MappedBatch(
+        source_system=spec.source_system,
+        stream=spec.name,
+        primary_table=mapping.table,
+        tables=tables,
+        rejections=rejections,
+        extracted=sum(page.extracted for page in pages),
+        superseded=superseded,
+    )
