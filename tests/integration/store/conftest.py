@@ -70,3 +70,6 @@ def conn(migrated_pg_dsn: str) -> Iterator[Any]:
 @pytest.fixture
 def ledger(redis_client: redis.Redis, redis_namespace: str) -> RedisLedger:
     return RedisLedger(redis_client, namespace=redis_namespace)
+
+
+REDIS_URL = os.environ.get("ERP_SYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
