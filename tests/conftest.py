@@ -21,18 +21,26 @@ def _admin_conn() -> psycopg2.extensions.connection:
     return conn
 
 
+def _admin_execute(sql: str) -> None:
+    """Run one statement outside any transaction (CREATE/DROP DATABASE refuse to run inside one)."""
+    conn = _admin_conn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
 def create_database(prefix: str = "erp_test") -> str:
     """Create an empty database and return its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with _admin_conn() as conn, conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    _admin_execute(f'CREATE DATABASE "{name}"')
     return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
 
 
 def drop_database(dsn: str) -> None:
     name = dsn.rsplit("/", 1)[1]
-    with _admin_conn() as conn, conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
