@@ -1,26 +1,175 @@
-"""Placeholder until the drift-detection issue lands: keeps the DAG id stable for the front door."""
+"""Drift reconciliation: ERP staging against an independent re-read of the SaaS. Wiring only; the logic
+lives in `erp_sync.reconcile_run` and `erp_sync.core.reconcile`."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
+from airflow.sdk import Param, dag, task, task_group
+
+from erp_sync.assets import STAGING_ASSET
+
+DOC = """
+### ERP drift reconciliation
+
+Compares `erp_staging` with an independent re-read of the SaaS (list endpoints by `created`, never the
+sync's own files or rows), per stream, currency and status (counts and sums), then record by record:
+missing in ERP, missing in SaaS, amount mismatch, status mismatch, each with the ERP row's sync batch.
+Writes an immutable, versioned report (`erp_sync.drift_reports`, shown on the Drift Reports page) with
+JSON/CSV/HTML renderings backed up to SFTP (`sftp_backup`).
+
+**Runs** after every sync (scheduled on the `erp_staging` asset: the sync's window and month-to-date)
+and on demand. **Params**: `period_start` / `period_end` (ISO-8601 UTC; a manual run without them
+reconciles everything up to now), `streams`, `tolerances` (e.g. `{"invoices:JPY": {"abs_minor": 5,
+"rel": "0.001"}}`), `repair` (re-send exactly what the latest report for the period found missing or
+mismatched, then reconcile again).
+
+`reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
+is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or line sums
+that differ from invoice totals.
+"""
+
+STAGING_TABLES = ("ar_invoices", "ar_invoice_lines", "ar_receipts", "ar_credit_memos")
+ERP_CONN_ID = "erp_staging"
 
 
 @dag(
     dag_id="erp_drift_reconciliation",
-    schedule=None,
+    schedule=[STAGING_ASSET],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,
     tags=["erp-sync", "reconciliation"],
-    doc_md="Reconciles ERP staging totals against the SaaS (not built yet: see the drift issue).",
-    default_args={"retries": 2},
+    doc_md=DOC,
+    default_args={"owner": "data-engineering", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "period_start": Param(
+            None, type=["null", "string"], description="Period start, ISO-8601 UTC (inclusive)."
+        ),
+        "period_end": Param(
+            None, type=["null", "string"], description="Period end, ISO-8601 UTC (exclusive)."
+        ),
+        "streams": Param([], type="array", items={"type": "string"}, description="Streams; empty = default."),
+        "tolerances": Param({}, type="object", description="Per stream / stream:CURRENCY: abs_minor, rel."),
+        "repair": Param(False, type="boolean", description="Re-send what the latest report found, re-check."),
+    },
 )
 def erp_drift_reconciliation() -> None:
-    @task
-    def not_built_yet() -> str:
-        return "reconciliation is not built yet"
+    @task(multiple_outputs=False)
+    def check_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Fail before any read when a parameter is wrong (e.g. period_end before period_start)."""
+        from datetime import UTC, datetime
 
-    not_built_yet()
+        from erp_sync.reconcile_run import parse_request
+
+        request = parse_request(_conf(params), now=datetime.now(UTC))
+        return {
+            "period_start": request.period_start.isoformat(),
+            "period_end": request.period_end.isoformat(),
+        }
+
+    @task(execution_timeout=timedelta(hours=2), multiple_outputs=False)
+    def reconcile(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
+        """Reconcile (and repair on request); red when drift exceeds tolerance."""
+        from datetime import UTC, datetime
+
+        from erp_sync.hooks.erp import erp_connection, sync_state
+        from erp_sync.hooks.saas import SaaSApiHook
+        from erp_sync.reconcile_run import (
+            DriftExceededError,
+            periods_for_run,
+            run_request,
+            sync_window_for_runs,
+        )
+
+        now = datetime.now(UTC)
+        events = context.get("triggering_asset_events") or {}
+        source_runs = [
+            e.source_run_id for evs in events.values() for e in evs if getattr(e, "source_run_id", None)
+        ]
+        redis_client, namespace = sync_state()
+        client = SaaSApiHook().get_client(redis_client=redis_client, namespace=namespace)
+        conn = erp_connection(ERP_CONN_ID)
+        try:
+            window = sync_window_for_runs(conn, source_runs)
+            requests = periods_for_run(
+                _conf(params), now=now, scheduled_window=window, asset_triggered=bool(events)
+            )
+            backup = _backup_function()
+            outcomes = []
+            for request in requests:
+                outcome = run_request(
+                    conn=conn,
+                    client=client,
+                    request=request,
+                    redis_client=redis_client,
+                    namespace=namespace,
+                    dag_id=context["dag"].dag_id,
+                    run_id=context["run_id"],
+                    backup=backup,
+                )
+                for report in outcome.reports:
+                    print(report.message)
+                outcomes.append(outcome)
+        finally:
+            conn.close()
+        drifted = [o.reports[-1] for o in outcomes if o.reports[-1].status != "OK"]
+        if drifted:
+            raise DriftExceededError("\n".join(r.message for r in drifted))
+        return {"runs": [o.xcom() for o in outcomes]}
+
+    @task_group
+    def table_invariants() -> None:
+        """Staging tables' own rules, checked with the common.sql operators."""
+        from erp_sync.reconcile_run import INVARIANTS
+
+        for table in STAGING_TABLES:
+            SQLColumnCheckOperator(
+                task_id=f"keys_{table}",
+                conn_id=ERP_CONN_ID,
+                table=f"erp_staging.{table}",
+                column_mapping={
+                    "source_system": {"null_check": {"equal_to": 0}},
+                    "source_id": {"null_check": {"equal_to": 0}, "unique_check": {"equal_to": 0}},
+                },
+                accept_none=True,
+            )
+        for name in ("no_orphan_invoice_lines", "invoice_line_sums_equal_totals"):
+            SQLCheckOperator(task_id=name, conn_id=ERP_CONN_ID, sql=INVARIANTS[name])
+
+    checked = check_params()
+    checked >> reconcile()
+    checked >> table_invariants()
+
+
+def _conf(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's params without the empty defaults (an empty value means "not given")."""
+    return {
+        k: v for k, v in dict(params or {}).items() if v not in (None, "", [], {}, False) or k == "repair"
+    }
+
+
+def _backup_function() -> Any:
+    """`erp_sync.backup.drain.backup_report` over `sftp_backup`, or None when either is unavailable."""
+    import logging
+
+    log = logging.getLogger("airflow.task")
+    try:
+        from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+        from erp_sync.backup.drain import backup_report
+    except ImportError as exc:
+        log.warning("report backup unavailable (%s): backup_path stays empty", exc)
+        return None
+
+    def backup(name: str, data: bytes) -> str:
+        with SFTPHook(ssh_conn_id="sftp_backup").get_managed_conn() as sftp:
+            return str(backup_report(sftp, name, data).path)
+
+    return backup
 
 
 erp_drift_reconciliation()

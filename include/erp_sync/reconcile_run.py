@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pandas as pd
+from psycopg2.sql import SQL, Composable, Identifier, Literal
 
 from erp_sync.core.batch import BatchKey, Page
 from erp_sync.core.params import InvalidParamError, parse_bool, parse_streams, parse_utc
@@ -155,6 +156,41 @@ def scheduled_periods(window_start: datetime | None, window_end: datetime) -> li
     return periods
 
 
+def sync_window_for_runs(conn: Any, run_ids: Sequence[str]) -> tuple[datetime | None, datetime] | None:
+    """The window the given sync runs loaded (from their sync_batches), or None when they loaded nothing."""
+    if not run_ids:
+        return None
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT min(window_start), max(window_end), bool_or(window_start IS NULL) "
+            "FROM erp_sync.sync_batches WHERE run_id = ANY(%s)",
+            (list(run_ids),),
+        )
+        start, end, open_start = cur.fetchone()
+    conn.rollback()
+    if end is None:
+        return None
+    return (None if open_start else start), end
+
+
+def periods_for_run(
+    conf: Mapping[str, Any],
+    *,
+    now: datetime,
+    scheduled_window: tuple[datetime | None, datetime] | None,
+    asset_triggered: bool,
+) -> list[ReconcileRequest]:
+    """The requests one DAG run makes: the params' period (manual), or the triggering sync's window
+    and month-to-date (asset-triggered, unless the params name a period)."""
+    base = parse_request(conf, now=now)
+    if not asset_triggered or conf.get("period_start") or conf.get("period_end"):
+        return [base]
+    window_start, window_end = scheduled_window if scheduled_window else (None, now)
+    return [
+        replace(base, period_start=s, period_end=e) for s, e in scheduled_periods(window_start, window_end)
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # The SaaS side
 
@@ -229,21 +265,33 @@ def read_saas_side(
 # The ERP side
 
 
-def staging_sql(spec: StreamSpec) -> str:
+def staging_sql(spec: StreamSpec) -> Composable:
     """The default ERP-side record query over erp_staging for the stream's primary table."""
     table = spec.target_tables[0]
-    metrics = ", ".join(METRICS_BY_TABLE[table])
-    period_col = PERIOD_COLUMN_BY_TABLE[table]
-    return (
-        f"SELECT source_id, currency_code, status, {metrics}, sync_batch_id "
-        f"FROM erp_staging.{table} "
-        f"WHERE source_system = %(source_system)s "
-        f"AND {period_col} >= %(period_start)s AND {period_col} < %(period_end)s"
+    period_col = Identifier(PERIOD_COLUMN_BY_TABLE[table])
+    return SQL(
+        "SELECT source_id, currency_code, status, {metrics}, sync_batch_id FROM erp_staging.{table} "
+        "WHERE source_system = %(source_system)s AND {col} >= %(period_start)s AND {col} < %(period_end)s"
+    ).format(
+        metrics=SQL(", ").join(Identifier(m) for m in METRICS_BY_TABLE[table]),
+        table=Identifier(table),
+        col=period_col,
     )
 
 
-def _scaled(metric: str) -> str:
-    return f"round(r.{metric} * {10**SCALE})::bigint AS {metric}"
+def _records_sql(spec: StreamSpec, sql: str | None) -> Composable:
+    """The configured SQL over the ERP's posted tables (trusted config, not user input), or staging's."""
+    return SQL(sql) if sql else staging_sql(spec)
+
+
+def _scaled_sum(metric: str) -> Composable:
+    return SQL("coalesce(sum(round(r.{m} * {f})), 0)::bigint AS {m}").format(
+        m=Identifier(metric), f=Literal(10**SCALE)
+    )
+
+
+def _scaled(metric: str) -> Composable:
+    return SQL("round(r.{m} * {f})::bigint AS {m}").format(m=Identifier(metric), f=Literal(10**SCALE))
 
 
 def _erp_params(spec: StreamSpec, start: datetime, end: datetime) -> dict[str, Any]:
@@ -255,11 +303,10 @@ def erp_totals(
 ) -> pd.DataFrame:
     """SQL aggregates per (currency_code, status): count and integer-thousandth sums."""
     metrics = METRICS_BY_TABLE[spec.target_tables[0]]
-    sums = ", ".join(f"coalesce(sum(round(r.{m} * {10**SCALE})), 0)::bigint AS {m}" for m in metrics)
-    query = (
-        f"SELECT upper(trim(r.currency_code)) AS currency_code, r.status::text AS status, "
-        f"count(*) AS count, {sums} FROM ({sql or staging_sql(spec)}) r GROUP BY 1, 2 ORDER BY 1, 2"
-    )
+    query = SQL(
+        "SELECT upper(trim(r.currency_code)) AS currency_code, r.status::text AS status, count(*) AS count, "
+        "{sums} FROM ({records}) r GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(sums=SQL(", ").join(_scaled_sum(m) for m in metrics), records=_records_sql(spec, sql))
     with conn.cursor() as cur:
         cur.execute(query, _erp_params(spec, start, end))
         rows = cur.fetchall()
@@ -276,11 +323,10 @@ def read_erp_side(
     metrics = METRICS_BY_TABLE[spec.target_tables[0]]
     builder = SideBuilder(stream=spec.name, metrics=metrics, with_batch_id=True)
     columns = ["source_id", "currency_code", "status", *metrics, "sync_batch_id"]
-    query = (
-        "SELECT r.source_id::text, upper(trim(r.currency_code)), r.status::text, "
-        f"{', '.join(_scaled(m) for m in metrics)}, r.sync_batch_id "
-        f"FROM ({sql or staging_sql(spec)}) r"
-    )
+    query = SQL(
+        "SELECT r.source_id::text, upper(trim(r.currency_code)), r.status::text, {amounts}, r.sync_batch_id "
+        "FROM ({records}) r"
+    ).format(amounts=SQL(", ").join(_scaled(m) for m in metrics), records=_records_sql(spec, sql))
     with conn.cursor(name=f"erp_side_{spec.name}") as cur:
         cur.itersize = ERP_FETCH
         cur.execute(query, _erp_params(spec, start, end))
@@ -470,7 +516,13 @@ def _render_and_back_up(
     if backup is None:
         log.info("report %s: no backup target configured; backup_path stays empty", report_id)
         return names, None
-    paths = {name: backup(name, data) for name, data in files.items()}
+    try:
+        paths = {name: backup(name, data) for name, data in files.items()}
+    except Exception as exc:  # the report is stored; an SFTP outage must not lose it or hide drift
+        log.warning(
+            "report %s: backup failed (%s); backup_path stays empty, re-run to back it up", report_id, exc
+        )
+        return names, None
     json_path = paths[names["json"]]
     drift.set_backup_path(conn, report_id, json_path)
     return names, json_path
@@ -572,8 +624,10 @@ def _invalidate_rows(conn: Any, table: str, source_system: str, ids: Sequence[st
     try:
         with conn.cursor() as cur:
             cur.execute(
-                f"UPDATE erp_staging.{table} SET row_sha256 = %s "
-                "WHERE source_system = %s AND source_id = ANY(%s)",
+                SQL(
+                    "UPDATE erp_staging.{} SET row_sha256 = %s"
+                    " WHERE source_system = %s AND source_id = ANY(%s)"
+                ).format(Identifier(table)),
                 (UNKNOWN_SHA, source_system, list(ids)),
             )
             count = int(cur.rowcount)

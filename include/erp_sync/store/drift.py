@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import pandas as pd
+from psycopg2.sql import SQL, Composable, Identifier
 
 from erp_sync.core.reconcile import ITEM_COLUMNS, TotalLine, from_scaled
 
@@ -324,6 +325,10 @@ def write_report(
     return StoredReport(report_id=report_id, version=version, content_sha256=sha, item_count=len(items))
 
 
+def _cols(names: Iterable[str]) -> Composable:
+    return SQL(", ").join(Identifier(name) for name in names)
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -335,7 +340,9 @@ def _copy_rows(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     pending = 0
-    sql = f"COPY erp_sync.{table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    sql = SQL("COPY erp_sync.{} ({}) FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(
+        Identifier(table), _cols(columns)
+    )
     for record in records:
         row = [report_id] + [_csv_value(record[col]) for col in columns[1:]]
         writer.writerow(row)
@@ -428,8 +435,10 @@ def list_reports(
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     with conn.cursor() as cur:
         cur.execute(
-            f"SELECT {', '.join(_REPORT_COLUMNS)} FROM erp_sync.drift_reports {where} "
-            "ORDER BY created_at DESC, report_id DESC LIMIT %s OFFSET %s",
+            SQL(
+                "SELECT {} FROM erp_sync.drift_reports {} ORDER BY created_at DESC, report_id DESC "
+                "LIMIT %s OFFSET %s"
+            ).format(_cols(_REPORT_COLUMNS), SQL(where)),
             (*args, limit, offset),
         )
         return [_report_dict(row) for row in cur.fetchall()]
@@ -439,7 +448,7 @@ def get_report(conn: Any, report_id: int) -> dict[str, Any] | None:
     """The report row with its totals (items are paged: `get_items`)."""
     with conn.cursor() as cur:
         cur.execute(
-            f"SELECT {', '.join(_REPORT_COLUMNS)} FROM erp_sync.drift_reports WHERE report_id = %s",
+            SQL("SELECT {} FROM erp_sync.drift_reports WHERE report_id = %s").format(_cols(_REPORT_COLUMNS)),
             (report_id,),
         )
         row = cur.fetchone()
@@ -447,8 +456,10 @@ def get_report(conn: Any, report_id: int) -> dict[str, Any] | None:
             return None
         report = _report_dict(row)
         cur.execute(
-            f"SELECT {', '.join(TOTAL_FIELDS)} FROM erp_sync.drift_report_totals WHERE report_id = %s "
-            "ORDER BY stream, currency_code, status, metric = 'count' DESC, metric",
+            SQL(
+                "SELECT {} FROM erp_sync.drift_report_totals WHERE report_id = %s "
+                "ORDER BY stream, currency_code, status, metric = 'count' DESC, metric"
+            ).format(_cols(TOTAL_FIELDS)),
             (report_id,),
         )
         report["totals"] = [dict(zip(TOTAL_FIELDS, r, strict=True)) for r in cur.fetchall()]
@@ -489,8 +500,9 @@ def get_items(
         args.append(stream)
     with conn.cursor() as cur:
         cur.execute(
-            f"SELECT {', '.join(ITEM_FIELDS)} FROM erp_sync.drift_report_items "
-            f"WHERE {' AND '.join(clauses)} ORDER BY item_no LIMIT %s OFFSET %s",
+            SQL(
+                "SELECT {} FROM erp_sync.drift_report_items WHERE {} ORDER BY item_no LIMIT %s OFFSET %s"
+            ).format(_cols(ITEM_FIELDS), SQL(" AND ").join(SQL(c) for c in clauses)),
             (*args, limit, offset),
         )
         return [item_record(dict(zip(ITEM_FIELDS, r, strict=True))) for r in cur.fetchall()]
@@ -502,8 +514,10 @@ def iter_items(conn: Any, report_id: int, chunk: int = ITEM_FETCH) -> Iterator[d
     while True:
         with conn.cursor() as cur:
             cur.execute(
-                f"SELECT {', '.join(ITEM_FIELDS)} FROM erp_sync.drift_report_items "
-                "WHERE report_id = %s AND item_no > %s ORDER BY item_no LIMIT %s",
+                SQL(
+                    "SELECT {} FROM erp_sync.drift_report_items "
+                    "WHERE report_id = %s AND item_no > %s ORDER BY item_no LIMIT %s"
+                ).format(_cols(ITEM_FIELDS)),
                 (report_id, after, chunk),
             )
             rows = cur.fetchall()
