@@ -135,7 +135,7 @@ def select_records(
 def _record_version(
     spec: StreamSpec, record: dict[str, Any], mode: Mode, default_version: int | None
 ) -> int | None:
-    if mode == "incremental" and spec.incremental.kind == "updated_since":
+    if spec.incremental.kind == "updated_since":  # the record says when it changed, in every mode
         return to_unix_seconds(record.get(spec.incremental.version_field))
     return default_version
 

@@ -89,11 +89,18 @@ class CursorPaginator:
 
 
 class OffsetPaginator:
-    """`offset`/`limit`: stop on a short page, or once `offset + len(page)` reaches `total` when the
-    body reports one."""
+    """`offset`/`limit`: stop on a short page, or once `offset + len(page)` reaches `total`.
+
+    Offset paging over a filtered, sorted set skips rows when earlier rows leave the set between two
+    requests (an order updated past `updated_before` mid-walk): every later row moves back and one
+    lands just before the next offset. The `total` in each body shows it: when it shrinks by d, the
+    next request starts d rows earlier (widening `limit` by d when `max_page_size` allows), so the
+    shifted rows are read; what is read twice is deduplicated by the load.
+    """
 
     def __init__(self, spec: PaginatorSpec) -> None:
         self.spec = spec
+        self._last_total: int | None = None
 
     def first(self, request: PageRequest) -> PageRequest:
         return request.with_param(self.spec.limit_param, str(self.spec.page_size)).with_param(
@@ -103,14 +110,32 @@ class OffsetPaginator:
     def next(
         self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
     ) -> PageRequest | None:
-        offset = int(dict(request.params).get(self.spec.offset_param, "0"))
+        params = dict(request.params)
+        offset = int(params.get(self.spec.offset_param, "0"))
+        limit = int(params.get(self.spec.limit_param, str(self.spec.page_size)))
+        raw_total = dig(payload, self.spec.total_path) if self.spec.total_path else None
+        total = raw_total if isinstance(raw_total, int) and not isinstance(raw_total, bool) else None
+        shrink = 0
+        if total is not None and self._last_total is not None and total < self._last_total:
+            shrink = min(self._last_total - total, offset)
+        if total is not None:
+            self._last_total = total
+        if shrink:
+            return self._step_back(request, offset, shrink)
         following = offset + len(items)
-        if len(items) < self.spec.page_size:
+        if len(items) < limit or (total is not None and following >= total):
             return None
-        total = dig(payload, self.spec.total_path) if self.spec.total_path else None
-        if isinstance(total, int) and not isinstance(total, bool) and following >= total:
-            return None
-        return request.with_param(self.spec.offset_param, str(following))
+        return request.with_param(self.spec.limit_param, str(self.spec.page_size)).with_param(
+            self.spec.offset_param, str(following)
+        )
+
+    def _step_back(self, request: PageRequest, offset: int, shrink: int) -> PageRequest:
+        limit = self.spec.page_size
+        if self.spec.max_page_size:
+            limit = min(self.spec.max_page_size, self.spec.page_size + shrink)
+        return request.with_param(self.spec.limit_param, str(limit)).with_param(
+            self.spec.offset_param, str(offset - shrink)
+        )
 
 
 _LINK_PART = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")

@@ -1,5 +1,9 @@
-"""A non-Stripe API declared as data: orders from `/api/v2/orders` (offset pagination, ISO
-`updated_since`/`updated_before`, OAuth2). Same client, same operator; only this spec is new."""
+"""A non-Stripe API declared as data: orders from `/api/v2/orders` (offset pagination over
+`{"items": [...], "total": n}`, ISO `updated_since`/`updated_before`, key `order_id`, OAuth2).
+Same client, same operator; only this spec is new.
+
+The API has no created filter, so a full refresh lists by `updated_before` (everything up to the
+window end) and every record is versioned by its own `updated_at` in both modes."""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ ORDERS = StreamSpec(
     model="Order",
     mapping="orders",
     target_tables=("sales_orders",),
-    primary_key="id",
-    record_selector="data",
+    primary_key="order_id",
+    record_selector="items",
     created_field="created_at",
     paginator=PaginatorSpec(
         "offset", page_size=100, limit_param="limit", offset_param="offset", total_path="total"
@@ -26,6 +30,6 @@ ORDERS = StreamSpec(
         retention_days=None,  # the API filters the live table: any cursor age works
     ),
     full_refresh=FullRefreshSpec(
-        created_gte_param="created_since", created_lt_param="created_before", timestamp_format="iso8601"
+        created_gte_param="updated_since", created_lt_param="updated_before", timestamp_format="iso8601"
     ),
 )

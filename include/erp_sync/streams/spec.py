@@ -30,6 +30,9 @@ class PaginatorSpec:
     # offset: offset/limit until a short page, or until offset + page >= the body's `total_path`
     offset_param: str = "offset"
     total_path: str = "total"
+    # offset: when `total` shrinks mid-walk (rows left the filtered set, shifting later rows back), the
+    # next request steps back by the shrink; with `max_page_size` it also widens `limit` to cover it.
+    max_page_size: int | None = None
 
 
 @dataclass(frozen=True)

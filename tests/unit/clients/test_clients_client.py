@@ -63,7 +63,9 @@ def test_incremental_stripe_reads_events_of_the_streams_types(make_client: Any) 
 
 def test_incremental_updated_since_sends_iso_window_and_offset_paging(make_client: Any) -> None:
     def handle(call: Call) -> HttpResponse:
-        return json_response({"data": [{"id": "o1", "updated_at": "2026-11-19T10:00:00Z"}], "total": 1})
+        return json_response(
+            {"items": [{"order_id": "o1", "updated_at": "2026-11-19T10:00:00Z"}], "total": 1}
+        )
 
     transport = FakeTransport(handle)
     [page] = list(

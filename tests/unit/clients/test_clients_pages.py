@@ -57,9 +57,9 @@ def test_events_select_data_object_versioned_by_event_created() -> None:
 
 def test_updated_since_versions_come_from_the_record() -> None:
     items = [
-        {"id": "o1", "updated_at": "2026-11-20T12:00:05Z"},
-        {"id": "o2", "updated_at": "yesterday"},
-        {"id": "o3", "updated_at": "2026-11-20T12:00:05"},
+        {"order_id": "o1", "updated_at": "2026-11-20T12:00:05Z"},
+        {"order_id": "o2", "updated_at": "yesterday"},
+        {"order_id": "o3", "updated_at": "2026-11-20T12:00:05"},
     ]
     selection = select_records(ORDERS, items, mode="incremental", default_version=None)
     assert selection.versions == [int(datetime(2026, 11, 20, 12, 0, 5, tzinfo=UTC).timestamp())]
