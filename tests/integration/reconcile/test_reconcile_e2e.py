@@ -1,0 +1,228 @@
+"""Reconciliation end to end against real Postgres, Redis and the sandbox: a clean sync reconciles OK,
+tampering is found record by record with exact per-currency differences, repair restores exactly the
+damaged records, an empty period is OK and an impossible period fails before any read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg2
+import pytest
+import redis
+
+from erp_sync.clients.auth import BearerSecretKey
+from erp_sync.clients.client import SaaSClient
+from erp_sync.core.params import InvalidParamError
+from erp_sync.core.reconcile import currency_exponent
+from erp_sync.pipeline import WindowRequest, sync_stream
+from erp_sync.reconcile_run import parse_request, run_request
+from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
+from erp_sync.store import drift
+from erp_sync.store.migrations import apply_migrations
+from erp_sync.streams import STREAMS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYNCED = ("customers", "invoices", "charges", "refunds", "credit_notes")
+FAR_FUTURE = timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxHandle]:
+    with running_sandbox(invoices=240, seed=4) as handle:  # 120 USD, 31 JPY, 11 KWD invoices
+        yield handle
+
+
+@pytest.fixture
+def conn(migrated_pg_dsn: str) -> Iterator[Any]:
+    connection = psycopg2.connect(migrated_pg_dsn)
+    yield connection
+    connection.close()
+
+
+def _client(sandbox: SandboxHandle) -> SaaSClient:
+    return SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key), page_size=50)
+
+
+def _full_sync(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str) -> datetime:
+    end = datetime.now(UTC) + FAR_FUTURE
+    for name in SYNCED:
+        sync_stream(
+            spec=STREAMS[name], client=_client(sandbox), conn=conn, redis_client=redis_client, run_id="sync-1",
+            window=WindowRequest(full_refresh=True, window_end=end), namespace=ns, batch_records=100,
+        )  # fmt: skip
+    return end
+
+
+def _run(conn: Any, sandbox: SandboxHandle, conf: dict[str, Any], redis_client=None, ns="erpsync"):
+    request = parse_request(conf, now=datetime.now(UTC))
+    return run_request(
+        conn=conn, client=_client(sandbox), request=request, redis_client=redis_client, namespace=ns,
+        run_id="reconcile-test",
+    )  # fmt: skip
+
+
+def _rows(conn: Any, sql: str, args: tuple = ()) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        rows = cur.fetchall()
+    conn.commit()
+    return rows
+
+
+def _snapshot(conn: Any, table: str) -> dict[str, tuple]:
+    """source_id -> (xmin, loaded_at): changes whenever the row is rewritten."""
+    rows = _rows(conn, f"SELECT source_id, xmin::text, loaded_at FROM erp_staging.{table}")
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _pick(conn: Any, currency: str, n: int, exclude: set[str], status: str | None = None) -> list[tuple]:
+    sql = "SELECT source_id, total_amount, status FROM erp_staging.ar_invoices WHERE currency_code = %s"
+    args: tuple = (currency,)
+    if status:
+        sql += " AND status = %s"
+        args += (status,)
+    rows = [r for r in _rows(conn, sql + " ORDER BY source_id", args) if r[0] not in exclude]
+    assert len(rows) >= n, f"sandbox has too few {currency} invoices for the scenario"
+    return rows[:n]
+
+
+def _currency_diffs(report: dict[str, Any]) -> dict[str, Decimal]:
+    diffs: dict[str, Decimal] = {}
+    for t in report["totals"]:
+        if t["stream"] == "invoices" and t["metric"] == "total_amount":
+            cur = t["currency_code"].strip()
+            diffs[cur] = diffs.get(cur, Decimal(0)) + t["difference"]
+    return {c: d for c, d in diffs.items() if d != 0}
+
+
+def test_clean_sync_is_ok_then_tampering_is_found_exactly_and_repair_restores_exactly(
+    sandbox, conn, redis_client, redis_namespace
+):
+    ns = redis_namespace
+    end = _full_sync(sandbox, conn, redis_client, ns)
+    period = {"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}
+
+    # 1. clean full sync: OK, zero items, across the default streams
+    clean = _run(conn, sandbox, period).reports[-1]
+    assert clean.status == "OK", clean.message
+    assert sum(clean.item_counts.values()) == 0
+    report = drift.get_report(conn, clean.report_id)
+    assert report["item_count"] == 0 and set(report["streams"]) == {"charges", "credit_notes", "invoices"}
+    saas_counts = {s.stream: s.saas_records for s in clean.result.streams}
+    assert saas_counts["invoices"] > 200 and saas_counts["charges"] > 0
+    conn.commit()
+
+    # 2. tamper with staging directly, and create invoices in the SaaS that are not synced
+    taken: set[str] = set()
+    deleted = [_pick(conn, c, 1, taken)[0] for c in ("USD", "JPY", "KWD")]
+    taken |= {r[0] for r in deleted}
+    bumped = [_pick(conn, c, 1, taken)[0] for c in ("JPY", "KWD")]
+    taken |= {r[0] for r in bumped}
+    restatused = _pick(conn, "USD", 1, taken, status="open")[0]
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)", ([r[0] for r in deleted],)
+        )
+        cur.execute(
+            "UPDATE erp_staging.ar_invoices SET total_amount = total_amount + 1 WHERE source_id = %s",
+            (bumped[0][0],),
+        )  # JPY: one yen
+        cur.execute(
+            "UPDATE erp_staging.ar_invoices SET total_amount = total_amount + 0.001 WHERE source_id = %s",
+            (bumped[1][0],),
+        )  # KWD: one fils
+        cur.execute(
+            "UPDATE erp_staging.ar_invoices SET status = 'paid' WHERE source_id = %s", (restatused[0],)
+        )
+        cur.execute(
+            """INSERT INTO erp_staging.ar_invoices (source_system, source_id, status, currency_code, total_amount,
+                   amount_paid, amount_due, issued_at, row_sha256, source_version, sync_batch_id)
+               VALUES ('stripe', 'in_never_in_saas', 'open', 'USD', 12.34, 0, 12.34, now() - interval '1 day',
+                       repeat('f', 64), 1, 999999)"""
+        )
+    conn.commit()
+    created = sandbox.admin.mutate(2, kinds=["new_invoice"])
+    new_ids = sorted(c["id"] for c in created["applied"] if c["kind"] == "new_invoice")
+    assert len(new_ids) == 2, f"sandbox mutate answered {created!r}"
+
+    # 3. the report is DRIFT and lists exactly those records
+    invoices_only = {**period, "streams": ["invoices"]}
+    found = _run(conn, sandbox, invoices_only).reports[-1]
+    assert found.status == "DRIFT"
+    items = drift.get_items(conn, found.report_id, limit=1000)
+    listed = sorted((i["kind"], i["source_id"]) for i in items)
+    expected = sorted(
+        [("missing_in_erp", r[0]) for r in deleted]
+        + [("missing_in_erp", i) for i in new_ids]
+        + [("amount_mismatch", r[0]) for r in bumped]
+        + [("status_mismatch", restatused[0])]
+        + [("missing_in_saas", "in_never_in_saas")]
+    )
+    assert listed == expected
+    by_id = {i["source_id"]: i for i in items}
+    assert by_id[bumped[0][0]]["difference"] == "1.000" and by_id[bumped[1][0]]["difference"] == "0.001"
+    assert by_id["in_never_in_saas"]["erp_batch_id"] == 999999
+    assert (by_id[restatused[0]]["saas_status"], by_id[restatused[0]]["erp_status"]) == ("open", "paid")
+
+    # per-currency differences, exact to the minor unit
+    truth = sandbox.admin.truth(objects=True)
+    new_objs = {o["id"]: o for o in truth["objects"]["invoices"] if o["id"] in new_ids}
+    expected_diff: dict[str, Decimal] = {"USD": Decimal("12.34"), "JPY": Decimal(1), "KWD": Decimal("0.001")}
+    for (_, amount, _), cur_code in zip(deleted, ("USD", "JPY", "KWD"), strict=True):
+        expected_diff[cur_code] -= amount
+    for obj in new_objs.values():
+        code = obj["currency"].upper()
+        expected_diff[code] = expected_diff.get(code, Decimal(0)) - Decimal(obj["total"]).scaleb(
+            -currency_exponent(code)
+        )
+    stored = drift.get_report(conn, found.report_id)
+    assert _currency_diffs(stored) == {c: d for c, d in expected_diff.items() if d != 0}
+    conn.commit()
+
+    # 4. repair: exactly the deleted, changed and unsynced records are (re)written, nothing else
+    before_inv = _snapshot(conn, "ar_invoices")
+    before_lines = _snapshot(conn, "ar_invoice_lines")
+    repaired = _run(conn, sandbox, {**invoices_only, "repair": True}, redis_client=redis_client, ns=ns)
+    after_inv = _snapshot(conn, "ar_invoices")
+    after_lines = _snapshot(conn, "ar_invoice_lines")
+    rewritten = {k for k, v in after_inv.items() if before_inv.get(k) != v}
+    assert rewritten == {r[0] for r in deleted} | set(new_ids) | {r[0] for r in bumped} | {restatused[0]}
+    changed_lines = {k for k, v in after_lines.items() if before_lines.get(k) != v}
+    new_line_parents = {
+        r[0] for r in _rows(conn, "SELECT invoice_source_id FROM erp_staging.ar_invoice_lines WHERE source_id = ANY(%s)",
+                            (list(changed_lines),))
+    }  # fmt: skip
+    assert new_line_parents <= set(new_ids)  # only the new invoices' lines were written
+    assert "in_never_in_saas" in after_inv  # the loader cannot delete
+
+    final = repaired.reports[-1]
+    assert final.status == "DRIFT"
+    assert [(i["kind"], i["source_id"]) for i in drift.get_items(conn, final.report_id)] == [
+        ("missing_in_saas", "in_never_in_saas")
+    ]
+    assert drift.get_report(conn, final.report_id)["repair_of_report_id"] == found.report_id
+    assert repaired.repair is not None and repaired.repair.loaded_new == len(deleted) + len(new_ids)
+    assert drift.verify_report(conn, final.report_id)
+
+
+def test_empty_period_is_ok_with_zero_counts(sandbox, conn):
+    outcome = _run(
+        conn, sandbox, {"period_start": "2001-01-01T00:00:00Z", "period_end": "2001-02-01T00:00:00Z"}
+    )
+    report = outcome.reports[-1]
+    assert report.status == "OK"
+    assert report.result.totals == [] and sum(report.item_counts.values()) == 0
+    assert all(s.saas_records == 0 and s.erp_records == 0 for s in report.result.streams)
+    assert drift.get_report(conn, report.report_id)["item_count"] == 0
+
+
+def test_impossible_period_fails_before_any_read(sandbox, conn):
+    sandbox.admin.reset_counts()
+    with pytest.raises(InvalidParamError, match=r"period_end .* is before period_start"):
+        _run(conn, sandbox, {"period_start": "2026-11-10T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"})
+    assert sandbox.admin.request_counts()["total"] == 0
+    assert _rows(conn, "SELECT count(*) FROM erp_sync.drift_reports") == [(0,)]
