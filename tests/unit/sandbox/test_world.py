@@ -1,0 +1,165 @@
+"""The sandbox's data model without HTTP: seeded generation, consistency, mutations and truth."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import pytest
+
+from erp_sync.sandbox.faults import FaultError, validate_faults
+from erp_sync.sandbox.ids import IdCodec
+from erp_sync.sandbox.world import AWKWARD_NAMES, CHARGE, CREDIT_NOTE, EVENT, INVOICE, REFUND, World
+
+
+def objects(world: World) -> dict[str, list[dict[str, Any]]]:
+    return orjson.loads(orjson.dumps(world.truth(objects=True)))["objects"]
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    w = World(invoices=500, seed=11)
+    w.mutate(200)
+    return w
+
+
+def test_same_seed_same_data_and_other_seed_other_data() -> None:
+    a = World(invoices=150, seed=3, anchor=1_790_000_000)
+    b = World(invoices=150, seed=3, anchor=1_790_000_000)
+    c = World(invoices=150, seed=4, anchor=1_790_000_000)
+    a.mutate(20, at=1_790_000_100)
+    b.mutate(20, at=1_790_000_100)
+    assert orjson.dumps(a.truth()) == orjson.dumps(b.truth())
+    assert a.truth(objects=False)["totals"] != c.truth(objects=False)["totals"]
+
+
+def test_invoice_totals_equal_the_sum_of_their_lines(world: World) -> None:
+    objs = objects(world)
+    for invoice in objs["invoices"]:
+        lines = objs["invoice_lines"][invoice["id"]]
+        assert (
+            invoice["total"]
+            == invoice["subtotal"]
+            == invoice["amount_due"]
+            == sum(line["amount"] for line in lines)
+        )
+        assert all(
+            line["amount"] == line["quantity"] * int(line["pricing"]["unit_amount_decimal"]) for line in lines
+        )
+        assert invoice["lines"]["data"] == lines[:10]
+        assert invoice["lines"]["has_more"] == (len(lines) > 10)
+    assert max(len(v) for v in objs["invoice_lines"].values()) > 10
+
+
+def test_statuses_are_consistent_with_charges_refunds_and_credit_notes(world: World) -> None:
+    objs = objects(world)
+    charges_by_invoice = defaultdict(list)
+    for charge in objs["charges"]:
+        charges_by_invoice[charge["metadata"]["invoice"]].append(charge)
+    for invoice in objs["invoices"]:
+        charges = charges_by_invoice[invoice["id"]]
+        if invoice["status"] == "paid":
+            assert [c["amount"] for c in charges] == [invoice["total"]]
+            assert invoice["amount_paid"] == invoice["total"] and invoice["amount_remaining"] == 0
+            assert invoice["status_transitions"]["paid_at"] >= invoice["status_transitions"]["finalized_at"]
+        else:
+            assert charges == [] and invoice["amount_paid"] == 0
+    refunds_by_charge = defaultdict(list)
+    for refund in objs["refunds"]:
+        refunds_by_charge[refund["charge"]].append(refund["amount"])
+    partial = 0
+    for charge in objs["charges"]:
+        assert charge["amount_refunded"] == sum(refunds_by_charge[charge["id"]]) <= charge["amount"]
+        assert charge["refunded"] == (charge["amount_refunded"] == charge["amount"])
+        partial += 0 < charge["amount_refunded"] < charge["amount"]
+    assert partial > 0
+    issued = defaultdict(int)
+    for note in objs["credit_notes"]:
+        issued[note["invoice"]] += note["amount"] if note["status"] == "issued" else 0
+    for invoice in objs["invoices"]:
+        assert invoice["post_payment_credit_notes_amount"] == issued[invoice["id"]] <= invoice["total"]
+
+
+def test_currencies_and_awkward_names_are_present(world: World) -> None:
+    objs = objects(world)
+    assert {i["currency"] for i in objs["invoices"]} >= {"usd", "eur", "gbp", "jpy", "kwd"}
+    names = {c["name"] for c in objs["customers"]}
+    assert {"Robert'); DROP TABLE customers;--", 'The "Quoted" Company', "🚀 Rocket Café 🎉"} <= names
+    assert set(AWKWARD_NAMES) <= names
+
+
+def test_each_objects_latest_event_carries_its_current_state(world: World) -> None:
+    latest: dict[str, int] = {}
+    for ev in range(world.events.n):  # rows are in causal order
+        event = world.render(EVENT, ev)
+        latest[event["data"]["object"]["id"]] = ev
+    for res in (INVOICE, CHARGE, REFUND, CREDIT_NOTE):
+        for row in range(world.table(res).n):
+            current = world.render(res, row)
+            assert world.render(EVENT, latest[current["id"]])["data"]["object"] == current
+
+
+def test_update_events_carry_the_previous_values(world: World) -> None:
+    change = world.mutate(1, kinds=["pay_invoice"])["applied"][0]
+    paid_event = world.render(EVENT, world.ids.decode("evt", change["events"][-1]) or 0)
+    assert paid_event["type"] == "invoice.paid"
+    assert paid_event["data"]["object"]["status"] == "paid"
+    assert paid_event["data"]["previous_attributes"]["status"] == "open"
+    assert paid_event["data"]["previous_attributes"]["amount_paid"] == 0
+
+
+def test_truth_totals_equal_sums_over_the_objects(world: World) -> None:
+    truth = world.truth(objects=True)
+    objs = orjson.loads(orjson.dumps(truth))["objects"]
+    expected: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(int))
+    for invoice in objs["invoices"]:
+        expected[invoice["currency"]][invoice["status"]] += invoice["total"]
+    got = {cur: {st: g["total"] for st, g in by.items()} for cur, by in truth["totals"]["invoices"].items()}
+    assert got == {cur: dict(by) for cur, by in expected.items()}
+    refunds = sum(r["amount"] for r in objs["refunds"])
+    assert refunds == sum(g["amount"] for by in truth["totals"]["refunds"].values() for g in by.values())
+
+
+def test_mutations_report_what_changed_and_are_applied(world: World) -> None:
+    before = world.truth(objects=False)["counts"]
+    result = world.mutate(50, at=world.anchor + 10)
+    after = world.truth(objects=False)["counts"]
+    assert len(result["applied"]) == 50 and sum(result["counts"].values()) == 50
+    assert after["events"] == before["events"] + sum(len(c["events"]) for c in result["applied"])
+    assert after["invoices"] - before["invoices"] == result["counts"].get("new_invoice", 0)
+    for change in result["applied"]:
+        for event_id in change["events"]:
+            assert (
+                world.render(EVENT, world.ids.decode("evt", event_id) or -1)["created"] == world.anchor + 10
+            )
+
+
+def test_ids_round_trip_and_reject_other_seeds() -> None:
+    codec, other = IdCodec(1), IdCodec(2)
+    for row in (0, 1, 61, 62, 10**6, 62**8 - 1):
+        assert codec.decode("in", codec.encode("in", row)) == row
+    assert codec.decode("in", other.encode("in", 5)) is None
+    assert codec.decode("ch", codec.encode("in", 5)) is None
+    assert codec.decode("in", "in_garbage") is None
+
+
+def test_fault_settings_are_validated() -> None:
+    assert validate_faults({"http_429_every": 3, "duplicate_across_pages": True}) == {
+        "http_429_every": 3,
+        "duplicate_across_pages": 1,
+    }
+    for bad in ({"nope": 1}, {"http_503_every": -1}, {"slow_ms": "fast"}, {"malformed_kind": "weird"}):
+        with pytest.raises(FaultError):
+            validate_faults(bad)
+
+
+@pytest.mark.slow
+def test_one_million_invoices_generate() -> None:
+    world = World(invoices=1_000_000, seed=2)
+    counts = world.counts()
+    assert counts["invoices"] == 1_000_000 and counts["invoice_lines"] > 1_000_000
+    page = world.listing(
+        INVOICE, created_gte=None, created_lte=None, starting_after=None, ending_before=None, limit=100
+    )
+    assert len(page.rows) == 100 and page.has_more
