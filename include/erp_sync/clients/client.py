@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CHILD_PAGE_SIZE = 100  # Stripe's maximum `limit`
+MAX_CACHED_CHILD_LISTS = 2_000  # bounds memory on long extracts; a miss only costs a re-fetch
 
 
 @dataclass
@@ -137,6 +138,7 @@ class SaaSClient:
         self.stats = ClientStats(clock=clock, started=clock())
         self._stream = ""
         self._last_progress = clock()
+        self._child_tails: dict[bytes, list[Any]] = {}
 
     def __repr__(self) -> str:
         return f"SaaSClient(base_url={self.base_url!r}, auth={self.auth!r})"
@@ -168,6 +170,7 @@ class SaaSClient:
         self.stats = ClientStats(clock=self._clock, started=self._clock())
         self._stream = spec.name
         self._last_progress = self._clock()
+        self._child_tails = {}
         if window_start is not None and window_start >= window_end:
             log.info(
                 "extract %s: empty window [%s, %s), nothing to read", spec.name, window_start, window_end
@@ -260,24 +263,40 @@ class SaaSClient:
             for record in records:
                 embedded = record.get(child.field)
                 if isinstance(embedded, dict) and embedded.get("has_more") is True:
-                    self._complete_child_list(child, str(record[spec.primary_key]), embedded)
+                    self._complete_child_list(child, record, str(record[spec.primary_key]), embedded)
                     changed = True
         return changed
 
-    def _complete_child_list(self, child: ChildListSpec, parent_id: str, embedded: dict[str, Any]) -> None:
+    def _complete_child_list(
+        self, child: ChildListSpec, record: dict[str, Any], parent_id: str, embedded: dict[str, Any]
+    ) -> None:
         data = embedded.get("data")
         if not isinstance(data, list):
             raise MalformedResponseError(f"{child.field} of {parent_id} has has_more but no data list")
+        cache_key = _child_cache_key(child, record, parent_id, data)
+        tail = self._child_tails.get(cache_key) if cache_key is not None else None
+        if tail is None:
+            tail = self._fetch_child_tail(child, parent_id, data)
+            if cache_key is not None:
+                if len(self._child_tails) >= MAX_CACHED_CHILD_LISTS:
+                    self._child_tails.clear()
+                self._child_tails[cache_key] = tail
+        data.extend(tail)
+        embedded["has_more"] = False
+
+    def _fetch_child_tail(self, child: ChildListSpec, parent_id: str, head: list[Any]) -> list[Any]:
+        """The child items after the embedded head, from the child endpoint (Stripe list paging)."""
         paginator = StripePaginator(PaginatorSpec("stripe", page_size=CHILD_PAGE_SIZE))
         request: PageRequest | None = paginator.first(
             PageRequest(url=self._url(child.path_template.format(id=parent_id)), params=())
         )
         last_id = next(
-            (i["id"] for i in reversed(data) if isinstance(i, dict) and isinstance(i.get("id"), str)), None
+            (i["id"] for i in reversed(head) if isinstance(i, dict) and isinstance(i.get("id"), str)), None
         )
         if request is not None and last_id is not None:
             request = request.with_param("starting_after", last_id)
-        seen_ids = {i["id"] for i in data if isinstance(i, dict) and "id" in i}
+        seen_ids = {i["id"] for i in head if isinstance(i, dict) and "id" in i}
+        tail: list[Any] = []
         while request is not None:
             response, payload, items = self._call(
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, "data")
@@ -286,11 +305,11 @@ class SaaSClient:
             for item in items:
                 item_id = item.get("id") if isinstance(item, dict) else None
                 if item_id is None or item_id not in seen_ids:
-                    data.append(item)
+                    tail.append(item)
                     if item_id is not None:
                         seen_ids.add(item_id)
             request = paginator.next(request, response, payload, items)
-        embedded["has_more"] = False
+        return tail
 
     # ---------------------------------------------------------------- request
 
@@ -425,6 +444,15 @@ def _api_message(response: HttpResponse) -> str:
                 return str(payload[key])
     snippet = response.body[:200].decode("utf-8", "replace").strip()
     return snippet or "(empty body)"
+
+
+def _child_cache_key(
+    child: ChildListSpec, record: dict[str, Any], parent_id: str, head: list[Any]
+) -> bytes | None:
+    if not child.reuse_when_same:
+        return None
+    same = [record.get(name) for name in child.reuse_when_same]
+    return orjson.dumps([child.field, parent_id, same, head], option=orjson.OPT_SORT_KEYS)
 
 
 def _endpoint(url: str) -> str:

@@ -63,7 +63,12 @@ INVOICES = StreamSpec(
         "invoice.deleted",
         "invoice.overdue",
     ),
-    children=(ChildListSpec(field="lines", path_template="/v1/invoices/{id}/lines"),),
+    # An invoice's lines change only while it is a draft, and then its totals change with them.
+    children=(
+        ChildListSpec(
+            field="lines", path_template="/v1/invoices/{id}/lines", reuse_when_same=("total", "subtotal")
+        ),
+    ),
 )
 
 CHARGES = _stripe_stream(

@@ -225,3 +225,27 @@ def test_client_stats_line_has_the_progress_fields() -> None:
 
 def test_timedelta_sanity() -> None:
     assert timedelta(days=1) == END - START
+
+
+def test_lines_fetched_once_per_invoice_state_within_one_extract(make_client: Any) -> None:
+    """Three events of one invoice: the tail is fetched once while its totals stay the same, and
+    again when they change (a draft's lines changed)."""
+    inv = _invoice("in_1", 15, 10)
+    lines = inv.pop("_all_lines")
+
+    def event(n: int, total: int) -> dict[str, Any]:
+        obj = orjson.loads(orjson.dumps({**inv, "total": total, "subtotal": total}))
+        return {"id": f"evt_{n}", "type": "invoice.updated", "created": 100 + n, "data": {"object": obj}}
+
+    events_handler = stripe_list_handler([event(3, 900), event(2, 500), event(1, 500)], "/v1/events")
+    line_handler = stripe_list_handler(lines, "/v1/invoices/in_1/lines")
+    transport = FakeTransport(
+        lambda call: line_handler(call) if call.path.endswith("/lines") else events_handler(call)
+    )
+    [page] = list(
+        make_client(transport).iter_pages(
+            get_stream("invoices"), mode="incremental", window_start=START, window_end=END
+        )
+    )
+    assert sum(1 for c in transport.calls if c.path.endswith("/lines")) == 2
+    assert all(len(r["lines"]["data"]) == 15 and r["lines"]["has_more"] is False for r in page.records)
