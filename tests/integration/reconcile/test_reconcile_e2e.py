@@ -21,7 +21,6 @@ from erp_sync.pipeline import WindowRequest, sync_stream
 from erp_sync.reconcile_run import parse_request, run_request
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
-from erp_sync.store.migrations import apply_migrations
 from erp_sync.streams import STREAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,9 +50,15 @@ def _full_sync(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns:
     end = datetime.now(UTC) + FAR_FUTURE
     for name in SYNCED:
         sync_stream(
-            spec=STREAMS[name], client=_client(sandbox), conn=conn, redis_client=redis_client, run_id="sync-1",
-            window=WindowRequest(full_refresh=True, window_end=end), namespace=ns, batch_records=100,
-        )  # fmt: skip
+            spec=STREAMS[name],
+            client=_client(sandbox),
+            conn=conn,
+            redis_client=redis_client,
+            run_id="sync-1",
+            window=WindowRequest(full_refresh=True, window_end=end),
+            namespace=ns,
+            batch_records=100,
+        )
     return end
 
 
@@ -139,8 +144,9 @@ def test_clean_sync_is_ok_then_tampering_is_found_exactly_and_repair_restores_ex
             "UPDATE erp_staging.ar_invoices SET status = 'paid' WHERE source_id = %s", (restatused[0],)
         )
         cur.execute(
-            """INSERT INTO erp_staging.ar_invoices (source_system, source_id, status, currency_code, total_amount,
-                   amount_paid, amount_due, issued_at, row_sha256, source_version, sync_batch_id)
+            """INSERT INTO erp_staging.ar_invoices (source_system, source_id, status, currency_code,
+                   total_amount, amount_paid, amount_due, issued_at, row_sha256, source_version,
+                   sync_batch_id)
                VALUES ('stripe', 'in_never_in_saas', 'open', 'USD', 12.34, 0, 12.34, now() - interval '1 day',
                        repeat('f', 64), 1, 999999)"""
         )
@@ -192,11 +198,12 @@ def test_clean_sync_is_ok_then_tampering_is_found_exactly_and_repair_restores_ex
     rewritten = {k for k, v in after_inv.items() if before_inv.get(k) != v}
     assert rewritten == {r[0] for r in deleted} | set(new_ids) | {r[0] for r in bumped} | {restatused[0]}
     changed_lines = {k for k, v in after_lines.items() if before_lines.get(k) != v}
-    new_line_parents = {
-        r[0] for r in _rows(conn, "SELECT invoice_source_id FROM erp_staging.ar_invoice_lines WHERE source_id = ANY(%s)",
-                            (list(changed_lines),))
-    }  # fmt: skip
-    assert new_line_parents <= set(new_ids)  # only the new invoices' lines were written
+    line_parents = _rows(
+        conn,
+        "SELECT DISTINCT invoice_source_id FROM erp_staging.ar_invoice_lines WHERE source_id = ANY(%s)",
+        (list(changed_lines),),
+    )
+    assert {r[0] for r in line_parents} == set(new_ids)  # only the new invoices' lines were written
     assert "in_never_in_saas" in after_inv  # the loader cannot delete
 
     final = repaired.reports[-1]
