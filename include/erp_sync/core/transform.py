@@ -264,25 +264,27 @@ def _record_id(record: Any, primary_key: str) -> str | None:
     return None
 
 
-def _rejection(spec: StreamSpec, record: Any, errors: list[ErrorDetails]) -> Rejection:
-    reasons = {_reason_for(error, spec.primary_key) for error in errors}
+def _rejection(stream: str, id_field: str, record: Any, errors: list[ErrorDetails]) -> Rejection:
+    reasons = {_reason_for(error, id_field) for error in errors}
     reason = next(code for code in _REASON_PRIORITY if code in reasons)
     message = "; ".join(_describe(error) for error in errors[:_MAX_MESSAGE_ERRORS])
     if len(errors) > _MAX_MESSAGE_ERRORS:
         message += f"; and {len(errors) - _MAX_MESSAGE_ERRORS} more"
     return Rejection(
-        stream=spec.name,
+        stream=stream,
         reason_code=reason,
         message=message,
         raw_payload=raw_payload(record),
-        source_id=_record_id(record, spec.primary_key),
+        source_id=_record_id(record, id_field),
     )
 
 
 def validate_records(
-    spec: StreamSpec, model: type[BaseModel], records: Sequence[Any]
+    stream: str, id_field: str, model: type[BaseModel], records: Sequence[Any]
 ) -> tuple[list[int], list[BaseModel], list[Rejection]]:
     """Validate `records`; return (positions of the valid ones, their models, rejections).
+
+    `id_field` is the model's key field (MISSING_ID when it is absent, null or empty).
 
     Fast path: the whole list in one pydantic call. When it fails, the error locations say which
     records failed; those become rejections and the rest are validated again in one call.
@@ -296,7 +298,9 @@ def validate_records(
             position = error["loc"][0]
             assert isinstance(position, int)
             errors_by_record.setdefault(position, []).append({**error, "loc": error["loc"][1:]})
-    rejections = [_rejection(spec, records[i], errors) for i, errors in sorted(errors_by_record.items())]
+    rejections = [
+        _rejection(stream, id_field, records[i], errors) for i, errors in sorted(errors_by_record.items())
+    ]
     positions = [i for i in range(len(records)) if i not in errors_by_record]
     try:
         models = adapter.validate_python([records[i] for i in positions])
@@ -490,7 +494,7 @@ def map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
         records.extend(page.records)
         versions.extend(page.versions)
         rejections.extend(page.problems)
-    positions, models, invalid = validate_records(spec, model, records)
+    positions, models, invalid = validate_records(spec.name, mapping.id_source, model, records)
     rejections.extend(invalid)
     valid_versions = [versions[i] for i in positions]
     get_id = operator.attrgetter(mapping.id_source)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[3] / "include"), str(Path(__file__).resolve().parent)]
 
-from generate import invoices  # noqa: E402
+from core_records import invoices  # noqa: E402
 
 from erp_sync.core.batch import Page  # noqa: E402
 from erp_sync.core.transform import map_pages  # noqa: E402

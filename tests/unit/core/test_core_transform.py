@@ -1,0 +1,470 @@
+"""map_pages: every Stripe object mapped from the real fixtures, orders, rejections, in-batch dedupe,
+row hashes, and the mappings' agreement with the V001 staging schema and the declared streams."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import pytest
+from core_records import FIXTURES, REPO_ROOT, fixture, invoices
+
+from erp_sync.core.batch import CONTROL_COLUMNS, Page, Rejection
+from erp_sync.core.hashing import combine_digests, row_sha256
+from erp_sync.core.transform import MAPPINGS, map_pages
+from erp_sync.streams.spec import StreamSpec
+
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES} (../shared/reference/stripe/)"
+)
+CREATED = datetime(2009, 2, 13, 23, 31, 30, tzinfo=UTC)  # the fixtures' `created`
+
+SPECS = {
+    key: StreamSpec(
+        name=key,
+        source_system="orders_api" if key == "orders" else "stripe",
+        path="/",
+        model=model,
+        mapping=key,
+        target_tables=MAPPINGS[key].tables,
+        primary_key=MAPPINGS[key].id_source,
+    )
+    for key, model in [
+        ("stripe_customers", "Customer"),
+        ("stripe_invoices", "Invoice"),
+        ("stripe_charges", "Charge"),
+        ("stripe_refunds", "Refund"),
+        ("stripe_credit_notes", "CreditNote"),
+        ("orders", "Order"),
+    ]
+}
+
+
+def page(stream: str, records: list[Any], versions: list[int] | None = None, **kw: Any) -> Page:
+    versions = versions if versions is not None else [100] * len(records)
+    return Page(stream=stream, page_no=0, url="/test", body=b"{}", records=records, versions=versions, **kw)
+
+
+def one_row(key: str, record: dict[str, Any], version: int = 100) -> dict[str, Any]:
+    batch = map_pages(SPECS[key], [page(key, [record], [version])])
+    assert batch.rejections == [] and batch.accepted == 1
+    [row] = batch.tables[batch.primary_table].to_dict("records")
+    return row
+
+
+# --- each Stripe object from the real fixtures ------------------------------------------------
+
+
+@needs_fixtures
+def test_customer_fixture_maps_to_customers() -> None:
+    row = one_row("stripe_customers", fixture("customer"), version=7)
+    assert row["source_system"] == "stripe"
+    assert row["source_id"] == "cus_QXg1o8vcGmoR32"
+    assert row["source_version"] == 7
+    assert (row["name"], row["email"], row["currency_code"]) == (None, None, "USD")
+    assert row["created_at"] == CREATED and row["created_at"].tzinfo is not None
+
+
+@needs_fixtures
+def test_invoice_fixture_maps_to_header_and_lines() -> None:
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [fixture("invoice")], [42])])
+    assert batch.primary_table == "ar_invoices"
+    [header] = batch.tables["ar_invoices"].to_dict("records")
+    assert header["source_id"] == "in_1Pgc6tB7WZ01zgkWu9fdqL6I"
+    assert header["customer_ref"] == "cus_QXg1o8vcGmoR32"
+    assert header["invoice_number"] is None
+    assert header["status"] == "draft"
+    assert header["currency_code"] == "USD"
+    assert header["total_amount"] == Decimal("10.00") and str(header["total_amount"]) == "10.00"
+    assert (header["amount_paid"], header["amount_due"]) == (Decimal("0.00"), Decimal("10.00"))
+    assert header["issued_at"] == CREATED  # effective_at
+    assert header["due_at"] == CREATED
+    [line] = batch.tables["ar_invoice_lines"].to_dict("records")
+    assert line["source_id"] == "il_1Pgc6sB7WZ01zgkWFnxLrLCq"
+    assert line["invoice_source_id"] == header["source_id"]
+    assert line["line_number"] == 1
+    assert line["currency_code"] == "USD"
+    assert line["description"] == "My First Invoice Item (created for API docs)"
+    assert line["quantity"] == Decimal(1) and isinstance(line["quantity"], Decimal)
+    assert str(line["amount"]) == "10.00"
+    assert line["source_version"] == 42
+
+
+@needs_fixtures
+def test_charge_fixture_maps_to_receipts() -> None:
+    row = one_row("stripe_charges", fixture("charge"))
+    assert row["source_id"] == "ch_1PgafuB7WZ01zgkWXYmPNZs8"
+    assert (str(row["amount"]), str(row["amount_refunded"])) == ("1.00", "0.00")
+    assert (row["status"], row["currency_code"], row["received_at"]) == ("succeeded", "USD", CREATED)
+    assert row["invoice_source_id"] is None
+    linked = one_row("stripe_charges", {**fixture("charge"), "metadata": {"invoice": "in_9"}})
+    assert linked["invoice_source_id"] == "in_9"
+
+
+@needs_fixtures
+def test_refund_fixture_maps_to_refunds() -> None:
+    row = one_row("stripe_refunds", fixture("refund"))
+    assert row["source_id"] == "re_1Pgc72B7WZ01zgkWqPvrRrPE"
+    assert row["receipt_source_id"] == "ch_1PgafuB7WZ01zgkWXYmPNZs8"
+    assert (str(row["amount"]), row["status"], row["reason"], row["refunded_at"]) == (
+        "1.00",
+        "succeeded",
+        None,
+        CREATED,
+    )
+
+
+@needs_fixtures
+def test_credit_note_fixture_maps_to_credit_memos() -> None:
+    row = one_row("stripe_credit_notes", fixture("credit_note"))
+    assert row["source_id"] == "cn_1Pgc75B7WZ01zgkWJMPt5riP"
+    assert row["invoice_source_id"] == "in_1Pgc75B7WZ01zgkWYv4iMwt7"
+    assert row["customer_ref"] == "cus_QXg1o8vcGmoR32"
+    assert row["memo_number"] == "ABCD-1234-CN-01"
+    assert (row["status"], row["currency_code"], str(row["total_amount"])) == ("issued", "USD", "16.90")
+    assert row["issued_at"] == CREATED
+
+
+@needs_fixtures
+@pytest.mark.parametrize(("currency", "total", "line"), [("jpy", "1000", "1000"), ("kwd", "1.000", "1.000")])
+def test_invoice_money_uses_the_invoice_currency_exponent(currency: str, total: str, line: str) -> None:
+    record = fixture("invoice")
+    record["currency"] = currency
+    record["lines"]["data"][0]["currency"] = "usd"  # lines take the invoice's currency
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [record])])
+    header = batch.tables["ar_invoices"].iloc[0]
+    lines = batch.tables["ar_invoice_lines"].iloc[0]
+    assert (str(header["total_amount"]), header["currency_code"]) == (total, currency.upper())
+    assert (str(lines["amount"]), lines["currency_code"]) == (line, currency.upper())
+
+
+@needs_fixtures
+def test_draft_invoice_without_effective_at_is_issued_at_created() -> None:
+    row = one_row("stripe_invoices", {**fixture("invoice"), "effective_at": None, "due_date": None})
+    assert row["issued_at"] == CREATED
+    assert pd.isna(row["due_at"])
+
+
+def test_order_maps_to_sales_orders() -> None:
+    order = {
+        "order_id": "ord_1",
+        "customer_id": "cus_1",
+        "state": "shipped",
+        "currency": "kwd",
+        "total_cents": 12345,
+        "created_at": "2024-03-01T10:00:00+01:00",
+        "updated_at": "2024-03-02T10:00:00Z",
+    }
+    row = one_row("orders", order, version=1709373600)
+    assert (row["source_system"], row["source_id"], row["source_version"]) == (
+        "orders_api",
+        "ord_1",
+        1709373600,
+    )
+    assert (row["customer_ref"], row["status"], row["currency_code"]) == ("cus_1", "shipped", "KWD")
+    assert str(row["total_amount"]) == "12.345"
+    assert row["ordered_at"] == datetime(2024, 3, 1, 9, tzinfo=UTC)
+
+
+# --- frame conventions ------------------------------------------------------------------------
+
+
+@needs_fixtures
+@pytest.mark.parametrize("key", [k for k in SPECS if k != "orders"])
+def test_frame_columns_dtypes_and_no_floats(key: str) -> None:
+    resource = {
+        "stripe_customers": "customer",
+        "stripe_invoices": "invoice",
+        "stripe_charges": "charge",
+        "stripe_refunds": "refund",
+        "stripe_credit_notes": "credit_note",
+    }[key]
+    batch = map_pages(SPECS[key], [page(key, [fixture(resource)])])
+    for table, frame in batch.tables.items():
+        assert tuple(frame.columns[-4:]) == CONTROL_COLUMNS, table
+        for column in frame.columns:
+            dtype = frame[column].dtype
+            assert not pd.api.types.is_float_dtype(dtype), (table, column)
+            if pd.api.types.is_datetime64_any_dtype(dtype):
+                assert str(dtype.tz) == "UTC", (table, column)
+            for value in frame[column]:
+                assert not isinstance(value, float), (table, column, value)
+        assert frame["row_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+
+
+def _v001_columns() -> dict[str, dict[str, bool]]:
+    """table -> column -> NOT NULL without default, parsed from the V001 migration."""
+    sql = (REPO_ROOT / "include/erp_sync/sql/migrations/V001__schemas.sql").read_text()
+    tables: dict[str, dict[str, bool]] = {}
+    for name, body in re.findall(r"CREATE TABLE erp_staging\.(\w+) \((.*?)\n\);", sql, re.S):
+        columns = {}
+        for line in body.splitlines():
+            match = re.match(r"\s+(\w+)\s+(.*)", line)
+            if match and match.group(1) != "PRIMARY":
+                rest = match.group(2)
+                columns[match.group(1)] = "NOT NULL" in rest and "DEFAULT" not in rest
+        tables[name] = columns
+    return tables
+
+
+@pytest.mark.parametrize("key", list(MAPPINGS))
+def test_mappings_fill_the_v001_tables(key: str) -> None:
+    schema = _v001_columns()
+    batch = map_pages(SPECS[key], [])
+    for table, frame in batch.tables.items():
+        assert table in schema
+        assert set(frame.columns) <= set(schema[table]), set(frame.columns) - set(schema[table])
+        required = {c for c, not_null in schema[table].items() if not_null} - {"sync_batch_id"}
+        assert required <= set(frame.columns), required - set(frame.columns)
+
+
+def test_declared_streams_agree_with_mappings_and_models() -> None:
+    from erp_sync.core.models import resolve
+    from erp_sync.streams.orders import ORDERS
+    from erp_sync.streams.stripe import STRIPE_STREAMS
+
+    for spec in (*STRIPE_STREAMS, ORDERS):
+        assert spec.mapping in MAPPINGS, spec.name
+        assert set(spec.target_tables) == set(MAPPINGS[spec.mapping].tables), spec.name
+        resolve(spec.model)
+        assert map_pages(spec, []).accepted == 0
+
+
+# --- hashes -----------------------------------------------------------------------------------
+
+
+def test_row_hash_is_the_canonical_hash_of_business_columns_and_source_id() -> None:
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", invoices(5))])
+    lines = batch.tables["ar_invoice_lines"]
+    business = [c for c in lines.columns if c not in CONTROL_COLUMNS]
+    for row in lines.to_dict("records"):
+        fields = {c: row[c] for c in business} | {"source_id": row["source_id"]}
+        assert row["row_sha256"] == row_sha256(fields)
+    headers = batch.tables["ar_invoices"]
+    business = [c for c in headers.columns if c not in CONTROL_COLUMNS]
+    for row in headers.to_dict("records"):
+        line_hashes = lines.loc[lines["invoice_source_id"] == row["source_id"], "row_sha256"].tolist()
+        fields = {c: row[c] for c in business} | {
+            "source_id": row["source_id"],
+            "ar_invoice_lines__sha256": combine_digests(line_hashes),
+        }
+        assert row["row_sha256"] == row_sha256(fields)
+
+
+def _hashes(records: list[dict[str, Any]], versions: list[int] | None = None) -> dict[str, str]:
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", records, versions)])
+    frames = batch.tables.values()
+    return {
+        sid: h for frame in frames for sid, h in zip(frame["source_id"], frame["row_sha256"], strict=True)
+    }
+
+
+def test_a_changed_line_changes_its_invoice_header_only() -> None:
+    before = _hashes(invoices(3))
+    changed = invoices(3)
+    changed[1]["lines"]["data"][2]["amount"] += 1
+    after = _hashes(changed)
+    differing = {sid for sid in before if before[sid] != after[sid]}
+    assert differing == {"in_gen000000001", "il_gen000000001_2"}
+
+
+def test_a_removed_or_reordered_line_changes_the_header() -> None:
+    base = _hashes(invoices(1))["in_gen000000000"]
+    removed = invoices(1)
+    removed[0]["lines"]["data"].pop()
+    assert _hashes(removed)["in_gen000000000"] != base
+    reordered = invoices(1)
+    reordered[0]["lines"]["data"].reverse()
+    assert _hashes(reordered)["in_gen000000000"] != base
+
+
+def test_version_and_unmapped_fields_do_not_change_hashes() -> None:
+    base = _hashes(invoices(2), [1, 1])
+    touched = invoices(2)
+    touched[0]["livemode"] = True
+    touched[0]["lines"]["data"][0]["metadata"] = {"note": "x"}
+    assert _hashes(touched, [99, 99]) == base
+
+
+def test_every_mapped_header_field_changes_the_hash() -> None:
+    base = _hashes(invoices(1))["in_gen000000000"]
+    for field, value in [
+        ("customer", "cus_other"),
+        ("number", "INV-X"),
+        ("status", "void"),
+        ("currency", "eur"),
+        ("total", 1),
+        ("amount_paid", 1),
+        ("amount_due", 1),
+        ("effective_at", 1),
+        ("due_date", 1),
+    ]:
+        record = invoices(1)[0]
+        record[field] = value
+        assert _hashes([record])["in_gen000000000"] != base, field
+
+
+# --- rejections -------------------------------------------------------------------------------
+
+
+def _reject_one(key: str, record: Any, good: list[Any]) -> Rejection:
+    batch = map_pages(SPECS[key], [page(key, [*good, record])])
+    assert batch.accepted == len(good), "the rest of the batch goes on"
+    assert batch.extracted == len(good) + 1
+    [rejection] = batch.rejections
+    assert rejection.stream == key
+    if not isinstance(record, dict | list | str | int) or record is None:
+        return rejection
+    assert json.loads(rejection.raw_payload) == record
+    return rejection
+
+
+@needs_fixtures
+def test_missing_id_is_rejected() -> None:
+    record = {k: v for k, v in fixture("charge").items() if k != "id"}
+    rejection = _reject_one("stripe_charges", record, [fixture("charge")])
+    assert rejection.reason_code == "MISSING_ID"
+    assert "field id" in rejection.message and rejection.source_id is None
+    assert _reject_one("stripe_charges", {**record, "id": None}, []).reason_code == "MISSING_ID"
+    assert _reject_one("stripe_charges", {**record, "id": ""}, []).reason_code == "MISSING_ID"
+
+
+def test_missing_order_id_is_rejected_even_under_a_spec_with_another_primary_key() -> None:
+    from erp_sync.streams.orders import ORDERS
+
+    order = {"customer_id": "c", "state": "new", "currency": "usd", "total_cents": 1}
+    order |= {"created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"}
+    batch = map_pages(ORDERS, [page(ORDERS.name, [order])])
+    assert [r.reason_code for r in batch.rejections] == ["MISSING_ID"]
+    assert "order_id" in batch.rejections[0].message
+
+
+@needs_fixtures
+def test_string_amount_is_rejected_naming_the_field() -> None:
+    rejection = _reject_one("stripe_charges", {**fixture("charge"), "id": "ch_bad", "amount": "100"}, [])
+    assert rejection.reason_code == "INVALID_FIELD"
+    assert "field amount" in rejection.message and "'100'" in rejection.message
+    assert rejection.source_id == "ch_bad"
+
+
+@needs_fixtures
+def test_string_amount_on_a_line_rejects_its_invoice() -> None:
+    bad = invoices(2)
+    bad[1]["lines"]["data"][1]["amount"] = "150"
+    rejection = _reject_one("stripe_invoices", bad[1], [bad[0]])
+    assert rejection.reason_code == "INVALID_FIELD"
+    assert "field lines.data.1.amount" in rejection.message
+    assert rejection.source_id == "in_gen000000001"
+
+
+@needs_fixtures
+def test_unknown_currency_is_rejected() -> None:
+    rejection = _reject_one("stripe_refunds", {**fixture("refund"), "currency": "xyz"}, [fixture("refund")])
+    assert rejection.reason_code == "UNKNOWN_CURRENCY"
+    assert "field currency" in rejection.message and "xyz" in rejection.message
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("created", "2009-02-13"), ("customer", 42), ("status", None), ("lines", [1, 2]), ("total", 10.5)],
+)
+def test_wrong_types_are_rejected_as_invalid_field(field: str, value: Any) -> None:
+    record = {**fixture("invoice"), field: value}
+    rejection = _reject_one("stripe_invoices", record, [])
+    assert rejection.reason_code == "INVALID_FIELD"
+    assert f"field {field}" in rejection.message
+    assert rejection.source_id == "in_1Pgc6tB7WZ01zgkWu9fdqL6I"
+
+
+@pytest.mark.parametrize("record", [5, "cus_1", None, ["a"]])
+def test_non_objects_are_rejected(record: Any) -> None:
+    rejection = _reject_one("stripe_customers", record, [])
+    assert rejection.reason_code == "NOT_AN_OBJECT"
+    assert rejection.raw_payload == json.dumps(record)
+
+
+@needs_fixtures
+def test_several_problems_pick_the_most_specific_reason_and_list_them() -> None:
+    record = {**fixture("charge"), "currency": "xyz", "amount": "1"}
+    rejection = _reject_one("stripe_charges", record, [])
+    assert rejection.reason_code == "UNKNOWN_CURRENCY"
+    assert "field amount" in rejection.message and "field currency" in rejection.message
+
+
+@needs_fixtures
+def test_page_problems_pass_through() -> None:
+    problem = Rejection(stream="stripe_charges", reason_code="BAD_JSON", message="x", raw_payload="{oops")
+    batch = map_pages(
+        SPECS["stripe_charges"], [page("stripe_charges", [fixture("charge")], problems=[problem])]
+    )
+    assert batch.rejections == [problem]
+    assert (batch.extracted, batch.accepted) == (2, 1)
+
+
+def test_pages_need_one_version_per_record() -> None:
+    with pytest.raises(ValueError, match="versions"):
+        map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", invoices(2), [1])])
+
+
+def test_spec_and_mapping_must_agree_on_tables() -> None:
+    spec = StreamSpec("x", "stripe", "/", "Invoice", "stripe_invoices", ("ar_invoices",))
+    with pytest.raises(ValueError, match="target_tables"):
+        map_pages(spec, [])
+
+
+# --- in-batch dedupe --------------------------------------------------------------------------
+
+
+def test_dedupe_keeps_the_newest_version_across_pages() -> None:
+    old, new = invoices(1), invoices(1)
+    old[0]["status"], new[0]["status"] = "open", "paid"
+    others = invoices(2, start=1)
+    pages = [
+        page("stripe_invoices", [new[0], others[0]], [20, 5]),
+        page("stripe_invoices", [old[0], others[1]], [10, 5]),
+    ]
+    batch = map_pages(SPECS["stripe_invoices"], pages)
+    headers = batch.tables["ar_invoices"]
+    assert headers["source_id"].tolist() == ["in_gen000000000", "in_gen000000001", "in_gen000000002"]
+    assert headers.set_index("source_id").loc["in_gen000000000", "status"] == "paid"
+    assert headers.set_index("source_id").loc["in_gen000000000", "source_version"] == 20
+    assert batch.superseded == 1
+    assert batch.extracted == batch.accepted + batch.superseded + len(batch.rejections) == 4
+    lines = batch.tables["ar_invoice_lines"]
+    assert lines["source_id"].is_unique and len(lines) == 9
+
+
+def test_dedupe_tie_keeps_the_first_seen() -> None:
+    first, second = invoices(1), invoices(1)
+    first[0]["status"], second[0]["status"] = "paid", "open"
+    second[0]["lines"]["data"].pop()
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [first[0], second[0]], [7, 7])])
+    assert batch.tables["ar_invoices"]["status"].tolist() == ["paid"]
+    assert len(batch.tables["ar_invoice_lines"]) == 3
+    assert batch.superseded == 1
+
+
+def test_dedupe_older_copy_first_in_the_list_loses() -> None:
+    records = invoices(1) * 3
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", records, [1, 3, 2])])
+    assert batch.tables["ar_invoices"]["source_version"].tolist() == [3]
+    assert batch.superseded == 2
+
+
+def test_rejected_copies_do_not_count_as_superseded() -> None:
+    good, bad = invoices(1), invoices(1)
+    bad[0]["total"] = "x"
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [bad[0], good[0]], [9, 1])])
+    assert (batch.accepted, batch.superseded, len(batch.rejections)) == (1, 0, 1)
+
+
+def test_empty_batch_has_every_table_with_its_columns() -> None:
+    batch = map_pages(SPECS["stripe_invoices"], [])
+    assert set(batch.tables) == {"ar_invoices", "ar_invoice_lines"}
+    assert all(len(frame) == 0 for frame in batch.tables.values())
+    assert (batch.extracted, batch.superseded, batch.accepted) == (0, 0, 0)
