@@ -1,0 +1,287 @@
+"""Turn the stages' raw results into the benchmark document (JSON) and its markdown table.
+
+`python -m bench.report bench/results/<stamp>.json` prints the markdown of a stored result again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ORDER = (
+    "seed_sandbox",
+    "floor_http_full",
+    "cold_sync",
+    "floor_copy",
+    "floor_mget",
+    "peer_dlt_cold",
+    "replay",
+    "peer_dlt_replay",
+    "delta",
+    "floor_http_delta",
+    "peer_dlt_delta",
+    "reconcile",
+    "peer_datacompy",
+    "airflow_dags_test",
+)
+# stage -> (the floors whose seconds add up to its floor, its peer)
+LINKS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "cold_sync": (("floor_http_full", "floor_copy"), "peer_dlt_cold"),
+    "replay": (("floor_http_full",), "peer_dlt_replay"),
+    "delta": (("floor_http_delta",), "peer_dlt_delta"),
+    "reconcile": (("floor_http_full",), "peer_datacompy"),
+}
+PIPELINE_STAGES = ("cold_sync", "replay", "delta", "reconcile")
+MEMORY_LIMIT_MB = 1024.0
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for stage in ORDER:
+        result = raw.get(stage)
+        if not result or result.get("failed") or "seconds" not in result:
+            continue
+        seconds = float(result["seconds"])
+        records = int(result.get("records") or 0)
+        floors, peer = LINKS.get(stage, ((), None))
+        floor_parts = [raw.get(f) for f in floors]
+        floor_seconds = (
+            sum(float(p["seconds"]) for p in floor_parts if p)
+            if floors and all(p and "seconds" in p for p in floor_parts)
+            else None
+        )
+        peer_result = raw.get(peer) if peer else None
+        peer_seconds = float(peer_result["seconds"]) if peer_result and "seconds" in peer_result else None
+        rows.append(
+            {
+                "stage": stage,
+                "records": records,
+                "seconds": _round(seconds),
+                "records_per_s": round(records / seconds) if seconds > 0 else None,
+                "peak_rss_mb": _round(result.get("peak_rss_mb"), 1),
+                "floor": " + ".join(floors) or None,
+                "floor_seconds": _round(floor_seconds),
+                "ratio_to_floor": _round(seconds / floor_seconds, 2) if floor_seconds else None,
+                "peer": peer if peer_seconds is not None else None,
+                "peer_seconds": _round(peer_seconds),
+                "ratio_to_peer": _round(seconds / peer_seconds, 2) if peer_seconds else None,
+                "loadavg_1m": result.get("loadavg_1m"),
+                "extra": result.get("extra", {}),
+            }
+        )
+    return rows
+
+
+def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
+    """The issue's targets, each with its measured value and whether it is met (None: not measured)."""
+    by = {r["stage"]: r for r in rows}
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, target: str, value: Any, met: bool | None) -> None:
+        out.append({"target": name, "wanted": target, "measured": value, "met": met})
+
+    cold = by.get("cold_sync")
+    add(
+        "cold sync rate",
+        ">= 40,000 invoices/s",
+        cold and cold["records_per_s"],
+        None if not cold else cold["records_per_s"] >= 40_000,
+    )
+    replay = by.get("replay")
+    written = None
+    if replay:
+        written = sum(int(v) for v in (replay["extra"].get("staging_rows_written") or {}).values())
+    add("replay writes nothing", "0 staging rows written", written, None if written is None else written == 0)
+    add(
+        "replay vs extraction floor",
+        "<= 1.2x floor_http_full",
+        replay and replay["ratio_to_floor"],
+        None if not replay or replay["ratio_to_floor"] is None else replay["ratio_to_floor"] <= 1.2,
+    )
+    delta = by.get("delta")
+    add(
+        "1% delta",
+        "< 2 s pipeline time",
+        delta and delta["seconds"],
+        None if not delta else delta["seconds"] < 2,
+    )
+    rec = by.get("reconcile")
+    add(
+        "reconciliation vs datacompy",
+        "<= 1.0x peer_datacompy",
+        rec and rec["ratio_to_peer"],
+        None if not rec or rec["ratio_to_peer"] is None else rec["ratio_to_peer"] <= 1.0,
+    )
+    peaks = [by[s]["peak_rss_mb"] for s in PIPELINE_STAGES if s in by and by[s]["peak_rss_mb"] is not None]
+    add(
+        "peak memory",
+        f"< {MEMORY_LIMIT_MB:.0f} MB per pipeline stage",
+        max(peaks) if peaks else None,
+        None if not peaks else max(peaks) < MEMORY_LIMIT_MB,
+    )
+    if invoices != 1_000_000:
+        for t in out:
+            t["note"] = f"measured at {invoices:,} invoices; the targets are stated for 1,000,000"
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def versions(dsn: str, raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for package in (
+        "apache-airflow",
+        "pandas",
+        "numpy",
+        "pydantic",
+        "orjson",
+        "psycopg2-binary",
+        "psycopg2",
+        "redis",
+        "requests",
+    ):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            out["postgresql"] = cur.fetchone()[0]
+        conn.close()
+    except psycopg2.Error:
+        pass
+    try:
+        client = redis.Redis.from_url(os.environ.get("ERP_BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+        out["redis_server"] = client.info("server").get("redis_version")
+        client.close()
+    except redis.RedisError:
+        pass
+    for stage, key in (("peer_dlt_cold", "dlt"), ("peer_datacompy", "datacompy")):
+        value = (raw.get(stage) or {}).get("extra", {}).get(key)
+        if value:
+            out[key] = value
+    return out
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=False
+        ).stdout
+
+    dirty = [
+        line for line in git("status", "--porcelain", "--", "include", "bench", "dags").splitlines() if line
+    ]
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_files_in_include_bench_dags": len(dirty)}
+
+
+def build(
+    raw: dict[str, dict[str, Any]],
+    *,
+    args: dict[str, Any],
+    notes: list[str],
+    machine: dict[str, Any],
+    dsn: str,
+    total_seconds: float,
+) -> dict[str, Any]:
+    rows = _rows(raw)
+    machine = {**machine, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "benchmark": "saas-erp-sync invoices",
+        "created_at": datetime.now(UTC).isoformat(),
+        "invoices": args.get("invoices"),
+        "batch_records": args.get("batch_records"),
+        "total_seconds": round(total_seconds, 1),
+        "machine": machine,
+        "versions": versions(dsn, raw),
+        "git": git_commit(),
+        "contention": (
+            "2 cores shared with the sandbox, Postgres, Redis and other engineers' test runs; "
+            "loadavg_1m per stage (before, after) is in each row"
+        ),
+        "stages": rows,
+        "targets": targets(rows, int(args.get("invoices") or 0)),
+        "mutation": raw.get("mutation"),
+        "failures": {k: v for k, v in raw.items() if isinstance(v, dict) and v.get("failed")},
+        "notes": notes,
+    }
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    head = (
+        "| stage | records | seconds | records/s | peak RSS MB | floor s | x floor "
+        "| peer | peer s | x peer |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+    )
+    lines = [
+        f"### {doc['invoices']:,} invoices, {doc['created_at'][:19]}Z, commit {doc['git']['commit'][:10]}",
+        "",
+        f"Machine: {doc['machine']['cpus']} cores ({doc['machine']['cpu_model']}), "
+        f"{doc['machine']['memory_gb']} GB; load average at start {doc['machine']['loadavg_at_start']}, "
+        f"at end {doc['machine']['loadavg_at_end']} ({doc['contention']}).",
+        "",
+        head,
+    ]
+    for r in doc["stages"]:
+        lines.append(
+            f"| {r['stage']} | {_fmt(r['records'])} | {_fmt(r['seconds'])} | {_fmt(r['records_per_s'])} "
+            f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['floor_seconds'])} | {_fmt(r['ratio_to_floor'])} "
+            f"| {r['peer'] or '-'} | {_fmt(r['peer_seconds'])} | {_fmt(r['ratio_to_peer'])} |"
+        )
+    lines += ["", "| target | wanted | measured | met |", "| --- | --- | --- | --- |"]
+    for t in doc["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['wanted']} | {_fmt(t['measured'])} | {met} |")
+    if doc["invoices"] != 1_000_000:
+        lines += ["", f"(measured at {doc['invoices']:,} invoices; the targets are stated for 1,000,000)"]
+    if doc["notes"]:
+        lines += ["", *[f"- {n}" for n in doc["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -1,0 +1,552 @@
+"""The benchmark harness: `python -m bench.run [--invoices N | --smoke]` (what `make bench` runs).
+
+One run on one machine, everything against real services:
+  1. a sandbox seeded with N invoices (with lines, charges, refunds, credit notes), its own port;
+  2. a fresh Postgres database `erp_bench_<hex>` (dropped at the end) and a Redis namespace;
+  3. stages, each in its own child process (so its peak RSS is its own):
+       floor_http_full   HTTP pagination + orjson decoding of the invoice list alone
+       cold_sync         sync_stream full refresh of the window (extract, validate, map, dedupe, load)
+       floor_copy        Postgres COPY of the same mapped rows into empty copies of the tables
+       floor_mget        Redis MGET of every ledger key the sync wrote
+       peer_dlt_cold     dlt merge-load of the same rows into the same Postgres (bench/.venv-peers)
+       replay            the same window again, nothing changed (zero staging writes expected)
+       peer_dlt_replay   dlt merge-load of the same rows again
+       delta             1% of N mutated in the sandbox (untimed), then an incremental run
+       floor_http_delta  HTTP pagination + decoding of the same events window alone
+       peer_dlt_delta    dlt merge-load of the rows the delta changed
+       reconcile         reconcile_run.reconcile_period over the period (SaaS re-read + SQL + diff + report)
+       peer_datacompy    datacompy on the same two sides (HTTP re-read + SQL + compare)
+       airflow_dags_test one `airflow dags test saas_to_erp_sync` (invoices, a small window), wall time
+  4. a printed table, bench/results/<timestamp>.json and .md.
+
+Benchmarks are measurements, not tests: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+
+from bench import report
+from bench.procwatch import run_child, tree_rss_kb
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BENCH_DIR.parent
+PEERS_PYTHON = BENCH_DIR / ".venv-peers" / "bin" / "python"
+PG_ADMIN_DSN = os.environ.get("ERP_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("ERP_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+SECRET_KEY = "sk_test_bench_" + uuid.uuid4().hex[:16]
+INVOICE_TABLES = ["ar_invoices", "ar_invoice_lines"]
+# Mutations that change invoices (the stream under test); new invoices arrive as well.
+INVOICE_MUTATIONS = ["pay_invoice", "void_invoice", "mark_uncollectible", "new_invoice"]
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    results_dir: Path
+    base_url: str = ""
+    dsn: str = ""
+    namespace: str = ""
+    window_end: datetime | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sandbox: subprocess.Popen[bytes] | None = None
+    databases: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = f"{PROJECT_DIR / 'include'}:{PROJECT_DIR}" + (
+            f":{env['PYTHONPATH']}" if env.get("PYTHONPATH") else ""
+        )
+        return env
+
+    def base_config(self, name: str) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "secret_key": SECRET_KEY,
+            "dsn": self.dsn,
+            "redis_url": REDIS_URL,
+            "namespace": self.namespace,
+            "page_size": 100,
+            "batch_records": self.args.batch_records,
+            "workdir": str(self.workdir),
+            "out": str(self.workdir / f"{name}.result.json"),
+            "profile": str(self.results_dir / f"{self.stamp}-{name}.profile.txt")
+            if name in self.args.profile
+            else None,
+        }
+
+    @property
+    def stamp(self) -> str:
+        return self.args.stamp
+
+    def run_stage(
+        self, name: str, argv_tail: list[str], cfg: dict[str, Any], *, python: Path | None = None
+    ) -> dict[str, Any] | None:
+        """Run one stage's child and return its result (None when it failed; the failure is noted)."""
+        if name in self.args.skip:
+            return None
+        config_path = self.workdir / f"{name}.config.json"
+        config_path.write_text(json.dumps(cfg, default=str, indent=1))
+        out = Path(cfg["out"])
+        out.unlink(missing_ok=True)
+        exe = str(python or sys.executable)
+        argv = [exe, *argv_tail, str(config_path)]
+        print(f"[bench] {name} ...", flush=True)
+        load_before = os.getloadavg()[0]
+        child = run_child(
+            argv,
+            env=self.env(),
+            log_path=self.workdir / "stages.log",
+            timeout_s=self.args.timeout,
+            cwd=PROJECT_DIR,
+        )
+        if child.returncode != 0 or not out.exists():
+            self.notes.append(f"{name} FAILED (exit {child.returncode}); see the log tail in the JSON")
+            self.raw[name] = {"failed": True, "log_tail": child.log_tail[-1500:]}
+            print(f"[bench] {name} FAILED (exit {child.returncode}):\n{child.log_tail[-1500:]}", flush=True)
+            return None
+        result: dict[str, Any] = json.loads(out.read_text())
+        result["peak_rss_mb"] = max(child.tree_peak_rss_mb, result.get("ru_maxrss_mb", 0))
+        result["wall_seconds"] = child.wall_seconds
+        result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        self.raw[name] = result
+        print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
+        return result
+
+    def stage(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        cfg = self.base_config(name)
+        cfg["params"] = params
+        cfg["currency_exponents"] = _currency_exponents()
+        return self.run_stage(name, ["-m", "bench.stage", kind], cfg)
+
+    def peer(self, script: str, name: str, extra: dict[str, Any]) -> dict[str, Any] | None:
+        if not PEERS_PYTHON.exists():
+            self.notes.append(f"{name} skipped: {PEERS_PYTHON} missing (scripts/bench.sh creates it)")
+            return None
+        cfg = self.base_config(name)
+        cfg.update(extra)
+        return self.run_stage(name, [str(BENCH_DIR / "peers" / script)], cfg, python=PEERS_PYTHON)
+
+    # -- set-up / tear-down ----------------------------------------------------------------------
+
+    def start_sandbox(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "erp_sync.sandbox",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--invoices",
+            str(self.args.invoices),
+            "--seed",
+            str(self.args.seed),
+            "--secret-key",
+            SECRET_KEY,
+        ]
+        log = (self.workdir / "sandbox.log").open("wb")
+        started = time.perf_counter()
+        self.sandbox = subprocess.Popen(
+            argv, env=self.env(), stdout=subprocess.PIPE, stderr=log, cwd=PROJECT_DIR
+        )
+        assert self.sandbox.stdout is not None
+        line = self.sandbox.stdout.readline().decode().strip()
+        if not line.startswith("SANDBOX READY "):
+            raise SystemExit(f"sandbox did not start: {line!r}; see {self.workdir / 'sandbox.log'}")
+        self.base_url = line.split(" ", 2)[2]
+        seconds = time.perf_counter() - started
+        rss = tree_rss_kb(self.sandbox.pid) / 1024
+        self.raw["seed_sandbox"] = {"records": self.args.invoices, "seconds": seconds, "peak_rss_mb": rss}
+        print(f"[bench] sandbox {self.base_url}: {self.args.invoices} invoices in {seconds:.1f}s", flush=True)
+
+    def create_database(self, suffix: str = "") -> str:
+        name = f"erp_bench_{uuid.uuid4().hex[:10]}{suffix}"
+        _admin_sql(f'CREATE DATABASE "{name}"')
+        self.databases.append(name)
+        dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+        from erp_sync.store.migrations import apply_migrations
+
+        with psycopg2.connect(dsn) as conn:
+            apply_migrations(conn)
+        conn.close()
+        return dsn
+
+    def teardown(self) -> None:
+        if self.sandbox is not None and self.sandbox.poll() is None:
+            self.raw.setdefault("seed_sandbox", {})["rss_at_end_mb"] = tree_rss_kb(self.sandbox.pid) / 1024
+            self.sandbox.send_signal(signal.SIGTERM)
+            try:
+                self.sandbox.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.sandbox.kill()
+                self.sandbox.wait()
+        if not self.args.keep:
+            for name in self.databases:
+                _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            client = redis.Redis.from_url(REDIS_URL)
+            for ns in self.namespaces:
+                batch = []
+                for key in client.scan_iter(match=f"{ns}:*", count=10_000):
+                    batch.append(key)
+                    if len(batch) >= 5_000:
+                        client.delete(*batch)
+                        batch = []
+                if batch:
+                    client.delete(*batch)
+            client.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            self.notes.append(
+                f"kept: databases {self.databases}, namespaces {self.namespaces}, {self.workdir}"
+            )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def mutate(self, n: int) -> dict[str, Any]:
+        import requests
+
+        at = int(time.time())
+        response = requests.post(
+            f"{self.base_url}/_admin/mutate", json={"n": n, "at": at, "kinds": INVOICE_MUTATIONS}, timeout=600
+        )
+        response.raise_for_status()
+        body = response.json()
+        return {"at": at, "counts": body.get("counts", {})}
+
+    def dump_rows(self, table: str, where: str, params: tuple[Any, ...], path: Path) -> int:
+        columns = self.business_columns(table)
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            sql = cur.mogrify(
+                f"SELECT {', '.join(columns)}, sync_batch_id FROM erp_staging.{table} WHERE {where}", params
+            ).decode()
+            with path.open("wb") as fh:
+                cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", fh)
+            count = cur.rowcount
+        conn.close()
+        return int(count)
+
+    def column_types(self, table: str) -> list[list[str]]:
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'erp_staging' AND table_name = %s ORDER BY ordinal_position",
+                (table,),
+            )
+            rows = [[name, dtype] for name, dtype in cur.fetchall()]
+        conn.close()
+        return rows
+
+    def business_columns(self, table: str) -> list[str]:
+        loader_set = {"sync_batch_id", "interface_status", "loaded_at"}
+        return [name for name, _ in self.column_types(table) if name not in loader_set]
+
+    def dlt_tables(self, dumps: dict[str, Path]) -> list[dict[str, Any]]:
+        types = {t: self.column_types(t) for t in dumps}
+        return [
+            {
+                "name": table,
+                "csv": str(path),
+                # the dumps hold the mapped columns, then the batch id (as floor_copy writes them)
+                "columns": [c for c in types[table] if c[0] in self.business_columns(table)]
+                + [["sync_batch_id", "bigint"]],
+                "primary_key": ["source_system", "source_id"],
+            }
+            for table, path in dumps.items()
+        ]
+
+
+def _admin_sql(sql: str) -> None:
+    """One statement outside any transaction (CREATE/DROP DATABASE), on the admin database."""
+    conn = psycopg2.connect(PG_ADMIN_DSN)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _currency_exponents() -> dict[str, int]:
+    from erp_sync.core.money import CURRENCY_EXPONENTS
+
+    return {str(k): int(v) for k, v in CURRENCY_EXPONENTS.items()}
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def run(bench: Bench) -> None:
+    args = bench.args
+    n = args.invoices
+    bench.start_sandbox()
+    bench.dsn = bench.create_database()
+    bench.namespace = f"erpbench-{uuid.uuid4().hex[:10]}"
+    bench.namespaces.append(bench.namespace)
+    bench.window_end = datetime.now(UTC).replace(microsecond=0)
+    window_end = bench.window_end.isoformat()
+
+    bench.stage("floor_http", "floor_http_full", {"window_end": window_end})
+    bench.stage("sync", "cold_sync", {"run_id": "bench-cold", "full_refresh": True, "window_end": window_end})
+    bench.stage(
+        "floor_copy",
+        "floor_copy",
+        {
+            "tables": INVOICE_TABLES,
+            "columns": {t: bench.business_columns(t) for t in INVOICE_TABLES},
+        },
+    )
+    bench.stage("floor_mget", "floor_mget", {"tables": INVOICE_TABLES})
+    cold_dumps = {t: bench.workdir / f"floor_{t}.csv" for t in INVOICE_TABLES}
+    if all(p.exists() for p in cold_dumps.values()):
+        dlt_tables = bench.dlt_tables(cold_dumps)
+        bench.peer(
+            "dlt_peer.py", "peer_dlt_cold", {"dataset": "bench_dlt", "tables": dlt_tables, "records": n}
+        )
+    bench.stage("sync", "replay", {"run_id": "bench-replay", "full_refresh": True, "window_end": window_end})
+    if all(p.exists() for p in cold_dumps.values()):
+        bench.peer(
+            "dlt_peer.py", "peer_dlt_replay", {"dataset": "bench_dlt", "tables": dlt_tables, "records": n}
+        )
+
+    # 1% delta: mutate (untimed), then an incremental run from the stored cursor to just after.
+    if "delta" not in args.skip:
+        time.sleep(max(0.0, bench.window_end.timestamp() + 1 - time.time()))
+        mutation = bench.mutate(max(1, n // 100))
+        bench.raw["mutation"] = mutation
+        delta_end = datetime.fromtimestamp(mutation["at"] + 1, UTC)
+        time.sleep(max(0.0, delta_end.timestamp() - time.time()))
+        delta = bench.stage("sync", "delta", {"run_id": "bench-delta", "window_end": delta_end.isoformat()})
+        if delta:
+            summary = delta["extra"]
+            from erp_sync.streams import get_stream
+
+            events = [("types[]", t) for t in get_stream("invoices").incremental.event_types]
+            bench.stage(
+                "floor_http",
+                "floor_http_delta",
+                {
+                    "path": "/v1/events",
+                    "extra_query": events,
+                    "window_start": summary["window_start"],
+                    "window_end": summary["window_end"],
+                },
+            )
+            batch_ids = summary.get("first_batch_id"), summary.get("last_batch_id")
+            if batch_ids[0] is not None:
+                dumps = {t: bench.workdir / f"delta_{t}.csv" for t in INVOICE_TABLES}
+                for table, path in dumps.items():
+                    bench.dump_rows(table, "sync_batch_id BETWEEN %s AND %s", batch_ids, path)
+                bench.peer(
+                    "dlt_peer.py",
+                    "peer_dlt_delta",
+                    {
+                        "dataset": "bench_dlt",
+                        "tables": bench.dlt_tables(dumps),
+                        "records": delta["records"],
+                    },
+                )
+
+    period_end = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
+    time.sleep(max(0.0, period_end.timestamp() - time.time()))
+    bench.stage("reconcile", "reconcile", {"period_end": period_end.isoformat()})
+    bench.peer(
+        "datacompy_peer.py",
+        "peer_datacompy",
+        {
+            "period_end": period_end.isoformat(),
+            "currency_exponents": _currency_exponents(),
+        },
+    )
+    if args.airflow:
+        airflow_stage(bench)
+
+
+def airflow_stage(bench: Bench) -> None:
+    """One `airflow dags test saas_to_erp_sync` on a small window (the new invoices of a fresh
+    mutation) into its own database: Airflow's own overhead, next to the pipeline's time for it."""
+    if "airflow_dags_test" in bench.args.skip or shutil.which("airflow") is None:
+        bench.notes.append("airflow_dags_test skipped (no airflow on PATH or --skip)")
+        return
+    mutation = bench.mutate(max(1, bench.args.invoices // 1000))
+    start = datetime.fromtimestamp(mutation["at"], UTC)
+    end = start + timedelta(seconds=1)
+    time.sleep(max(0.0, end.timestamp() - time.time()))
+    dsn = bench.create_database("_af")
+    ns = f"{bench.namespace}-af"
+    bench.namespaces.append(ns)
+    env = bench.env()
+    env["AIRFLOW_CONN_SAAS_API"] = json.dumps(
+        {
+            "conn_type": "http",
+            "host": bench.base_url,
+            "password": SECRET_KEY,
+            "extra": {"auth": "secret_key", "timeout": 30},
+        }
+    )
+    env["AIRFLOW_CONN_ERP_STAGING"] = json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            "login": "postgres",
+            "schema": dsn.rsplit("/", 1)[1],
+        }
+    )
+    env["AIRFLOW_CONN_SYNC_STATE"] = json.dumps(
+        {
+            "conn_type": "redis",
+            "host": "127.0.0.1",
+            "port": 6379,
+            "extra": {"db": 0, "namespace": ns},
+        }
+    )
+    conf = {"streams": ["invoices"], "window_start": start.isoformat(), "window_end": end.isoformat()}
+    log_path = bench.workdir / "airflow_dags_test.log"
+    print("[bench] airflow_dags_test ...", flush=True)
+    child = run_child(
+        ["airflow", "dags", "test", "saas_to_erp_sync", "-c", json.dumps(conf)],
+        env=env,
+        log_path=log_path,
+        timeout_s=min(bench.args.timeout, 900),
+        cwd=PROJECT_DIR,
+    )
+    text = log_path.read_text(errors="replace")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(extracted), 0) FROM erp_sync.sync_batches")
+        extracted = int(cur.fetchone()[0])
+    conn.close()
+    ok = child.returncode == 0
+    bench.raw["airflow_dags_test"] = {
+        "records": extracted,
+        "seconds": child.wall_seconds,
+        "peak_rss_mb": child.tree_peak_rss_mb,
+        "extra": {
+            "exit": child.returncode,
+            "conf": conf,
+            "pipeline_seconds": _logged_seconds(text),
+            "states": _task_states(text),
+        },
+    }
+    if not ok:
+        bench.notes.append(f"airflow_dags_test exited {child.returncode}; log tail in the JSON")
+        bench.raw["airflow_dags_test"]["log_tail"] = child.log_tail[-1500:]
+
+
+def _logged_seconds(text: str) -> float | None:
+    """The pipeline's own seconds from the task log's summary table line for invoices, if found."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 9 and parts[0].endswith("invoices") and parts[1] in ("full", "incremental"):
+            try:
+                return float(parts[-1])
+            except ValueError:
+                continue
+    return None
+
+
+def _task_states(text: str) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for line in text.splitlines():
+        if "Marking task as" in line and "task_id=" in line:
+            task = line.split("task_id=", 1)[1].split(",", 1)[0]
+            states[task] = line.split("Marking task as", 1)[1].split(".", 1)[0].strip()
+    return states
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--invoices", type=int, default=int(os.environ.get("BENCH_INVOICES", "1000000")))
+    parser.add_argument(
+        "--smoke", action="store_true", help="2,000 invoices: the whole run in about a minute"
+    )
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument(
+        "--batch-records", type=int, default=int(os.environ.get("BENCH_BATCH_RECORDS", "5000"))
+    )
+    parser.add_argument(
+        "--skip", default=os.environ.get("BENCH_SKIP", ""), help="comma-separated stage names"
+    )
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("BENCH_PROFILE", ""),
+        help="comma-separated stage names to run under pyinstrument (report in bench/results)",
+    )
+    parser.add_argument("--no-airflow", dest="airflow", action="store_false")
+    parser.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work files")
+    parser.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_STAGE_TIMEOUT", "3600")))
+    parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.invoices = 2_000
+    args.skip = {s for s in args.skip.split(",") if s}
+    args.profile = {s for s in args.profile.split(",") if s}
+    args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    workdir = BENCH_DIR / "work" / args.stamp
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args=args, workdir=workdir, results_dir=results_dir)
+    machine_before = report.machine_info()
+    started = time.perf_counter()
+    try:
+        run(bench)
+    finally:
+        total = time.perf_counter() - started
+        document = report.build(
+            bench.raw,
+            args=vars(args),
+            notes=bench.notes,
+            machine=machine_before,
+            dsn=bench.dsn or PG_ADMIN_DSN,
+            total_seconds=total,
+        )
+        json_path = results_dir / f"{args.stamp}.json"
+        json_path.write_text(json.dumps(document, default=_json_default, indent=1))
+        md = report.markdown(document)
+        (results_dir / f"{args.stamp}.md").write_text(md)
+        bench.teardown()
+        print(md)
+        print(f"[bench] results: {json_path} and .md", flush=True)
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, set):
+        return sorted(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""One benchmark stage, run in its own process: `python -m bench.stage STAGE CONFIG_JSON`.
+
+The stage reads its settings from the JSON file, times only its own work (imports, connections and
+untimed set-up such as dumping rows are outside the timed region), and writes
+`{"records", "seconds", "ru_maxrss_mb", "extra"}` to `config["out"]`. With `config["profile"]` the
+timed region runs under pyinstrument and its text report is written beside the result.
+
+Pipeline stages call exactly what the DAG's tasks call: `erp_sync.pipeline.sync_stream` (which runs
+`SaaSClient.iter_pages` -> `map_pages` -> `load_batch`) and the reconciliation entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg2
+import redis
+import requests
+
+Config = dict[str, Any]
+Result = dict[str, Any]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text).astimezone(UTC) if text else None
+
+
+@contextmanager
+def _timed(cfg: Config, box: dict[str, float]) -> Iterator[None]:
+    """Time the block (monotonic), under pyinstrument when the config asks for a profile."""
+    profiler = None
+    if cfg.get("profile"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.005)
+        profiler.start()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        box["seconds"] = time.perf_counter() - started
+        if profiler is not None:
+            profiler.stop()
+            Path(cfg["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def _staging_writes_since(conn: Any, tables: list[str], since: datetime) -> dict[str, int]:
+    """Rows of each staging table whose `loaded_at` is at or after `since` (the loader sets it on
+    every insert and every applied update, so this counts what a stage wrote)."""
+    counts: dict[str, int] = {}
+    with conn.cursor() as cur:
+        for table in tables:
+            cur.execute(f"SELECT count(*) FROM erp_staging.{table} WHERE loaded_at >= %s", (since,))
+            counts[table] = int(cur.fetchone()[0])
+    conn.rollback()
+    return counts
+
+
+# -- pipeline stages -------------------------------------------------------------------------------
+
+
+def stage_sync(cfg: Config) -> Result:
+    """cold_sync / replay / delta: one `sync_stream` run of the invoices stream."""
+    from erp_sync.clients.auth import BearerSecretKey
+    from erp_sync.clients.client import SaaSClient
+    from erp_sync.pipeline import WindowRequest, sync_stream
+    from erp_sync.streams import get_stream
+
+    params = cfg["params"]
+    spec = get_stream(cfg.get("stream", "invoices"))
+    client = SaaSClient(cfg["base_url"], BearerSecretKey(cfg["secret_key"]), page_size=cfg["page_size"])
+    conn = psycopg2.connect(cfg["dsn"])
+    redis_client = redis.Redis.from_url(cfg["redis_url"], socket_timeout=60)
+    window = WindowRequest(
+        window_end=_parse_time(params.get("window_end")),
+        window_start=_parse_time(params.get("window_start")),
+        full_refresh=bool(params.get("full_refresh")),
+        lookback=timedelta(seconds=float(params.get("lookback_s", 600))),
+    )
+    db_now = _db_now(conn)
+    box: dict[str, float] = {}
+    with _timed(cfg, box):
+        result = sync_stream(
+            spec=spec,
+            client=client,
+            conn=conn,
+            redis_client=redis_client,
+            run_id=params["run_id"],
+            window=window,
+            namespace=cfg["namespace"],
+            batch_records=cfg["batch_records"],
+        )
+    written = _staging_writes_since(conn, list(spec.target_tables), db_now)
+    conn.close()
+    summary = result.summary()
+    summary["staging_rows_written"] = written
+    summary["client"] = client.stats.as_dict()
+    return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
+
+
+def _db_now(conn: Any) -> datetime:
+    with conn.cursor() as cur:
+        cur.execute("SELECT clock_timestamp()")
+        now: datetime = cur.fetchone()[0]
+    conn.rollback()
+    return now
+
+
+def stage_reconcile(cfg: Config) -> Result:
+    """Reconciliation of the period, as the reconcile DAG's task runs it:
+    `erp_sync.reconcile_run.parse_request` + `reconcile_period` (SaaS re-read by `created` through
+    the client and `map_pages`, ERP side by SQL, totals + record diff, report stored and rendered)."""
+    from erp_sync.clients.auth import BearerSecretKey
+    from erp_sync.clients.client import SaaSClient
+    from erp_sync.reconcile_run import parse_request, reconcile_period
+
+    params = cfg["params"]
+    client = SaaSClient(cfg["base_url"], BearerSecretKey(cfg["secret_key"]), page_size=cfg["page_size"])
+    conn = psycopg2.connect(cfg["dsn"])
+    request = parse_request(
+        {"streams": ["invoices"], "period_end": params["period_end"]}, now=datetime.now(UTC)
+    )
+    box: dict[str, float] = {}
+    with _timed(cfg, box):
+        outcome = reconcile_period(conn=conn, client=client, request=request, dag_id="bench", run_id="bench")
+    conn.close()
+    stream = outcome.result.streams[0]
+    extra = {
+        "report_id": outcome.report_id,
+        "status": outcome.status,
+        "saas_records": stream.saas_records,
+        "erp_records": stream.erp_records,
+        "item_counts": outcome.item_counts,
+    }
+    return {"records": stream.saas_records, "seconds": box["seconds"], "extra": extra}
+
+
+# -- floors ----------------------------------------------------------------------------------------
+
+
+def _created_params(params: dict[str, Any]) -> list[tuple[str, str]]:
+    query: list[tuple[str, str]] = []
+    if params.get("window_start"):
+        query.append(("created[gte]", str(int(_parse_time(params["window_start"]).timestamp()))))  # type: ignore[union-attr]
+    end = params.get("window_end") or params.get("period_end")
+    query.append(("created[lt]", str(int(_parse_time(end).timestamp()))))  # type: ignore[union-attr]
+    return query
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def _stripe_list_pages(
+    cfg: Config,
+    path: str,
+    query: list[tuple[str, str]],
+    decode: Callable[[bytes], Any] = orjson.loads,
+    session: requests.Session | None = None,
+) -> Iterator[Any]:
+    """Walk a Stripe list (`limit`/`starting_after`/`has_more`): plain requests + one decode."""
+    session = session or _session()
+    headers = {"Authorization": f"Bearer {cfg['secret_key']}", "Accept": "application/json"}
+    url = cfg["base_url"].rstrip("/") + path
+    after: str | None = None
+    session_params = list(query)
+    while True:
+        params = [*session_params, ("limit", str(cfg["page_size"]))]
+        if after:
+            params = [p for p in params if p[0] != "starting_after"] + [("starting_after", after)]
+        response = session.get(url, params=params, headers=headers, timeout=(5, 60))
+        response.raise_for_status()
+        page = decode(response.content)
+        yield page
+        data = page["data"]
+        if not page.get("has_more") or not data:
+            break
+        after = data[-1]["id"]
+
+
+def stage_floor_http(cfg: Config) -> Result:
+    """HTTP pagination + JSON decoding alone (orjson): the same requests the client makes, including
+    the continuation of truncated invoice line lists (`lines.has_more`)."""
+    params = cfg["params"]
+    path = params.get("path", "/v1/invoices")
+    query = _created_params(params)
+    query = [(k, v) for k, v in params.get("extra_query", [])] + query
+    records = pages = body_bytes = child_requests = 0
+    box: dict[str, float] = {}
+
+    def decode(body: bytes) -> Any:
+        nonlocal body_bytes
+        body_bytes += len(body)
+        return orjson.loads(body)
+
+    session = _session()
+    with _timed(cfg, box):
+        for page in _stripe_list_pages(cfg, path, query, decode, session):
+            pages += 1
+            records += len(page["data"])
+            for item in page["data"]:
+                invoice = item.get("data", {}).get("object", {}) if path == "/v1/events" else item
+                lines = invoice.get("lines") if isinstance(invoice, dict) else None
+                if isinstance(lines, dict) and lines.get("has_more") and lines.get("data"):
+                    start = [("starting_after", lines["data"][-1]["id"])]
+                    child_path = f"/v1/invoices/{invoice['id']}/lines"
+                    for _ in _stripe_list_pages(cfg, child_path, start, decode, session):
+                        child_requests += 1
+    extra = {"pages": pages, "child_requests": child_requests, "mb": round(body_bytes / 1e6, 1), "path": path}
+    return {"records": records, "seconds": box["seconds"], "extra": extra}
+
+
+def stage_floor_copy(cfg: Config) -> Result:
+    """Postgres COPY of the rows the pipeline mapped (dumped from staging, untimed) into an empty copy
+    of each staging table with the same keys and indexes (timed)."""
+    params = cfg["params"]
+    workdir = Path(cfg["workdir"])
+    conn = psycopg2.connect(cfg["dsn"])
+    conn.autocommit = True
+    rows: dict[str, int] = {}
+    dumps: dict[str, tuple[Path, str]] = {}
+    with conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS bench_floor")
+        for table in params["tables"]:
+            columns = ", ".join(params["columns"][table])
+            path = workdir / f"floor_{table}.csv"
+            with path.open("wb") as fh:
+                cur.copy_expert(
+                    f"COPY (SELECT {columns}, sync_batch_id FROM erp_staging.{table})"
+                    " TO STDOUT WITH (FORMAT csv)",
+                    fh,
+                )
+            cur.execute(f"DROP TABLE IF EXISTS bench_floor.{table}")
+            cur.execute(f"CREATE TABLE bench_floor.{table} (LIKE erp_staging.{table} INCLUDING ALL)")
+            dumps[table] = (path, columns)
+    box: dict[str, float] = {}
+    conn.autocommit = False
+    with _timed(cfg, box), conn.cursor() as cur:
+        for table, (path, columns) in dumps.items():
+            with path.open("rb") as fh:
+                cur.copy_expert(
+                    f"COPY bench_floor.{table} ({columns}, sync_batch_id) FROM STDIN WITH (FORMAT csv)",
+                    fh,
+                )
+            rows[table] = cur.rowcount
+        conn.commit()
+    conn.close()
+    primary = params["tables"][0]
+    return {"records": rows[primary], "seconds": box["seconds"], "extra": {"rows_by_table": rows}}
+
+
+def stage_floor_mget(cfg: Config) -> Result:
+    """Redis MGET of every ledger key of the stream (keys listed untimed by SCAN), 2,000 per call."""
+    params = cfg["params"]
+    client = redis.Redis.from_url(cfg["redis_url"], socket_timeout=60)
+    keys: list[bytes] = []
+    for table in params["tables"]:
+        keys.extend(client.scan_iter(match=f"{cfg['namespace']}:ledger:{table}:*", count=10_000))
+    found = 0
+    box: dict[str, float] = {}
+    with _timed(cfg, box):
+        for start in range(0, len(keys), 2_000):
+            found += sum(1 for v in client.mget(keys[start : start + 2_000]) if v is not None)
+    client.close()
+    return {"records": len(keys), "seconds": box["seconds"], "extra": {"keys": len(keys), "found": found}}
+
+
+STAGES: dict[str, Callable[[Config], Result]] = {
+    "sync": stage_sync,
+    "reconcile": stage_reconcile,
+    "floor_http": stage_floor_http,
+    "floor_copy": stage_floor_copy,
+    "floor_mget": stage_floor_mget,
+}
+
+
+def main(argv: list[str]) -> int:
+    kind, config_path = argv[1], Path(argv[2])
+    cfg: Config = json.loads(config_path.read_text())
+    result = STAGES[kind](cfg)
+    result["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["ru_maxrss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    Path(cfg["out"]).write_text(json.dumps(result, default=str, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmark harness (bench/run.py) against a sandbox it seeds itself, a fresh
+# Postgres database and its own Redis namespace. Measurements, not tests.
+#   BENCH_INVOICES=1000000 (default) | scripts/bench.sh --smoke (2,000 invoices, about a minute)
+#   other flags go to bench/run.py: --no-airflow, --skip a,b, --profile cold_sync,replay, --keep
+# Peers (dlt, datacompy) live in their own venv, bench/.venv-peers, from bench/requirements-bench.txt.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$PROJECT_DIR"
+export BENCH_INVOICES="${BENCH_INVOICES:-1000000}"
+
+PEERS="$PROJECT_DIR/bench/.venv-peers"
+stamp="$PEERS/.installed-$(sha256sum bench/requirements-bench.txt | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "[bench] installing the peers (dlt, datacompy) into $PEERS ..."
+  "$VENV/bin/uv" venv --quiet --python "$VENV/bin/python" "$PEERS"
+  "$VENV/bin/uv" pip install --quiet --python "$PEERS/bin/python" -r bench/requirements-bench.txt
+  touch "$stamp"
+fi
+# pyinstrument profiles the stages named in --profile / BENCH_PROFILE (bench only, not a project dep).
+"$VENV/bin/python" -c "import pyinstrument" 2>/dev/null ||
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" pyinstrument==5.1.3
+# `airflow dags test` needs the migrated metadata DB; its backup task drains to the local SFTP server.
+"$PROJECT_DIR/scripts/airflow_init.sh"
+started_sftp=""
+if [ -x "$PROJECT_DIR/scripts/sftp_server.sh" ] && ! "$PROJECT_DIR/scripts/sftp_server.sh" status >/dev/null 2>&1; then
+  "$PROJECT_DIR/scripts/sftp_server.sh" start >/dev/null && started_sftp=1
+fi
+sftp_conn_default
+trap '[ -n "$started_sftp" ] && "$PROJECT_DIR/scripts/sftp_server.sh" stop >/dev/null 2>&1 || true' EXIT
+python -m bench.run "$@"
