@@ -146,6 +146,25 @@ def mark_backed_up(conn: Any, marks: Iterable[BackupMark]) -> int:
     return updated
 
 
+def mark_restored(conn: Any, batch_id: int, pages: Iterable[tuple[int, str, str, str]]) -> int:
+    """A restored batch's pages, re-written to the outbox by the loader, are the very files the
+    restore just verified on the server: point them there instead of uploading them again.
+
+    `pages` holds (page_no, remote_path, sha256 of the gzip, sha256 of the raw page); a row is marked
+    only when its own raw SHA-256 matches. Does not commit.
+    """
+    updated = 0
+    with conn.cursor() as cur:
+        for page_no, remote_path, backup_sha256, raw_sha256 in pages:
+            cur.execute(
+                "UPDATE erp_sync.outbox SET backed_up_at = now(), remote_path = %s, backup_sha256 = %s "
+                "WHERE batch_id = %s AND page_no = %s AND sha256 = %s AND backed_up_at IS NULL",
+                (remote_path, backup_sha256, batch_id, page_no, raw_sha256),
+            )
+            updated += cur.rowcount
+    return updated
+
+
 def unverified_run_ids(conn: Any) -> set[str]:
     """Runs the outbox still holds without a verified backup: retention must not touch their files."""
     with conn.cursor() as cur:

@@ -1,0 +1,427 @@
+"""Restore ERP staging from the SFTP backups, through the same dedupe and load path as a sync.
+
+1. Select manifests: one run (`run_id`) or every run whose pages fall in `[date_from, date_to]`.
+2. Download every file they name and check its size and SHA-256 (of the gzip and of the page inside)
+   against the manifest -- all of them BEFORE anything is written. One mismatch stops the restore
+   with `RestoreIntegrityError` naming the file.
+3. Per original batch (in batch order): rebuild each `Page` from its body with
+   `clients.pages.page_from_body` (the client's own record selection), `map_pages`, and
+   `load_batch` with the original batch's window and input hash. A batch the database already
+   holds is recognised as committed and writes nothing; into an emptied database the batch loads
+   again, and the stream cursor moves forward only (never backwards) with the original
+   window-closing batch.
+
+Before loading a stream the Redis ledger is rebuilt from Postgres: after staging was emptied the
+ledger would otherwise still claim every row is loaded and skip them all.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from paramiko import SFTPClient
+
+from erp_sync.backup import manifest as manifest_mod
+from erp_sync.backup.errors import ManifestError, RestoreIntegrityError
+from erp_sync.backup.layout import MANIFEST_ROOT, manifest_path, run_id_from_manifest_name
+from erp_sync.backup.remote import CHUNK, describe_target, exists, listdir, read_back, sftp_errors
+from erp_sync.core.batch import BatchKey, BatchResult, Page
+from erp_sync.store import outbox
+from erp_sync.streams.spec import StreamSpec
+
+log = logging.getLogger(__name__)
+
+NOT_RESTORABLE_MODES = frozenset({"replay"})  # replay pages hold rejection ids, not SaaS bodies
+
+
+@dataclass(frozen=True)
+class RestoreSelection:
+    """Validated restore parameters: exactly one run, or a date range (either end may be open)."""
+
+    run_id: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        if self.run_id is not None:
+            return bool(document.get("run_id") == self.run_id)
+        first = manifest_mod.parse_time(document.get("first_page_at"))
+        last = manifest_mod.parse_time(document.get("last_page_at"))
+        if first is None or last is None:
+            return False
+        return (self.date_from is None or last.date() >= self.date_from) and (
+            self.date_to is None or first.date() <= self.date_to
+        )
+
+
+def _as_date(name: str, value: date | str | None) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        raise ValueError(f"{name} must be a date (YYYY-MM-DD), not a datetime")
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def validate_restore_params(
+    run_id: str | None = None, date_from: date | str | None = None, date_to: date | str | None = None
+) -> RestoreSelection:
+    """Check what to restore before anything is read or written; `ValueError` says what is wrong."""
+    run = (run_id or "").strip() or None
+    start, end = _as_date("date_from", date_from), _as_date("date_to", date_to)
+    if run is not None and (start is not None or end is not None):
+        raise ValueError("give either run_id or date_from/date_to, not both")
+    if run is None and start is None and end is None:
+        raise ValueError("give a run_id or a date range (date_from and/or date_to) to restore")
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"date_from {start} is after date_to {end}")
+    return RestoreSelection(run, start, end)
+
+
+@dataclass
+class RestoreResult:
+    runs: list[str] = field(default_factory=list)
+    files_verified: int = 0
+    batches: int = 0
+    batches_already_present: int = 0
+    pages: int = 0
+    skipped_pages: int = 0
+    extracted: int = 0
+    loaded_new: int = 0
+    loaded_changed: int = 0
+    skipped_unchanged: int = 0
+    rejected: int = 0
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+
+    def add(self, batch: BatchResult) -> None:
+        self.batches += 1
+        self.extracted += batch.extracted
+        self.loaded_new += batch.loaded_new
+        self.loaded_changed += batch.loaded_changed
+        self.skipped_unchanged += batch.skipped_unchanged
+        self.rejected += batch.rejected
+        for table, rows in batch.rows_by_table.items():
+            self.rows_by_table[table] = self.rows_by_table.get(table, 0) + rows
+
+    @property
+    def rows_written(self) -> int:
+        return sum(self.rows_by_table.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs[:50],
+            "run_count": len(self.runs),
+            "files_verified": self.files_verified,
+            "batches": self.batches,
+            "batches_already_present": self.batches_already_present,
+            "pages": self.pages,
+            "skipped_pages": self.skipped_pages,
+            "extracted": self.extracted,
+            "new": self.loaded_new,
+            "changed": self.loaded_changed,
+            "unchanged": self.skipped_unchanged,
+            "rejected": self.rejected,
+            "rows_by_table": self.rows_by_table,
+            "rows_written": self.rows_written,
+        }
+
+
+@dataclass(frozen=True)
+class _VerifiedFile:
+    entry: dict[str, Any]
+    local: Path  # the verified raw page body
+
+
+# -- 1. manifests ----------------------------------------------------------------------------------
+
+
+def select_manifests(sftp: SFTPClient, selection: RestoreSelection) -> list[dict[str, Any]]:
+    """The manifests to restore, oldest run first; `ManifestError` when none match."""
+    if selection.run_id is not None:
+        path = manifest_path(selection.run_id)
+        if not exists(sftp, path):
+            raise ManifestError(
+                f"SFTP {describe_target(sftp)}: no backup of run {selection.run_id!r} ({path})"
+            )
+        documents = [manifest_mod.loads(read_back(sftp, path)[0], path)]
+    else:
+        documents = []
+        for name in listdir(sftp, MANIFEST_ROOT):
+            if run_id_from_manifest_name(name) is None:
+                continue
+            path = f"{MANIFEST_ROOT}/{name}"
+            document = manifest_mod.loads(read_back(sftp, path)[0], path)
+            if selection.matches(document):
+                documents.append(document)
+        if not documents:
+            raise ManifestError(
+                f"SFTP {describe_target(sftp)}: no backed-up run between {selection.date_from or '-'} "
+                f"and {selection.date_to or '-'}"
+            )
+    return sorted(documents, key=lambda d: (str(d.get("first_page_at")), str(d["run_id"])))
+
+
+# -- 2. download and verify everything first -------------------------------------------------------
+
+
+def _download(sftp: SFTPClient, path: str, target: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with sftp.open(path, "rb") as handle, target.open("wb") as out:
+        handle.prefetch()
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+def verify_files(sftp: SFTPClient, documents: list[dict[str, Any]], workdir: Path) -> list[_VerifiedFile]:
+    """Download every file the manifests name; raise on the first that does not match."""
+    verified: list[_VerifiedFile] = []
+    for document in documents:
+        for entry in document["files"]:
+            path = str(entry["path"])
+            gz_local = workdir / f"{len(verified)}.gz"
+            if not exists(sftp, path):
+                raise RestoreIntegrityError(
+                    f"{path}: listed in run {document['run_id']}'s manifest but missing"
+                )
+            size, digest = _download(sftp, path, gz_local)
+            if size != entry["size"] or digest != entry["sha256_gz"]:
+                raise RestoreIntegrityError(
+                    f"{path}: sha256 {digest} ({size} bytes) does not match the manifest's "
+                    f"{entry['sha256_gz']} ({entry['size']} bytes); restore refused, nothing written"
+                )
+            try:
+                raw = gzip.decompress(gz_local.read_bytes())
+            except (OSError, EOFError) as exc:
+                raise RestoreIntegrityError(f"{path}: not a readable gzip ({exc}); nothing written") from exc
+            if hashlib.sha256(raw).hexdigest() != entry["sha256_raw"]:
+                raise RestoreIntegrityError(f"{path}: page inside does not match sha256_raw; nothing written")
+            raw_local = workdir / f"{len(verified)}.json"
+            raw_local.write_bytes(raw)
+            gz_local.unlink()
+            verified.append(_VerifiedFile(entry, raw_local))
+    return verified
+
+
+# -- 3. load ---------------------------------------------------------------------------------------
+
+
+def _spec_for(specs: Mapping[str, StreamSpec] | None, source_system: str, stream: str) -> StreamSpec:
+    if specs is None:
+        from erp_sync.streams import STREAMS
+
+        specs = STREAMS
+    spec = specs.get(stream)
+    if spec is None or spec.source_system != source_system:
+        raise ManifestError(f"backup holds stream {source_system}/{stream}, which no stream spec declares")
+    return spec
+
+
+def _batch_windows(document: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    return {int(b["batch_id"]): b for b in document.get("batches", [])}
+
+
+def restore_key(
+    restore_run_id: str, spec: StreamSpec, batch: Mapping[str, Any], pages: list[Page]
+) -> BatchKey:
+    """The key a restored batch is loaded under: the original window, and an input hash tied to this
+    restore, so an earlier record of the original batch (or of an earlier restore) cannot make the
+    loader skip a batch whose rows are missing from staging."""
+    from erp_sync.pipeline import input_sha256
+
+    tagged = hashlib.sha256(f"{restore_run_id}|{input_sha256(pages)}".encode()).hexdigest()
+    return BatchKey(
+        restore_run_id,
+        spec.source_system,
+        spec.name,
+        manifest_mod.parse_time(batch.get("window_start")),
+        manifest_mod.parse_time(batch.get("window_end")),
+        tagged,
+    )
+
+
+def _restore_batch(
+    conn: Any,
+    ledger: Any,
+    spec: StreamSpec,
+    restore_run_id: str,
+    files: list[_VerifiedFile],
+    batch: Mapping[str, Any],
+    next_batch_id: Callable[[], int],
+) -> BatchResult | None:
+    """Load one original batch again; None when staging already holds all of it (nothing written)."""
+    from erp_sync.clients.pages import page_from_body
+    from erp_sync.core.transform import map_pages
+    from erp_sync.store.loader import load_batch, plan_batch
+
+    ordered = sorted(files, key=lambda f: int(f.entry["page_no"]))
+    pages: list[Page] = [
+        page_from_body(
+            spec, f.local.read_bytes(), str(f.entry["url"]), f.entry["page_meta"], int(f.entry["page_no"])
+        )
+        for f in ordered
+    ]
+    mapped = map_pages(spec, pages)
+    key = restore_key(restore_run_id, spec, batch, pages)
+    planned = plan_batch(conn, ledger, key, mapped, pages)
+    if planned.loaded_new == 0 and planned.loaded_changed == 0:
+        return None
+    result: BatchResult = load_batch(
+        conn,
+        ledger,
+        key,
+        mapped,
+        pages,
+        batch_id=next_batch_id(),
+        cursor_after=manifest_mod.parse_time(batch.get("cursor_after")),
+        page_meta=dict(ordered[0].entry.get("page_meta") or {}),
+    )
+    result.check_conservation()
+    if not result.already_committed:
+        # The loader put the pages in the outbox again; they are already on the server, verified.
+        outbox.mark_restored(
+            conn,
+            result.batch_id,
+            [
+                (
+                    int(f.entry["page_no"]),
+                    str(f.entry["path"]),
+                    str(f.entry["sha256_gz"]),
+                    str(f.entry["sha256_raw"]),
+                )
+                for f in ordered
+            ],
+        )
+        conn.commit()
+    return result
+
+
+def _default_batch_ids(ledger: Any, conn: Any) -> Callable[[], int]:
+    from erp_sync.store.counters import next_batch_id
+
+    return lambda: next_batch_id(ledger.redis, ledger.namespace, conn)
+
+
+@dataclass
+class _RestoreContext:
+    conn: Any
+    ledger: Any
+    specs: Mapping[str, StreamSpec] | None
+    next_batch_id: Callable[[], int]
+    restore_run_id: str
+    lock_timeout_s: float
+    rebuilt: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _restore_run(
+    ctx: _RestoreContext, document: Mapping[str, Any], files: list[_VerifiedFile], out: RestoreResult
+) -> None:
+    """Load one run's verified files, batch by original batch."""
+    from erp_sync.store.locks import stream_lock
+
+    run = str(document["run_id"])
+    windows = _batch_windows(document)
+    by_batch: dict[int, list[_VerifiedFile]] = {}
+    for item in files:
+        by_batch.setdefault(int(item.entry["batch_id"]), []).append(item)
+    for original_batch_id in sorted(by_batch):
+        batch_files = by_batch[original_batch_id]
+        first = batch_files[0].entry
+        mode = str((first.get("page_meta") or {}).get("mode", "full"))
+        if mode in NOT_RESTORABLE_MODES:
+            out.skipped_pages += len(batch_files)
+            log.warning("restore: batch %s of run %s is a %s batch: skipped", original_batch_id, run, mode)
+            continue
+        spec = _spec_for(ctx.specs, str(first["source_system"]), str(first["stream"]))
+        with stream_lock(ctx.conn, spec.source_system, spec.name, timeout_s=ctx.lock_timeout_s):
+            if (spec.source_system, spec.name) not in ctx.rebuilt:
+                ctx.ledger.rebuild_from_postgres(ctx.conn, spec.target_tables)
+                ctx.rebuilt.add((spec.source_system, spec.name))
+            batch = _restore_batch(
+                ctx.conn,
+                ctx.ledger,
+                spec,
+                ctx.restore_run_id,
+                batch_files,
+                windows.get(original_batch_id, {}),
+                ctx.next_batch_id,
+            )
+        out.pages += len(batch_files)
+        if batch is None:
+            out.batches_already_present += 1
+            log.info("restore: run %s batch %s is already in staging", run, original_batch_id)
+            continue
+        out.add(batch)
+        log.info(
+            "restore: run %s batch %s -> batch %s: new %d, changed %d, unchanged %d, rejected %d",
+            run,
+            original_batch_id,
+            batch.batch_id,
+            batch.loaded_new,
+            batch.loaded_changed,
+            batch.skipped_unchanged,
+            batch.rejected,
+        )
+
+
+def restore(
+    sftp: SFTPClient,
+    conn: Any,
+    ledger: Any,
+    run_id: str | None = None,
+    date_from: date | str | None = None,
+    date_to: date | str | None = None,
+    *,
+    specs: Mapping[str, StreamSpec] | None = None,
+    next_batch_id: Callable[[], int] | None = None,
+    restore_run_id: str | None = None,
+    lock_timeout_s: float = 600.0,
+) -> RestoreResult:
+    """Restore one run or a date range from the backups into the database behind `conn`.
+
+    `ledger` is the `erp_sync.store.ledger.RedisLedger` the syncs use; batches are recorded under
+    `restore_run_id` (default `restore__<time>_<random>`; the DAG passes its own run id).
+    Raises `ValueError` for bad parameters, `ManifestError` when nothing matches,
+    `RestoreIntegrityError` (before any write) when a file does not match its manifest, and
+    `BackupTargetUnavailable` when the server fails.
+    """
+    selection = validate_restore_params(run_id, date_from, date_to)
+    ctx = _RestoreContext(
+        conn=conn,
+        ledger=ledger,
+        specs=specs,
+        next_batch_id=next_batch_id or _default_batch_ids(ledger, conn),
+        restore_run_id=restore_run_id or f"restore__{datetime.now(UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:8]}",
+        lock_timeout_s=lock_timeout_s,
+    )
+    result = RestoreResult()
+    describe_target(sftp)
+    with tempfile.TemporaryDirectory(prefix="erp-restore-") as tmp:
+        with sftp_errors(sftp, "restore download"):
+            documents = select_manifests(sftp, selection)
+            verified = verify_files(sftp, documents, Path(tmp))
+        result.files_verified = len(verified)
+        log.info("restore: %d runs, %d files verified against their manifests", len(documents), len(verified))
+        index = 0
+        for document in documents:
+            count = len(document["files"])
+            result.runs.append(str(document["run_id"]))
+            _restore_run(ctx, document, verified[index : index + count], result)
+            index += count
+    return result
