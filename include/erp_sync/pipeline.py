@@ -105,7 +105,9 @@ class StreamRunResult:
 def resolve_window(spec: StreamSpec, cursor: datetime | None, request: WindowRequest) -> ResolvedWindow:
     from erp_sync.clients.windows import compute_window
 
-    now = request.now or datetime.now(UTC)
+    # Sources stamp records in whole seconds: a window ending mid-second would read part of that
+    # second and the cursor would then skip the rest, so the end is truncated to the second.
+    now = (request.now or datetime.now(UTC)).replace(microsecond=0)
     retention = spec.incremental.retention_days if spec.incremental.kind == "stripe_events" else None
     if spec.incremental.kind == "none" or request.full_refresh:
         end = request.window_end or request.data_interval_end or now
