@@ -12,7 +12,7 @@ from erp_sync.clients.errors import (
     RetryExhaustedError,
     SaaSClientError,
 )
-from erp_sync.clients.pages import meta_for_page, page_from_body
+from erp_sync.clients.pages import meta_for_page, meta_for_pages, page_from_body
 from erp_sync.clients.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket
 from erp_sync.clients.retry import RetryPolicy
 from erp_sync.clients.windows import Window, compute_window
@@ -37,5 +37,6 @@ __all__ = [
     "Window",
     "compute_window",
     "meta_for_page",
+    "meta_for_pages",
     "page_from_body",
 ]

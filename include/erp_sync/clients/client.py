@@ -27,6 +27,7 @@ from erp_sync.clients.errors import (
 )
 from erp_sync.clients.pages import (
     Mode,
+    page_meta_for,
     page_selector,
     parse_json_body,
     select_items,
@@ -139,6 +140,7 @@ class SaaSClient:
         self._stream = ""
         self._last_progress = clock()
         self._child_tails: dict[bytes, list[Any]] = {}
+        self.page_meta: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"SaaSClient(base_url={self.base_url!r}, auth={self.auth!r})"
@@ -171,12 +173,14 @@ class SaaSClient:
         self._stream = spec.name
         self._last_progress = self._clock()
         self._child_tails = {}
+        default_version = int(self._wall_clock().timestamp()) if effective_mode == "full" else None
+        # What the loader stores beside each outbox page so restore can rebuild it (page_from_body).
+        self.page_meta = page_meta_for(effective_mode, default_version)
         if window_start is not None and window_start >= window_end:
             log.info(
                 "extract %s: empty window [%s, %s), nothing to read", spec.name, window_start, window_end
             )
             return
-        default_version = int(self._wall_clock().timestamp()) if effective_mode == "full" else None
         paginator = make_paginator(self._paginator_spec(spec, effective_mode))
         request: PageRequest | None = paginator.first(
             self._first_request(spec, effective_mode, window_start, window_end)

@@ -6,7 +6,7 @@ exactly the records (and versions) the client yielded the night it was read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -184,3 +184,11 @@ def meta_for_page(page: Page, mode: Mode) -> dict[str, Any]:
     start time as its version, so the page itself says what `default_version` was."""
     default_version = page.versions[0] if mode == "full" and page.versions else None
     return page_meta_for(mode, default_version)
+
+
+def meta_for_pages(pages: Sequence[Page], mode: Mode) -> dict[str, Any]:
+    """`page_meta` for a batch of pages from one `iter_pages` call (they share the listing start)."""
+    for page in pages:
+        if page.versions:
+            return meta_for_page(page, mode)
+    return page_meta_for(mode, None)

@@ -143,3 +143,21 @@ def test_custom_selector_with_dotted_path(make_client: Any) -> None:
         )
     )
     assert page.records == [{"id": 7}]
+
+
+def test_batch_meta_and_client_page_meta_agree(make_client: Any) -> None:
+    from erp_sync.clients import meta_for_pages
+
+    spec = StreamSpec(name="things", source_system="t", path="/things", model="M", mapping="m",
+                      target_tables=("t",), paginator=PaginatorSpec("offset", page_size=1))  # fmt: skip
+    data: list[Any] = [{"nope": 1}, {"id": "t_1"}]
+
+    def handle(call: Call) -> HttpResponse:
+        offset = int(call.param("offset") or 0)
+        return json_response({"data": data[offset : offset + 1], "total": 2})
+
+    client = make_client(FakeTransport(handle))
+    pages = list(client.iter_pages(spec, mode="full", window_start=None, window_end=END))
+    assert pages[0].versions == []  # the first page held only a problem
+    expected = {"mode": "full", "default_version": int(WALL.timestamp())}
+    assert meta_for_pages(pages, "full") == client.page_meta == expected
