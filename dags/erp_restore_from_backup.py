@@ -1,0 +1,65 @@
+"""Restore ERP staging from the verified SFTP backups. Wiring only: the logic is `erp_sync.backup`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+DOC = """
+### Restore ERP staging from SFTP backups
+
+Give **either** `run_id` (a sync run whose backup to restore) **or** a date range `date_from` /
+`date_to` (YYYY-MM-DD, inclusive; either end may be left empty). The parameters are checked before
+anything is read or written.
+
+The restore downloads every file the selected manifests name and checks each one's size and SHA-256
+against its manifest **before writing anything**: one mismatch stops the run and names the file. The
+pages then go through the sync's own path (record selection, validation, mapping, Redis dedupe, the
+version-guarded upsert), so restoring over staging that already holds the data writes no row, and
+restoring into emptied staging rebuilds it. Connections: `sftp_backup`, `erp_staging`, `sync_state`.
+"""
+
+
+@dag(
+    dag_id="erp_restore_from_backup",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["erp-sync", "backup", "restore"],
+    doc_md=DOC,
+    default_args={"owner": "data-engineering", "retries": 0},
+    params={
+        "run_id": Param(None, type=["null", "string"], description="The sync run whose backup to restore."),
+        "date_from": Param(None, type=["null", "string"], description="First day to restore (YYYY-MM-DD)."),
+        "date_to": Param(None, type=["null", "string"], description="Last day to restore (YYYY-MM-DD)."),
+    },
+)
+def erp_restore_from_backup() -> None:
+    @task
+    def check_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Fail fast on a bad request: nothing is read or written before this passes."""
+        from erp_sync.backup.restore import validate_restore_params
+
+        given = params or {}
+        selection = validate_restore_params(given.get("run_id"), given.get("date_from"), given.get("date_to"))
+        return {
+            "run_id": selection.run_id,
+            "date_from": selection.date_from.isoformat() if selection.date_from else None,
+            "date_to": selection.date_to.isoformat() if selection.date_to else None,
+        }
+
+    @task
+    def restore_from_sftp(selection: dict[str, Any]) -> dict[str, Any]:
+        """Verify every backed-up file against its manifest, then reload through dedupe and load."""
+        from erp_sync.backup.tasks import restore_task
+
+        dag_run = get_current_context()["dag_run"]
+        return restore_task(restore_run_id=f"restore__{dag_run.run_id}", **selection)
+
+    restore_from_sftp(check_params())
+
+
+erp_restore_from_backup()

@@ -1,0 +1,29 @@
+"""The restore DAG parses, is wired check_params -> restore_from_sftp, and takes only safe params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[3] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dag():  # type: ignore[no-untyped-def]
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / "erp_restore_from_backup.py"))
+    assert bag.import_errors == {}
+    return bag.dags["erp_restore_from_backup"]
+
+
+def test_restore_dag_validates_params_before_restoring(dag) -> None:  # type: ignore[no-untyped-def]
+    assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")
+    check, restore = dag.get_task("check_params"), dag.get_task("restore_from_sftp")
+    assert restore.upstream_task_ids == {check.task_id}
+    assert set(dag.params.keys()) == {"run_id", "date_from", "date_to"}
+    assert all(dag.params[name] is None for name in ("run_id", "date_from", "date_to"))
+    assert dag.doc_md and "before writing anything" in dag.doc_md
