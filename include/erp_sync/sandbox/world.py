@@ -1040,6 +1040,7 @@ class World:
             kind = rng.choices(choices, weights=weights)[0]
             change = self._apply(kind, rng, at, touched)
             if change is None:
+                touched.add((INVOICE, self.invoices.n))
                 change = self._new_invoice(rng, at)
             change["events"] = [self.ids.encode("evt", e) for e in change["events"]]
             applied.append(change)
@@ -1062,6 +1063,7 @@ class World:
         if kind == "new_customer":
             return self._new_customer(rng, at)
         if kind == "new_invoice":
+            touched.add((INVOICE, self.invoices.n))  # one change per object per call
             return self._new_invoice(rng, at)
         return self._order_change(rng, at, kind == "new_order")
 
