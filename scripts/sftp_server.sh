@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # A real OpenSSH sshd serving SFTP on a loopback port, for the backup target (`sftp_backup`).
 #
-#   scripts/sftp_server.sh start|stop|status|env
+#   scripts/sftp_server.sh start|stop|status|env|install
 #
 # Everything it generates lives under the project: .run/sftp/ (host key, client key, authorized_keys,
 # sshd_config, pid file, log, and data/ -- the SFTP root the backups land in). It never touches the
 # system's own sshd configuration. `start` is idempotent; `env` prints the Airflow connection with the
-# host key pinned:  eval "export $(scripts/sftp_server.sh env)"
+# host key pinned:  eval "export $(scripts/sftp_server.sh env)". `install` only installs openssh-server
+# (apt-get, when sshd is missing) and creates the login user: the one-time, root-only part.
 #
 # Settings (environment):
-#   ERP_SFTP_PORT     listen port on 127.0.0.1 (default 2222)
+#   ERP_SFTP_PORT     listen port on 127.0.0.1 (default $SFTP_PORT from scripts/env.sh, else 2222)
 #   ERP_SFTP_RUN_DIR  where keys, config and data live (default <project>/.run/sftp); tests use their own
 #   ERP_SFTP_USER     the account clients log in as (default erpbackup; created when missing)
 set -euo pipefail
 
 PROJECT_DIR="$(cd "$(dirname "$0")/.." && pwd)"
-PORT="${ERP_SFTP_PORT:-2222}"
+PORT="${ERP_SFTP_PORT:-${SFTP_PORT:-2222}}"
 RUN_DIR="${ERP_SFTP_RUN_DIR:-$PROJECT_DIR/.run/sftp}"
 SFTP_USER="${ERP_SFTP_USER:-erpbackup}"
 SSHD=/usr/sbin/sshd
@@ -177,5 +178,6 @@ case "${1:-}" in
     stop) cmd_stop ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    install) ensure_sshd_installed; ensure_user; log "openssh-server and user $SFTP_USER ready" ;;
+    *) echo "usage: $0 start|stop|status|env|install" >&2; exit 2 ;;
 esac
