@@ -117,6 +117,14 @@ class RedisLedger:
             removed += int(self.redis.delete(*chunk))
         return removed
 
+    def evict_keys(self, keys: Iterable[tuple[str, str, str]]) -> int:
+        """Forget (table, source_system, source_id) keys, in bulk."""
+        full = [self._keys(table, system, [source_id])[0] for table, system, source_id in keys]
+        removed = 0
+        for chunk in _chunks(full):
+            removed += int(self.redis.delete(*chunk))
+        return removed
+
     def evict_frame(self, table: str, df: pd.DataFrame) -> int:
         """`evict` for the rows of a DataFrame (its source_system and source_id columns)."""
         if df.empty:
@@ -167,7 +175,8 @@ class RedisLedger:
         with conn.cursor(name=f"ledger_rebuild_{table}") as cur:
             cur.itersize = REBUILD_FETCH
             cur.execute(
-                f"SELECT source_system, source_id, row_sha256 FROM erp_staging.{_ident(table)}"
+                "SELECT source_system, source_id, row_sha256 FROM erp_staging."
+                f"{_ident(table)} WHERE interface_status <> 'DELETED'"
             )
             while True:
                 rows = cur.fetchmany(REBUILD_FETCH)

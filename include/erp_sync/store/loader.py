@@ -105,6 +105,7 @@ def load_batch(
 
     result, outcomes = _transact(
         conn,
+        ledger,
         key,
         mapped,
         pages,
@@ -148,6 +149,7 @@ def plan_batch(
         candidates, _ = _ledger_split(ledger, mapped, tables)
     result, outcomes = _transact(
         conn,
+        ledger,
         key,
         mapped,
         pages,
@@ -179,6 +181,7 @@ def find_committed(conn: Any, key: BatchKey) -> BatchResult | None:
 
 def _transact(
     conn: Any,
+    ledger: RedisLedger,
     key: BatchKey,
     mapped: MappedBatch,
     pages: Sequence[Page],
@@ -206,6 +209,9 @@ def _transact(
                 for table, df in candidates.items()
                 if not df.empty
             }
+            retired = _retire_removed_children(cur, mapped, batch_id, outcomes)
+            if retired and not dry_run:
+                ledger.evict_keys(retired)  # before COMMIT: a crash after it leaves no stale entry
             result = _count(mapped, batch_id, outcomes)
             result.check_conservation()  # raises ConservationError -> rollback below
             if dry_run:
@@ -253,7 +259,8 @@ def _upsert_table(
         SELECT {col_list}, %(batch_id)s, 'PENDING', now() FROM {temp}
         ON CONFLICT (source_system, source_id) DO UPDATE SET
             {updates}, sync_batch_id = excluded.sync_batch_id, interface_status = 'PENDING', loaded_at = now()
-        WHERE s.row_sha256 <> excluded.row_sha256 AND excluded.source_version >= s.source_version
+        WHERE (s.row_sha256 <> excluded.row_sha256 OR s.interface_status = 'DELETED')
+          AND excluded.source_version >= s.source_version
         RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"}
         """,
         {"batch_id": batch_id},
@@ -267,12 +274,66 @@ def _upsert_table(
     if with_final_state:
         cur.execute(
             f"SELECT s.source_system, s.source_id, s.row_sha256 FROM {temp} t "
-            f"JOIN erp_staging.{_ident(table)} s USING (source_system, source_id)"
+            f"JOIN erp_staging.{_ident(table)} s USING (source_system, source_id) "
+            "WHERE s.interface_status <> 'DELETED'"  # a retired row must reach Postgres when it returns
         )
         outcome.final_state = pd.DataFrame(
             cur.fetchall(), columns=["source_system", "source_id", "row_sha256"]
         )
     return outcome
+
+
+def _retire_removed_children(
+    cur: Any, mapped: MappedBatch, batch_id: int, outcomes: dict[str, _TableOutcome]
+) -> list[tuple[str, str, str]]:
+    """Soft-delete child rows (invoice lines) that a newer version of their record no longer has.
+
+    The loader may not DELETE staging rows: a removed line is marked `interface_status = 'DELETED'`
+    at the record's version, so only a newer version re-activates it through the upsert. A line is
+    retired only when the batch's record version is newer than the line's and not older than the
+    stored header: an out-of-order old version retires nothing. Returns (table, source_system,
+    source_id) of the retired rows, which count as writes.
+    """
+    primary = mapped.tables.get(mapped.primary_table)
+    if primary is None or primary.empty:
+        return []
+    retired: list[tuple[str, str, str]] = []
+    for table, parent_column in CHILD_PARENT_COLUMN.items():
+        if table not in mapped.tables:
+            continue
+        children = mapped.tables[table]
+        kept = [] if children.empty else children["source_id"].astype(str).tolist()
+        cur.execute(
+            f"""
+            WITH parents AS (
+                SELECT * FROM unnest(%(ids)s::text[], %(versions)s::bigint[]) AS p(parent_id, version)
+            )
+            UPDATE erp_staging.{_ident(table)} AS s
+            SET interface_status = 'DELETED', source_version = p.version, sync_batch_id = %(batch_id)s,
+                loaded_at = now()
+            FROM parents p
+            JOIN erp_staging.{_ident(mapped.primary_table)} h
+              ON h.source_system = %(system)s AND h.source_id = p.parent_id AND h.source_version <= p.version
+            WHERE s.source_system = %(system)s AND s.{_ident(parent_column)} = p.parent_id
+              AND s.source_version < p.version AND s.interface_status <> 'DELETED'
+              AND NOT (s.source_id = ANY(%(kept)s::text[]))
+            RETURNING s.source_id, s.{_ident(parent_column)}
+            """,
+            {
+                "ids": primary["source_id"].astype(str).tolist(),
+                "versions": [int(v) for v in primary["source_version"]],
+                "batch_id": batch_id,
+                "system": mapped.source_system,
+                "kept": kept,
+            },
+        )
+        rows = cur.fetchall()
+        if rows:
+            outcome = outcomes.setdefault(table, _TableOutcome())
+            outcome.written += len(rows)
+            outcome.touched_parents.update(parent for _, parent in rows)
+            retired.extend((table, mapped.source_system, source_id) for source_id, _ in rows)
+    return retired
 
 
 def _count(mapped: MappedBatch, batch_id: int, outcomes: Mapping[str, _TableOutcome]) -> BatchResult:

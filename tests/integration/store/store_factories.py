@@ -42,6 +42,7 @@ class Line:
     amount: Decimal
     description: str = "Seat"
     quantity: Decimal = Decimal("1")
+    line_id: str | None = None  # default: il_<position>
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _invoice_frames(invoices: list[Invoice]) -> tuple[pd.DataFrame, pd.DataFrame
             lines.append(
                 {
                     "source_system": SOURCE,
-                    "source_id": f"{inv.source_id}:il_{number}",
+                    "source_id": f"{inv.source_id}:{line.line_id or f'il_{number}'}",
                     "invoice_source_id": inv.source_id,
                     "line_number": number,
                     "description": line.description,

@@ -301,3 +301,50 @@ def test_batch_id_already_used_is_refused(conn, ledger):
     with pytest.raises(Exception, match="sync_batches_pkey"):
         load_batch(conn, ledger, key2, mapped2, pages2, batch_id=7, cursor_after=None)
     assert _count(conn, "SELECT count(*) FROM erp_staging.ar_invoices WHERE source_id LIKE 'z%'") == 0
+
+
+def _line_status(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT source_id, interface_status, amount FROM erp_staging.ar_invoice_lines ORDER BY 1")
+        rows = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+    conn.rollback()
+    return rows
+
+
+def test_a_line_removed_by_a_newer_version_is_soft_deleted_and_can_return(conn, ledger):
+    lines = tuple(Line(Decimal(a), line_id=f"il_{a}") for a in ("1.00", "2.00", "3.00"))
+    v1 = Invoice("in_d", 100, Decimal("6.00"), lines=lines)
+    v2 = v1.bump(200, total=Decimal("4.00"), lines=(lines[0], lines[2]))
+    v3 = v1.bump(300, total=Decimal("6.00"))
+
+    _load(conn, ledger, invoice_batch([v1], tag="v1"))
+    result = _load(conn, ledger, invoice_batch([v2], tag="v2"))
+    # written: the header, line 3 (renumbered 3 -> 2) and line 2 (retired)
+    assert (result.loaded_changed, result.rows_by_table) == (1, {"ar_invoices": 1, "ar_invoice_lines": 2})
+    assert _line_status(conn) == {
+        "in_d:il_1.00": ("PENDING", Decimal("1.000")),
+        "in_d:il_2.00": ("DELETED", Decimal("2.000")),
+        "in_d:il_3.00": ("PENDING", Decimal("3.000")),
+    }
+    # the old version arriving late retires nothing and revives nothing
+    late = _load(conn, ledger, invoice_batch([v1], tag="v1-late"))
+    assert (late.loaded_changed, late.skipped_unchanged) == (0, 1)
+    assert _line_status(conn)["in_d:il_2.00"][0] == "DELETED"
+    # a newer version with the line back re-activates it, even though its content is identical
+    back = _load(conn, ledger, invoice_batch([v3], tag="v3"))
+    assert back.loaded_changed == 1
+    assert {sid: st for sid, (st, _) in _line_status(conn).items()} == dict.fromkeys(
+        ["in_d:il_1.00", "in_d:il_2.00", "in_d:il_3.00"], "PENDING"
+    )
+
+
+def test_an_empty_last_batch_still_records_itself_and_moves_the_cursor(conn, ledger):
+    batch = invoice_batch([], tag="empty")
+    result = _load(conn, ledger, batch, cursor_after=WINDOW[1])
+    assert (result.extracted, result.loaded_new, result.rows_by_table) == (
+        0,
+        0,
+        {"ar_invoices": 0, "ar_invoice_lines": 0},
+    )
+    assert get_cursor(conn, "stripe", "invoices") == WINDOW[1]
+    assert _load(conn, ledger, batch, cursor_after=WINDOW[1]).already_committed
