@@ -34,7 +34,7 @@ from erp_sync.clients.pages import (
     select_records,
     uses_events,
 )
-from erp_sync.clients.paginators import PageRequest, StripePaginator, make_paginator
+from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePaginator, make_paginator
 from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, RequestsTransport, Transport
@@ -189,7 +189,8 @@ class SaaSClient:
         seen: set[PageRequest] = set()
         page_no = 0
         while request is not None:
-            if request in seen:
+            if request in seen and not isinstance(paginator, OffsetPaginator):
+                # Offset walks may legitimately repeat a request after stepping back (see OffsetPaginator).
                 raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
             seen.add(request)
             response, payload, items = self._call(

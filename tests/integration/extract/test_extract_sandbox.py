@@ -288,3 +288,28 @@ def test_a_shared_redis_budget_throttles_two_clients(
         _all_pages(client, "charges")
     assert sum(c.stats.rate_limit_waits for c in clients) > 0
     assert all(c.stats.wait_seconds > 0 for c in clients[1:])
+
+
+def test_orders_offset_walk_skips_nothing_when_orders_leave_the_window_mid_walk() -> None:
+    """Orders updated past the window end during the walk drop out of the filtered set and shift
+    every later order back; the offset paginator notices the shrinking `total` and steps back."""
+    with running_sandbox(invoices=150, seed=5, oauth=True) as sbx:
+        auth = OAuth2ClientCredentials(sbx.token_url, sbx.client_id, sbx.client_secret)
+        client = SaaSClient(sbx.base_url, auth, progress=lambda s, st: None, page_size=20)
+        end = datetime.now(UTC)
+        in_window = {
+            o["order_id"]
+            for o in sbx.admin.truth()["objects"]["orders"]
+            if datetime.fromisoformat(o["updated_at"]) < end.replace(microsecond=0)
+        }
+        seen: set[str] = set()
+        moved: set[str] = set()
+        requests_without_shift = 0
+        for page in client.iter_pages(get_stream("orders"), mode="full", window_start=None, window_end=end):
+            seen.update(r["order_id"] for r in page.records)
+            changes = sbx.admin.mutate(2, at=int(end.timestamp()) + 60, kinds=["update_order"])["applied"]
+            moved.update(c["id"] for c in changes if c["kind"] == "update_order")
+            requests_without_shift += 1
+        assert moved, "the walk must have moved some orders out of the window"
+        assert in_window - moved <= seen, f"skipped: {sorted(in_window - moved - seen)[:5]}"
+        assert client.stats.requests - 1 <= requests_without_shift + 1  # widened pages, not extra ones
