@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from erp_sync.backup.drain import backup_report, drain_outbox
+from erp_sync.backup.errors import BackupError
 from erp_sync.backup.remote import connect
 from erp_sync.backup.restore import restore, validate_restore_params
 from erp_sync.backup.retention import apply_retention
@@ -26,12 +27,27 @@ KEEP_DAYS_VARIABLE = "erp_sync_backup_keep_days"
 DEFAULT_KEEP_DAYS = 30
 
 
+def require_pinned_host_key(hook: Any, conn_id: str) -> None:
+    """Backups go only to a server whose host key the connection pins: never learned, never skipped."""
+    if getattr(hook, "no_host_key_check", False) or getattr(hook, "allow_host_key_change", False):
+        raise BackupError(
+            f"connection {conn_id!r} disables host key checking (no_host_key_check/allow_host_key_change); "
+            "backups need the server's host key pinned in the `host_key` extra"
+        )
+    if getattr(hook, "host_key", None) is None:
+        raise BackupError(
+            f"connection {conn_id!r} has no `host_key` extra; pin the server's key "
+            "(e.g. `ssh-ed25519 AAAA...`, as `scripts/sftp_server.sh env` prints it)"
+        )
+
+
 @contextmanager
 def backup_target(sftp_conn_id: str = "sftp_backup") -> Iterator[Any]:
     """A connected `SFTPClient` for `sftp_conn_id`, closed afterwards; clear errors when it fails."""
     from airflow.providers.sftp.hooks.sftp import SFTPHook
 
     hook = SFTPHook(ssh_conn_id=sftp_conn_id)
+    require_pinned_host_key(hook, sftp_conn_id)
     sftp = connect(hook.get_conn, host=hook.remote_host, port=hook.port)
     try:
         yield sftp

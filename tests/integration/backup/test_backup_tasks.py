@@ -81,3 +81,18 @@ def test_report_task_uploads_and_bad_restore_params_fail_before_connecting(airfl
     assert uploaded["size"] == 16
     with pytest.raises(ValueError, match="not both"):
         restore_task(run_id="x", date_from="2026-01-01", erp_conn_id="does_not_exist")
+
+
+@pytest.mark.parametrize("change", [{"no_host_key_check": "true", "host_key": None}, {"host_key": None}])
+def test_backup_target_must_pin_the_host_key(
+    sftp_conn_env: str, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any]
+) -> None:
+    from erp_sync.backup.errors import BackupError
+    from erp_sync.backup.tasks import backup_target
+
+    conn = json.loads(sftp_conn_env)
+    conn["extra"].update(change)
+    conn["extra"] = {k: v for k, v in conn["extra"].items() if v is not None}
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_BACKUP", json.dumps(conn))
+    with pytest.raises(BackupError, match="host_key"), backup_target():
+        pass
