@@ -162,8 +162,10 @@ class World:
         self.history_days = history_days
         self.anchor = int(anchor if anchor is not None else time.time() // 3600 * 3600)
         self.ids = IdCodec(seed)
-        self._cache: dict[tuple[int, int], bytes] = {}
-        self.cache_limit = 400_000
+        self._cache: dict[int, dict[int, bytes]] = {res: {} for res in (*PREFIX, ORDER)}
+        self._cached = 0
+        self.cache_limit = 250_000  # objects (~1 GB of invoices at most)
+        self._cands: dict[str, np.ndarray[Any, Any]] = {}
         self.mutation_calls = 0
         self._generate(invoices)
         self.index = {
@@ -651,18 +653,23 @@ class World:
     # ------------------------------------------------------------------ JSON cache
     def json(self, res: int, row: int) -> bytes:
         """The current object's JSON, serialised once and cached until it changes."""
-        key = (res, row)
-        body = self._cache.get(key)
+        body = self._cache[res].get(row)
         if body is None:
             obj = self.render_order(row) if res == ORDER else self.render(res, row)
             body = orjson.dumps(obj)
-            if len(self._cache) >= self.cache_limit:
-                self._cache.clear()
-            self._cache[key] = body
+            self._cached += 1
+            if self._cached > self.cache_limit:  # crude but O(1) amortised: start over
+                self._cache = {r: {} for r in self._cache}
+                self._cached = 1
+            self._cache[res][row] = body
         return body
 
+    def json_many(self, res: int, rows: list[int]) -> list[bytes]:
+        cache = self._cache[res]
+        return [cache.get(r) or self.json(res, r) for r in rows]
+
     def _touch(self, res: int, row: int) -> None:
-        self._cache.pop((res, row), None)
+        self._cache[res].pop(row, None)
 
     # ------------------------------------------------------------------ lookup and listing
     def table(self, res: int) -> Table:
@@ -714,11 +721,11 @@ class World:
         if ending_before is not None:
             lo = max(lo, idx.pos_of(ending_before) + 1)
             positions, more = self._scan(order, lo, hi, limit, predicate, descending=False)
-            return Listing([int(order[p]) for p in reversed(positions)], more)
+            return Listing(order[positions][::-1].tolist(), more)
         if starting_after is not None:
             hi = min(hi, idx.pos_of(starting_after))
         positions, more = self._scan(order, lo, hi, limit, predicate, descending=True)
-        return Listing([int(order[p]) for p in positions], more)
+        return Listing(order[positions].tolist(), more)
 
     @staticmethod
     def _scan(
@@ -729,15 +736,16 @@ class World:
         predicate: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None,
         *,
         descending: bool,
-    ) -> tuple[list[int], bool]:
+    ) -> tuple[Any, bool]:
+        """Positions (a slice or a list) of up to `limit` matches, scanning from `hi` down or `lo` up."""
         if hi <= lo:
             return [], False
         if predicate is None:
             if descending:
                 first = max(lo, hi - limit)
-                return list(range(hi - 1, first - 1, -1)), first > lo
+                return slice(hi - 1, first - 1 if first > 0 else None, -1), first > lo
             last = min(hi, lo + limit)
-            return list(range(lo, last)), last < hi
+            return slice(lo, last), last < hi
         found: list[int] = []
         chunk = 512
         cursor = hi if descending else lo
@@ -1034,7 +1042,7 @@ class World:
         rng = random.Random(f"{self.seed}:{self.mutation_calls}")
         self.mutation_calls += 1
         touched: set[tuple[int, int]] = set()
-        self._cands: dict[str, np.ndarray[Any, Any]] = {}
+        self._cands = {}
         applied = []
         for _ in range(n):
             kind = rng.choices(choices, weights=weights)[0]
