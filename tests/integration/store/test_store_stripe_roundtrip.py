@@ -1,0 +1,138 @@
+"""Real Stripe objects through the real stages: page_from_body -> map_pages -> load_batch.
+
+Invoices are deep copies of the real fixture in ../shared/reference/stripe (all of Stripe's fields)
+with ids, currencies (exponents 0, 2, 3) and amounts varied; staging must hold the amounts exactly in
+major units, and a second extraction of the same objects must write nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from erp_sync.clients.pages import page_from_body
+from erp_sync.core.batch import BatchKey
+from erp_sync.core.transform import map_pages
+from erp_sync.store.loader import load_batch
+from erp_sync.streams.stripe import INVOICES
+
+pytestmark = pytest.mark.integration
+FIXTURES = Path(__file__).resolve().parents[3] / "../shared/reference/stripe/fixtures3.subset.json"
+CURRENCIES = (("usd", 2), ("jpy", 0), ("kwd", 3))
+
+
+def stripe_invoices(count: int, lines: int = 3) -> list[dict[str, Any]]:
+    template = json.loads(FIXTURES.read_text())["resources"]["invoice"]
+    out = []
+    for n in range(count):
+        invoice = copy.deepcopy(template)
+        invoice.update(
+            id=f"in_rt{n:04d}",
+            number=f"RT-{n:04d}",
+            currency=CURRENCIES[n % 3][0],
+            created=1_700_000_000 + n,
+            status="open",
+            amount_paid=0,
+        )
+        items = []
+        for k in range(lines):
+            line = copy.deepcopy(template["lines"]["data"][0])
+            line.update(
+                id=f"il_rt{n:04d}_{k}",
+                amount=1001 * (k + 1) + n,
+                quantity=k + 1,
+                currency=invoice["currency"],
+            )
+            items.append(line)
+        invoice["lines"]["data"] = items
+        invoice["lines"]["has_more"] = False
+        invoice["total"] = invoice["subtotal"] = invoice["amount_due"] = sum(i["amount"] for i in items)
+        out.append(invoice)
+    return out
+
+
+def extract(invoices: list[dict[str, Any]], tag: str):
+    body = json.dumps({"object": "list", "data": invoices, "has_more": False}).encode()
+    page = page_from_body(
+        INVOICES,
+        body,
+        f"https://sandbox.test/v1/invoices?tag={tag}",
+        {"mode": "full", "default_version": 1_700_100_000},
+        1,
+    )
+    mapped = map_pages(INVOICES, [page])
+    key = BatchKey("run", INVOICES.source_system, INVOICES.name, None, None, f"{tag:0>64}")
+    return key, mapped, [page]
+
+
+def _rows(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
+
+
+def test_real_invoices_land_exactly_and_a_second_extraction_writes_nothing(conn, ledger):
+    invoices = stripe_invoices(9)
+    key, mapped, pages = extract(invoices, "a")
+    assert mapped.rejections == []
+    first = load_batch(conn, ledger, key, mapped, pages, batch_id=1, cursor_after=None)
+    assert (first.loaded_new, first.rows_by_table) == (9, {"ar_invoices": 9, "ar_invoice_lines": 27})
+
+    staged = dict(_rows(conn, "SELECT source_id, total_amount FROM erp_staging.ar_invoices"))
+    for invoice, (currency, exponent) in zip(invoices, CURRENCIES * 3, strict=True):
+        assert staged[invoice["id"]] == Decimal(invoice["total"]).scaleb(-exponent), currency
+    assert _rows(
+        conn,
+        "SELECT count(*) FROM erp_staging.ar_invoices i JOIN (SELECT invoice_source_id, "
+        "sum(amount) s FROM erp_staging.ar_invoice_lines GROUP BY 1) l "
+        "ON l.invoice_source_id = i.source_id WHERE l.s <> i.total_amount",
+    ) == [(0,)]
+    before = _rows(
+        conn, "SELECT source_id, xmin::text, loaded_at FROM erp_staging.ar_invoice_lines ORDER BY 1"
+    )
+
+    key2, mapped2, pages2 = extract(invoices, "b")
+    again = load_batch(conn, ledger, key2, mapped2, pages2, batch_id=2, cursor_after=None)
+    assert (again.loaded_new, again.loaded_changed, again.skipped_unchanged) == (0, 0, 9)
+    assert (
+        _rows(conn, "SELECT source_id, xmin::text, loaded_at FROM erp_staging.ar_invoice_lines ORDER BY 1")
+        == before
+    )
+
+
+def test_a_real_invoice_losing_a_line_keeps_line_sums_true_for_live_lines(conn, ledger):
+    invoices = stripe_invoices(3)
+    load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
+    edited = copy.deepcopy(invoices)
+    dropped = edited[1]["lines"]["data"].pop()
+    edited[1]["total"] = edited[1]["subtotal"] = edited[1]["amount_due"] = sum(
+        i["amount"] for i in edited[1]["lines"]["data"]
+    )
+    body = json.dumps({"object": "list", "data": edited, "has_more": False}).encode()
+    page = page_from_body(
+        INVOICES,
+        body,
+        "https://sandbox.test/v1/invoices?tag=b",
+        {"mode": "full", "default_version": 1_700_200_000},
+        1,
+    )
+    mapped = map_pages(INVOICES, [page])
+    key = BatchKey("run", "stripe", "invoices", None, None, "b" * 64)
+    result = load_batch(conn, ledger, key, mapped, [page], batch_id=2, cursor_after=None)
+    assert (result.loaded_changed, result.skipped_unchanged) == (1, 2)
+    assert _rows(
+        conn, f"SELECT interface_status FROM erp_staging.ar_invoice_lines WHERE source_id = '{dropped['id']}'"
+    ) == [("DELETED",)]
+    assert _rows(
+        conn,
+        "SELECT count(*) FROM erp_staging.ar_invoices i JOIN (SELECT invoice_source_id, "
+        "sum(amount) s FROM erp_staging.ar_invoice_lines WHERE interface_status <> 'DELETED' "
+        "GROUP BY 1) l ON l.invoice_source_id = i.source_id WHERE l.s <> i.total_amount",
+    ) == [(0,)]
