@@ -15,6 +15,6 @@ if ! "$VENV_PY" -c "import selenium" >/dev/null 2>&1; then
     "$(dirname "$VENV_PY")/uv" pip install --python "$VENV_PY" "selenium==${SELENIUM_VERSION:-4.51.0}"
 fi
 
-chromium --version
+chromium --version 2>/dev/null
 chromedriver --version
 "$VENV_PY" -c "import selenium; print('selenium', selenium.__version__)"

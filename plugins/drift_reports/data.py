@@ -76,7 +76,7 @@ class TrendPoint:
     """Net drift (ERP - SaaS, major units) of one stream and currency in one report's period."""
 
     report_id: int
-    period_end: datetime
+    period_start: datetime
     stream: str
     currency_code: str
     difference: Decimal
@@ -222,27 +222,27 @@ def trend_points(conn: PgConnection, filters: ReportFilters, *, max_reports: int
             f"""
             WITH latest AS (
                 SELECT DISTINCT ON (r.period_start, r.period_end, r.streams)
-                       r.report_id, r.period_end, r.status
+                       r.report_id, r.period_start, r.status
                   FROM erp_sync.drift_reports r
                  WHERE {where} AND r.status <> 'ERROR'
                  ORDER BY r.period_start, r.period_end, r.streams, r.version DESC
             ), recent AS (
-                SELECT * FROM latest ORDER BY period_end DESC LIMIT %s
+                SELECT * FROM latest ORDER BY period_start DESC LIMIT %s
             )
-            SELECT rc.report_id, rc.period_end, rc.status, t.stream, t.currency_code,
+            SELECT rc.report_id, rc.period_start, rc.status, t.stream, t.currency_code,
                    sum(t.difference) AS difference
               FROM recent rc
               JOIN erp_sync.drift_report_totals t ON t.report_id = rc.report_id
              WHERE t.metric <> 'count'
-             GROUP BY rc.report_id, rc.period_end, rc.status, t.stream, t.currency_code
-             ORDER BY rc.period_end, t.stream, t.currency_code
+             GROUP BY rc.report_id, rc.period_start, rc.status, t.stream, t.currency_code
+             ORDER BY rc.period_start, t.stream, t.currency_code
             """,
             [*params, max_reports],
         )
         return [
             TrendPoint(
                 report_id=row["report_id"],
-                period_end=row["period_end"],
+                period_start=row["period_start"],
                 stream=row["stream"],
                 currency_code=row["currency_code"].strip(),
                 difference=row["difference"],

@@ -43,6 +43,14 @@ def format_money(amount: Decimal | None, currency: str | None = None, *, signed:
     return text
 
 
+def format_count(value: Decimal | int | None, *, signed: bool = False) -> str:
+    """A record count (stored as NUMERIC in the totals table) as a whole number: `1,204`, `+3`."""
+    if value is None:
+        return "—"
+    number = int(value)
+    return f"{number:+,}" if signed and number else f"{number:,}"
+
+
 def format_age(oldest: datetime | None, now: datetime) -> str:
     """A compact age such as `3d 4h`, `2h 5m`, `40s`; `—` for an empty queue."""
     if oldest is None:
@@ -58,6 +66,22 @@ def format_age(oldest: datetime | None, now: datetime) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+_COMPACT_STEPS = ((Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "k"))
+
+
+def format_compact(amount: Decimal) -> str:
+    """A short signed axis label: `+1.82M`, `-12.3k`, `+950`; exact figures live in the tooltips."""
+    sign = "+" if amount > 0 else "-" if amount < 0 else ""
+    magnitude = abs(amount)
+    for step, suffix in _COMPACT_STEPS:
+        if magnitude >= step:
+            scaled = magnitude / step
+            places = 2 if scaled < 10 else 1 if scaled < 100 else 0
+            return f"{sign}{scaled.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)}{suffix}"
+    places = 0 if magnitude >= 100 or magnitude == magnitude.to_integral_value() else 2
+    return f"{sign}{magnitude.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +159,8 @@ class ChartPanel:
     plot_right: int
 
 
-_PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 78, 16, 14, 26
+_PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 58, 18, 14, 26
+_MAX_X_LABELS = 7
 _PIXEL = Decimal("0.1")
 
 
@@ -148,12 +173,12 @@ def build_trend_charts(
 ) -> list[ChartPanel]:
     """Lay out one panel per currency (amounts in different currencies cannot share an axis).
 
-    The x axis is the report period's end, shared by every panel so they line up; y spans the
-    currency's drift range and always includes zero, the line an auditor wants to see.
+    The x axis is the report period's start (the day audited), shared by every panel so they line
+    up; y spans the currency's drift range and always includes zero, the line an auditor wants to see.
     """
     if not points:
         return []
-    times = sorted({p.period_end for p in points})
+    times = sorted({p.period_start for p in points})
     t0, t1 = times[0], times[-1]
     span = Decimal(max(1, int((t1 - t0).total_seconds())))
     plot_w = Decimal(width - _PAD_LEFT - _PAD_RIGHT)
@@ -170,9 +195,8 @@ def build_trend_charts(
 
     streams = sorted({p.stream for p in points})
     colours = {s: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, s in enumerate(streams)}
-    x_labels = [(x_of(t0), t0.strftime("%Y-%m-%d"))]
-    if t1 != t0:
-        x_labels.append((x_of(t1), t1.strftime("%Y-%m-%d")))
+    shown = times if len(times) <= _MAX_X_LABELS else [t0, times[len(times) // 2], t1]
+    x_labels = [(x_of(t), t.strftime("%d %b")) for t in shown]
 
     panels = []
     for currency in sorted(by_currency):
@@ -186,14 +210,16 @@ def build_trend_charts(
             return _px(_PAD_TOP + plot_h * (high - amount) / (high - low))
 
         series: dict[str, ChartSeries] = {}
-        for p in sorted(cur_points, key=lambda p: (p.stream, p.period_end)):
+        for p in sorted(cur_points, key=lambda p: (p.stream, p.period_start)):
             s = series.setdefault(p.stream, ChartSeries(stream=p.stream, colour=colours[p.stream]))
             label = (
-                f"{p.stream} {currency} {p.period_end:%Y-%m-%d}: "
+                f"{p.stream} {currency} {p.period_start:%Y-%m-%d}: "
                 f"{format_money(p.difference, currency, signed=True)} (report {p.report_id}, {p.status})"
             )
-            s.points.append(ChartPoint(x_of(p.period_end), y_of(p.difference), label, p.report_id, p.status))
-        ticks = [AxisTick(y_of(v), format_money(v, currency, signed=True)) for v in sorted({high, low})]
+            s.points.append(
+                ChartPoint(x_of(p.period_start), y_of(p.difference), label, p.report_id, p.status)
+            )
+        ticks = [AxisTick(y_of(v), format_compact(v)) for v in sorted({high, low} - {Decimal(0)})]
         panels.append(
             ChartPanel(
                 currency=currency,

@@ -43,6 +43,7 @@ class AirflowServer:
     pg_dsn: str
     seeded: Seeded
     process: subprocess.Popen[bytes]
+    env: dict[str, str]  # the server's environment, for CLI commands against the same metadata DB
 
     def password(self, user: str) -> str:
         return USERS[user][1]
@@ -166,7 +167,7 @@ def start_server(*, big_items: int = 10_000) -> AirflowServer:
         drop_database(pg_dsn)
         shutil.rmtree(home, ignore_errors=True)
         raise
-    server = AirflowServer(f"http://127.0.0.1:{port}", home, pg_dsn, seeded, process)
+    server = AirflowServer(f"http://127.0.0.1:{port}", home, pg_dsn, seeded, process, env)
     try:
         _wait_until_up(server)
     except BaseException:

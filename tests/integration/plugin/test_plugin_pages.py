@@ -89,7 +89,9 @@ def test_operations_panel_counts_pending_queues(client: httpx.Client, airflow_se
     seeded = airflow_server.seeded
 
     def count(name: str) -> int:
-        block = re.search(rf'data-queue="{re.escape(name)}">.*?<div class="count">([\d,]+)</div>', html, re.S)
+        block = re.search(
+            rf'data-queue="{re.escape(name)}">.*?<td class="num count">([\d,]+)</td>', html, re.S
+        )
         assert block, name
         return int(block.group(1).replace(",", ""))
 
@@ -97,7 +99,8 @@ def test_operations_panel_counts_pending_queues(client: httpx.Client, airflow_se
     assert count("Raw pages awaiting backup") == seeded.pending_outbox
     assert count("Staging ar_invoices pending import") == seeded.pending_staging["ar_invoices"]
     assert count("Staging customers pending import") == 0
-    assert "oldest: 1d 2h" in html  # the oldest pending rejection is 26 hours old
+    rejections = re.search(r'data-queue="Rejections awaiting replay">.*?</tr>', html, re.S).group(0)
+    assert '<td class="num age">1d 2h</td>' in rejections  # the oldest pending rejection is 26 hours old
 
 
 def test_report_page_shows_totals_provenance_and_first_page(
