@@ -205,7 +205,9 @@ def _transact(
             cursor_before = _current_cursor(cur, key)
             crash_point("before_copy")
             outcomes = {
-                table: _upsert_table(cur, table, df, batch_id, with_final_state=not dry_run)
+                table: _upsert_table(
+                    cur, table, df, batch_id, with_final_state=not dry_run, primary_table=mapped.primary_table
+                )
                 for table, df in candidates.items()
                 if not df.empty
             }
@@ -235,7 +237,7 @@ def _transact(
 
 
 def _upsert_table(
-    cur: Any, table: str, df: pd.DataFrame, batch_id: int, *, with_final_state: bool
+    cur: Any, table: str, df: pd.DataFrame, batch_id: int, *, with_final_state: bool, primary_table: str
 ) -> _TableOutcome:
     columns = [c for c in df.columns if c not in LOADER_COLUMNS]
     temp = f"load_{table}"
@@ -250,13 +252,23 @@ def _upsert_table(
         size=COPY_CHUNK_BYTES,
     )
     parent = CHILD_PARENT_COLUMN.get(table) if CHILD_PARENT_COLUMN.get(table) in columns else None
+    # A child row older than its stored record (an out-of-order old version) is not applied at all:
+    # it could only resurrect a line the newer version no longer has.
+    older_than_parent = (
+        f"""WHERE NOT EXISTS (SELECT 1 FROM erp_staging.{_ident(primary_table)} h
+               WHERE h.source_system = t.source_system AND h.source_id = t.{_ident(parent)}
+                 AND h.source_version > t.source_version)"""
+        if parent and table != primary_table
+        else ""
+    )
     updates = ", ".join(
         f"{_ident(c)} = excluded.{_ident(c)}" for c in columns if c not in ("source_system", "source_id")
     )
     cur.execute(
         f"""
         INSERT INTO erp_staging.{_ident(table)} AS s ({col_list}, sync_batch_id, interface_status, loaded_at)
-        SELECT {col_list}, %(batch_id)s, 'PENDING', now() FROM {temp}
+        SELECT {col_list}, %(batch_id)s, 'PENDING', now() FROM {temp} t
+        {older_than_parent}
         ON CONFLICT (source_system, source_id) DO UPDATE SET
             {updates}, sync_batch_id = excluded.sync_batch_id, interface_status = 'PENDING', loaded_at = now()
         WHERE (s.row_sha256 <> excluded.row_sha256 OR s.interface_status = 'DELETED')

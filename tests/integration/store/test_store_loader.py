@@ -348,3 +348,15 @@ def test_an_empty_last_batch_still_records_itself_and_moves_the_cursor(conn, led
     )
     assert get_cursor(conn, "stripe", "invoices") == WINDOW[1]
     assert _load(conn, ledger, batch, cursor_after=WINDOW[1]).already_committed
+
+
+def test_an_old_version_arriving_late_adds_no_line_the_newer_version_lacks(conn, ledger):
+    a, m = Line(Decimal("1.00"), line_id="il_a"), Line(Decimal("2.00"), line_id="il_m")
+    v1 = Invoice("in_late", 100, Decimal("3.00"), lines=(a, m))
+    v2 = v1.bump(200, total=Decimal("1.00"), lines=(a,))
+    _load(conn, ledger, invoice_batch([v2], tag="v2"))
+    late = _load(conn, ledger, invoice_batch([v1], tag="v1"))
+    assert (late.loaded_new, late.loaded_changed, late.skipped_unchanged) == (0, 0, 1)
+    assert late.rows_by_table == {"ar_invoices": 0, "ar_invoice_lines": 0}
+    assert staging_invoices(conn) == expected_invoices([v2])
+    assert staging_lines(conn) == expected_lines([v2])
