@@ -313,3 +313,26 @@ def test_orders_offset_walk_skips_nothing_when_orders_leave_the_window_mid_walk(
         assert moved, "the walk must have moved some orders out of the window"
         assert in_window - moved <= seen, f"skipped: {sorted(in_window - moved - seen)[:5]}"
         assert client.stats.requests - 1 <= requests_without_shift + 1  # widened pages, not extra ones
+
+
+def test_every_kind_of_bad_record_becomes_a_rejection_with_its_raw_payload() -> None:
+    """missing id (the client's problems), string amount and unknown currency (validation's
+    rejections): each kind is reported with a reason code and the raw record, and the run goes on."""
+    from erp_sync.core.transform import map_pages
+
+    faults = {"malformed_every": 20, "malformed_kind": "cycle"}
+    with running_sandbox(invoices=300, seed=9, oauth=True, faults=faults) as sbx:
+        client = oauth_client(sbx)
+        reasons: set[str] = set()
+        extracted = accepted = rejected = 0
+        for name in ("invoices", "charges", "orders"):
+            spec = get_stream(name)
+            pages = _all_pages(client, name)
+            batch = map_pages(spec, pages)
+            extracted += batch.extracted
+            accepted += batch.accepted
+            rejected += len(batch.rejections)
+            reasons.update(r.reason_code for r in batch.rejections)
+            assert all(isinstance(orjson.loads(r.raw_payload), dict) for r in batch.rejections)
+        assert {"MISSING_ID", "UNKNOWN_CURRENCY"} <= reasons, reasons
+        assert rejected >= 3 and accepted + rejected == extracted  # nothing lost, nothing stopped the run
