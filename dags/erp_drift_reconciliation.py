@@ -63,9 +63,15 @@ def erp_drift_reconciliation() -> None:
         """Fail before any read when a parameter is wrong (e.g. period_end before period_start)."""
         from datetime import UTC, datetime
 
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from erp_sync.core.params import InvalidParamError
         from erp_sync.reconcile_run import parse_request
 
-        request = parse_request(_conf(params), now=datetime.now(UTC))
+        try:
+            request = parse_request(_conf(params), now=datetime.now(UTC))
+        except InvalidParamError as exc:  # a retry cannot fix a parameter: fail now, no retry
+            raise AirflowFailException(str(exc)) from None
         return {
             "period_start": request.period_start.isoformat(),
             "period_end": request.period_end.isoformat(),
@@ -75,6 +81,8 @@ def erp_drift_reconciliation() -> None:
     def reconcile(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
         """Reconcile (and repair on request); red when drift exceeds tolerance."""
         from datetime import UTC, datetime
+
+        from airflow.sdk.exceptions import AirflowFailException
 
         from erp_sync.hooks.erp import erp_connection, sync_state
         from erp_sync.hooks.saas import SaaSApiHook
@@ -117,8 +125,9 @@ def erp_drift_reconciliation() -> None:
         finally:
             conn.close()
         drifted = [o.reports[-1] for o in outcomes if o.reports[-1].status != "OK"]
-        if drifted:
-            raise DriftExceededError("\n".join(r.message for r in drifted))
+        if drifted:  # a verdict, not a transient failure: fail without retrying (alerts fire)
+            raise AirflowFailException(str(DriftExceededError("\n".join(r.message for r in drifted))))
+        print("Within tolerance: " + "; ".join(f"report {o.reports[-1].report_id} OK" for o in outcomes))
         return {"runs": [o.xcom() for o in outcomes]}
 
     @task_group

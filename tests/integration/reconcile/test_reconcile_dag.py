@@ -1,0 +1,182 @@
+"""The erp_drift_reconciliation DAG run for real (`airflow dags test`) against Postgres, Redis, the
+sandbox and an OpenSSH SFTP server: a bad period fails in check_params before any read; a clean period
+succeeds and backs the report up; drift turns the reconcile task red and its log says what and where."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from erp_sync.clients.auth import BearerSecretKey
+from erp_sync.clients.client import SaaSClient
+from erp_sync.pipeline import WindowRequest, sync_stream
+from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
+from erp_sync.store import drift
+from erp_sync.streams import STREAMS
+from tests.integration.backup.conftest import SftpServer, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROJECT_DIR = Path(__file__).resolve().parents[3]
+AIRFLOW = PROJECT_DIR / ".venv" / "bin" / "airflow"
+DAG_ID = "erp_drift_reconciliation"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow_home")
+    done = subprocess.run(
+        [str(AIRFLOW), "db", "migrate"], env=_base_env(home), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return home
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxHandle]:
+    with running_sandbox(invoices=120, seed=4) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def sftp() -> Iterator[SftpServer]:
+    server = SftpServer(port=free_port(), run_dir=PROJECT_DIR / ".run" / f"sftp-rec-{uuid.uuid4().hex[:8]}")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT_DIR / "dags"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        PYTHONPATH=str(PROJECT_DIR / "include"),
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+def _env(home: Path, sandbox: SandboxHandle, dsn: str, ns: str, sftp: SftpServer | None) -> dict[str, str]:
+    env = _base_env(home)
+    env["AIRFLOW_CONN_SAAS_API"] = json.dumps(
+        {"conn_type": "http", "host": sandbox.base_url, "password": sandbox.secret_key,
+         "extra": {"auth": "secret_key", "timeout": 30}}
+    )  # fmt: skip
+    env["AIRFLOW_CONN_ERP_STAGING"] = json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres",
+         "schema": dsn.rsplit("/", 1)[1]}
+    )  # fmt: skip
+    env["AIRFLOW_CONN_SYNC_STATE"] = json.dumps(
+        {"conn_type": "redis", "host": "127.0.0.1", "port": 6379, "extra": {"db": 0, "namespace": ns}}
+    )
+    if sftp is not None:
+        env["AIRFLOW_CONN_SFTP_BACKUP"] = sftp.connection_json()
+    return env
+
+
+def _dag_test(env: dict[str, str], conf: dict[str, Any]) -> tuple[dict[str, str], str]:
+    """Run the DAG once; return {task_id: state} of that run and its output."""
+    done = subprocess.run(
+        [str(AIRFLOW), "dags", "test", DAG_ID, "-c", json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    try:
+        rows = db.execute(
+            "SELECT task_id, state FROM task_instance WHERE run_id = "
+            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
+            (DAG_ID,),
+        ).fetchall()
+    finally:
+        db.close()
+    return dict(rows), done.stdout + done.stderr
+
+
+def _full_sync(sandbox: SandboxHandle, dsn: str, redis_client: Any, ns: str) -> datetime:
+    end = datetime.now(UTC) + timedelta(days=1)
+    conn = psycopg2.connect(dsn)
+    try:
+        for name in ("invoices", "charges", "credit_notes"):
+            client = SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key), page_size=100)
+            sync_stream(
+                spec=STREAMS[name], client=client, conn=conn, redis_client=redis_client, run_id="sync-dag",
+                window=WindowRequest(full_refresh=True, window_end=end), namespace=ns,
+            )  # fmt: skip
+    finally:
+        conn.close()
+    return end
+
+
+def test_impossible_period_fails_in_check_params_before_any_read(airflow_home, sandbox, migrated_pg_dsn):
+    sandbox.admin.reset_counts()
+    env = _env(airflow_home, sandbox, migrated_pg_dsn, "unused", None)
+    states, output = _dag_test(
+        env, {"period_start": "2026-11-10T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"}
+    )
+    assert states["check_params"] == "failed"
+    assert states["reconcile"] == "upstream_failed"
+    assert "period_end 2026-11-01T00:00:00+00:00 is before period_start 2026-11-10T00:00:00+00:00" in output
+    assert sandbox.admin.request_counts()["total"] == 0
+
+
+def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
+    airflow_home, sandbox, sftp, migrated_pg_dsn, redis_client, redis_namespace
+):
+    end = _full_sync(sandbox, migrated_pg_dsn, redis_client, redis_namespace)
+    env = _env(airflow_home, sandbox, migrated_pg_dsn, redis_namespace, sftp)
+    conf = {"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}
+
+    states, output = _dag_test(env, conf)
+    assert states["reconcile"] == "success", output[-3000:]
+    assert "within tolerance" in output
+    assert all(state == "success" for task, state in states.items() if task.startswith("table_invariants."))
+    conn = psycopg2.connect(migrated_pg_dsn)
+    try:
+        ok = drift.list_reports(conn)[0]
+        assert ok["status"] == "OK" and ok["dag_id"] == DAG_ID
+        backed_up = sftp.data_dir / ok["backup_path"]  # the JSON; CSV, totals CSV and HTML beside it
+        assert json.loads(backed_up.read_bytes())["report"]["report_id"] == ok["report_id"]
+        siblings = {p.suffix for p in backed_up.parent.glob(backed_up.name.removesuffix(".json") + "*")}
+        assert siblings == {".json", ".csv", ".html"}
+        with conn.cursor() as cur:  # drift that breaks no table invariant: a status and a foreign row
+            cur.execute(
+                "UPDATE erp_staging.ar_invoices SET status = 'void' WHERE source_id = "
+                "(SELECT min(source_id) FROM erp_staging.ar_invoices WHERE status = 'open')"
+            )
+            cur.execute(
+                """INSERT INTO erp_staging.ar_invoices (source_system, source_id, status, currency_code,
+                       total_amount, amount_paid, amount_due, issued_at, row_sha256, source_version,
+                       sync_batch_id)
+                   VALUES ('stripe', 'in_foreign', 'open', 'KWD', 1.5, 0, 1.5, now(), repeat('f', 64), 1, 1)"""
+            )
+        conn.commit()
+    finally:
+        conn.close()
+
+    states, output = _dag_test(env, conf)
+    assert states["reconcile"] == "failed"
+    assert "DRIFT beyond tolerance" in output
+    assert "invoices KWD open total_amount: SaaS" in output and "difference 1.500" in output
+    assert "'missing_in_saas': 1" in output and "'status_mismatch': 1" in output
+    assert "make reconcile CONF=" in output
+    conn = psycopg2.connect(migrated_pg_dsn)
+    try:
+        latest = drift.list_reports(conn)[0]
+        assert latest["status"] == "DRIFT" and f"drift report {latest['report_id']}" in output
+    finally:
+        conn.close()
