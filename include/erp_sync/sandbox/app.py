@@ -36,6 +36,7 @@ from erp_sync.sandbox.world import (
 )
 
 JSON = b"application/json"
+MAX_TRUTH_OBJECTS = 100_000  # /_admin/truth with objects beyond this needs force=1
 LIST_RESOURCES = {
     "customers": CUSTOMER,
     "invoices": INVOICE,
@@ -667,6 +668,11 @@ class SandboxApp:
             )
         if route == ("GET", "/_admin/truth"):
             with_objects = query.get("objects", "1") not in ("0", "false", "no")
+            if with_objects and world.invoices.n > MAX_TRUTH_OBJECTS and query.get("force") != "1":
+                raise ValueError(
+                    f"{world.invoices.n} invoices are too many to return as objects; "
+                    "ask for /_admin/truth?objects=0 (totals only) or add force=1"
+                )
             return json_response(world.truth(objects=with_objects))
         if route == ("POST", "/_admin/mutate"):
             n = body.get("n", 1)

@@ -54,8 +54,8 @@ def _read_response(sock: socket.socket, buf: bytearray) -> int:
         int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length")
     )
     remaining = end + 4 + length - got
-    while remaining > 0:
-        n = sock.recv_into(view, min(remaining, len(buf)))
+    while remaining > 0:  # MSG_WAITALL: the kernel fills the buffer, one syscall per body
+        n = sock.recv_into(view, min(remaining, len(buf)), socket.MSG_WAITALL)
         if not n:
             raise ConnectionError("server closed the connection")
         remaining -= n

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,7 +12,7 @@ import pytest
 import requests
 from sandbox_http import TIMEOUT_S, Api
 
-from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
+from erp_sync.sandbox.testing import INCLUDE_DIR, SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +199,25 @@ def test_orders_api_rejects_bad_parameters(oauth_sandbox: SandboxHandle, params:
 def test_orders_api_takes_oauth_tokens_only(oauth_sandbox: SandboxHandle) -> None:
     response = orders_get(oauth_sandbox, oauth_sandbox.secret_key)
     assert response.status_code == 401 and "Bearer" in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--invoices", "0"], "--invoices"),
+        (["--port", "70000"], "--port"),
+        (["--secret-key", "pk_live_123"], "sk_test_"),
+        (["--faults", '{"nope": 1}'], "unknown fault"),
+        (["--faults", "not json"], "--faults"),
+    ],
+)
+def test_bad_command_line_arguments_are_refused_clearly(args: list[str], fragment: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "erp_sync.sandbox", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(INCLUDE_DIR)},
+    )
+    assert result.returncode == 2
+    assert fragment in result.stderr and "SANDBOX READY" not in result.stdout
