@@ -8,6 +8,7 @@ from erp_sync.backup.drain import DrainResult, backup_report, drain_outbox
 from erp_sync.backup.errors import (
     BackupError,
     BackupTargetUnavailable,
+    DrainBusy,
     ManifestError,
     OutboxCorruptError,
     PinnedHostKeyMismatch,
@@ -19,6 +20,7 @@ from erp_sync.backup.remote import RemoteFile, connect, put_verified
 __all__ = [
     "BackupError",
     "BackupTargetUnavailable",
+    "DrainBusy",
     "DrainResult",
     "ManifestError",
     "OutboxCorruptError",

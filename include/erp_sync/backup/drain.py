@@ -12,7 +12,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +21,15 @@ from typing import Any
 from paramiko import SFTPClient
 
 from erp_sync.backup import manifest as manifest_mod
-from erp_sync.backup.errors import OutboxCorruptError
+from erp_sync.backup.errors import DrainBusy, OutboxCorruptError
 from erp_sync.backup.layout import manifest_path, raw_page_path, report_path
 from erp_sync.backup.remote import RemoteFile, describe_target, put_verified
 from erp_sync.store import outbox
 
 log = logging.getLogger(__name__)
+
+# pg advisory lock key for "erp_sync backup drain" (arbitrary constant, distinct from the others).
+DRAIN_LOCK_KEY = 0x4552_5053_4241_4B01
 
 
 @dataclass
@@ -106,12 +110,45 @@ def drain_outbox(
     """Back up every run that has pending pages (oldest first); returns what was proven and marked.
 
     Raises `BackupTargetUnavailable` (naming host:port) when the server fails, `RemoteVerificationError`
-    when a read-back does not match; in both cases the failing run stays pending.
+    when a read-back does not match; in both cases the failing run stays pending. `DrainBusy` when
+    another drain holds the database's drain lock (nothing done; the task's retry drains later).
     """
     clock = now or (lambda: datetime.now(UTC))
     total = DrainResult()
     known_dirs: set[str] = set()
     describe_target(sftp)  # remember host:port while the link is up, for error messages later
+    with _drain_lock(conn):
+        _drain(sftp, conn, total, known_dirs, clock, max_runs)
+    return total
+
+
+@contextmanager
+def _drain_lock(conn: Any) -> Iterator[None]:
+    """One drain per database at a time (a session advisory lock, held across the per-run commits)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (DRAIN_LOCK_KEY,))
+        acquired = bool(cur.fetchone()[0])
+    conn.commit()
+    if not acquired:
+        raise DrainBusy("another backup drain is running on this database; this one will retry later")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (DRAIN_LOCK_KEY,))
+            conn.commit()
+
+
+def _drain(
+    sftp: SFTPClient,
+    conn: Any,
+    total: DrainResult,
+    known_dirs: set[str],
+    clock: Callable[[], datetime],
+    max_runs: int | None,
+) -> None:
     try:
         run_ids = outbox.pending_run_ids(conn, limit=max_runs)
         conn.rollback()  # do not hold a snapshot open across uploads
@@ -134,7 +171,6 @@ def drain_outbox(
     except BaseException:
         conn.rollback()
         raise
-    return total
 
 
 def backup_report(sftp: SFTPClient, name: str, data: bytes, *, now: datetime | None = None) -> RemoteFile:

@@ -19,6 +19,10 @@ class RemoteVerificationError(BackupError):
     """A file read back from the server does not hash to what was uploaded."""
 
 
+class DrainBusy(BackupError):
+    """Another drain of the same database is running; this one did nothing."""
+
+
 class OutboxCorruptError(BackupError):
     """A stored page no longer matches its own SHA-256 in the outbox: refuse to back up a bad copy."""
 

@@ -233,6 +233,12 @@ def _spec_for(specs: Mapping[str, StreamSpec] | None, source_system: str, stream
     return spec
 
 
+def _check_streams_known(specs: Mapping[str, StreamSpec] | None, files: list[_VerifiedFile]) -> None:
+    for item in files:
+        if str((item.entry.get("page_meta") or {}).get("mode", "full")) not in NOT_RESTORABLE_MODES:
+            _spec_for(specs, str(item.entry["source_system"]), str(item.entry["stream"]))
+
+
 def _batch_windows(document: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
     return {int(b["batch_id"]): b for b in document.get("batches", [])}
 
@@ -417,6 +423,7 @@ def restore(
             documents = select_manifests(sftp, selection)
             verified = verify_files(sftp, documents, Path(tmp))
         result.files_verified = len(verified)
+        _check_streams_known(specs, verified)  # also before any write
         log.info("restore: %d runs, %d files verified against their manifests", len(documents), len(verified))
         index = 0
         for document in documents:

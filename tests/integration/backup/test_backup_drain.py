@@ -205,3 +205,38 @@ def test_backup_report_lands_under_reports_by_month(sftp: Any) -> None:
     assert read_back(sftp, remote.path) == (body, hashlib.sha256(body).hexdigest())
     with pytest.raises(ValueError, match="plain file name"):
         backup_report(sftp, "../escape.json", body)
+
+
+def test_restore_of_an_undeclared_stream_is_refused_before_any_write(sftp: Any, db: Any) -> None:
+    from erp_sync.backup.errors import ManifestError
+    from erp_sync.backup.restore import restore
+
+    body = stripe_list_body(_customers(2, "u"))
+    add_batch(db, batch_id=1, run_id="r-ok", pages=[body])
+    add_batch(db, batch_id=2, run_id="r-ok", stream="mystery", pages=[body])
+    drain_outbox(sftp, db)
+    with pytest.raises(ManifestError, match="stripe/mystery"):
+        restore(sftp, db, ledger=None, run_id="r-ok", next_batch_id=lambda: 99)
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM erp_staging.customers")
+        assert cur.fetchone()[0] == 0  # the customers batch before it was not loaded either
+    db.rollback()
+
+
+def test_two_drains_never_run_at_once(sftp: Any, db: Any, migrated_pg_dsn: str) -> None:
+    import psycopg2
+
+    from erp_sync.backup.drain import DRAIN_LOCK_KEY
+    from erp_sync.backup.errors import DrainBusy
+
+    add_batch(db, batch_id=1, run_id="r-busy", pages=[stripe_list_body(_customers(1, "k"))])
+    other = psycopg2.connect(migrated_pg_dsn)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (DRAIN_LOCK_KEY,))
+        with pytest.raises(DrainBusy):
+            drain_outbox(sftp, db)
+        assert all(path is None for _, path, _ in outbox_state(db))
+    finally:
+        other.close()  # releases the lock
+    assert drain_outbox(sftp, db).rows_marked == 1
