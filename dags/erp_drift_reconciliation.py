@@ -25,7 +25,9 @@ JSON/CSV/HTML renderings backed up to SFTP (`sftp_backup`).
 and on demand. **Params**: `period_start` / `period_end` (ISO-8601 UTC; a manual run without them
 reconciles everything up to now), `streams`, `tolerances` (e.g. `{"invoices:JPY": {"abs_minor": 5,
 "rel": "0.001"}}`), `repair` (re-send exactly what the latest report for the period found missing or
-mismatched, then reconcile again).
+mismatched, then reconcile again). The ERP side is `erp_staging` unless the Variable
+`erp_sync_reconcile_erp_sql` maps streams to SQL over the ERP's posted tables (columns `source_id,
+currency_code, status, <amounts>, sync_batch_id`; parameters `%(period_start)s`, `%(period_end)s`).
 
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
 is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or line sums
@@ -154,11 +156,22 @@ def erp_drift_reconciliation() -> None:
     checked >> table_invariants()
 
 
+ERP_SQL_VARIABLE = "erp_sync_reconcile_erp_sql"
+
+
 def _conf(params: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's params without the empty defaults (an empty value means "not given")."""
-    return {
+    """The run's params without the empty defaults (an empty value means "not given"), plus the
+    configured ERP-side SQL per stream (Variable `erp_sync_reconcile_erp_sql`, JSON) when set: for
+    ERPs whose posted tables, not the staging tables, are the truth to reconcile against."""
+    from airflow.sdk import Variable
+
+    conf = {
         k: v for k, v in dict(params or {}).items() if v not in (None, "", [], {}, False) or k == "repair"
     }
+    configured = Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)
+    if configured and "erp_sql" not in conf:
+        conf["erp_sql"] = configured
+    return conf
 
 
 def _backup_function() -> Any:

@@ -233,3 +233,66 @@ def test_impossible_period_fails_before_any_read(sandbox, conn):
         _run(conn, sandbox, {"period_start": "2026-11-10T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"})
     assert sandbox.admin.request_counts()["total"] == 0
     assert _rows(conn, "SELECT count(*) FROM erp_sync.drift_reports") == [(0,)]
+
+
+POSTED_SQL = """
+SELECT doc_ref AS source_id, ccy AS currency_code, doc_status AS status, gross AS total_amount,
+       NULL::bigint AS sync_batch_id
+  FROM erp_posted.ar_documents
+ WHERE doc_date >= %(period_start)s AND doc_date < %(period_end)s
+"""
+
+
+def test_configured_sql_over_posted_tables_is_the_erp_side(sandbox, conn, redis_client, redis_namespace):
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    with conn.cursor() as cur:  # the ERP's importer posted every staged invoice under its own names
+        cur.execute(
+            """CREATE SCHEMA erp_posted;
+               CREATE TABLE erp_posted.ar_documents AS
+               SELECT source_id AS doc_ref, currency_code AS ccy, status AS doc_status,
+                      total_amount AS gross, issued_at AS doc_date FROM erp_staging.ar_invoices"""
+        )
+    conn.commit()
+    conf = {
+        "period_start": "2020-01-01T00:00:00Z",
+        "period_end": end.isoformat(),
+        "streams": ["invoices"],
+        "erp_sql": {"invoices": POSTED_SQL},
+    }
+    assert _run(conn, sandbox, conf).reports[-1].status == "OK"
+
+    with conn.cursor() as cur:  # the importer lost one document: staging is intact, the ERP is not
+        cur.execute(
+            "DELETE FROM erp_posted.ar_documents WHERE doc_ref = (SELECT min(doc_ref) FROM erp_posted.ar_documents)"
+        )
+        cur.execute("SELECT min(source_id) FROM erp_staging.ar_invoices")
+        lost = cur.fetchone()[0]
+    conn.commit()
+    outcome = _run(conn, sandbox, conf).reports[-1]
+    assert outcome.status == "DRIFT"
+    assert [(i["kind"], i["source_id"]) for i in drift.get_items(conn, outcome.report_id)] == [
+        ("missing_in_erp", lost)
+    ]
+    assert drift.get_report(conn, outcome.report_id)["sources"]["erp"]["invoices"]["sql"] == "configured"
+    assert _run(conn, sandbox, {**conf, "erp_sql": {}}).reports[-1].status == "OK"  # staging still agrees
+
+
+def test_sync_window_of_the_triggering_runs_comes_from_their_batches(conn):
+    from erp_sync.reconcile_run import sync_window_for_runs
+
+    with conn.cursor() as cur:
+        for batch_id, run_id, start, end in (
+            (1, "scheduled__a", "2026-11-25T01:50:00Z", "2026-11-26T02:00:00Z"),
+            (2, "scheduled__a", "2026-11-25T01:55:00Z", "2026-11-26T02:00:00Z"),
+            (3, "other", "2026-10-01T00:00:00Z", "2026-10-02T00:00:00Z"),
+        ):
+            cur.execute(
+                """INSERT INTO erp_sync.sync_batches (batch_id, run_id, source_system, stream, window_start,
+                       window_end, input_sha256, extracted, loaded_new, loaded_changed, skipped_unchanged,
+                       rejected) VALUES (%s, %s, 'stripe', 'invoices', %s, %s, repeat('a', 64), 0, 0, 0, 0, 0)""",
+                (batch_id, run_id, start, end),
+            )
+    conn.commit()
+    window = sync_window_for_runs(conn, ["scheduled__a"])
+    assert window == (datetime(2026, 11, 25, 1, 50, tzinfo=UTC), datetime(2026, 11, 26, 2, tzinfo=UTC))
+    assert sync_window_for_runs(conn, ["never-ran"]) is None

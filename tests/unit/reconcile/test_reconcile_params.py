@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from erp_sync.core.params import InvalidParamError
-from erp_sync.reconcile_run import EPOCH, parse_request, scheduled_periods
+from erp_sync.reconcile_run import EPOCH, parse_request, periods_for_run, scheduled_periods
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
@@ -72,3 +72,25 @@ def test_scheduled_window_equal_to_month_to_date_is_reconciled_once():
     start = datetime(2026, 11, 1, tzinfo=UTC)
     end = datetime(2026, 11, 2, tzinfo=UTC)
     assert scheduled_periods(start, end) == [(start, end)]
+
+
+def test_asset_triggered_run_reconciles_the_sync_window_and_month_to_date():
+    window = (datetime(2026, 11, 25, 2, tzinfo=UTC), datetime(2026, 11, 26, 2, tzinfo=UTC))
+    requests = periods_for_run({}, now=NOW, scheduled_window=window, asset_triggered=True)
+    assert [(r.period_start, r.period_end) for r in requests] == [
+        window,
+        (datetime(2026, 11, 1, tzinfo=UTC), window[1]),
+    ]
+
+
+def test_asset_triggered_run_without_a_known_window_reconciles_month_to_date():
+    requests = periods_for_run({}, now=NOW, scheduled_window=None, asset_triggered=True)
+    assert [(r.period_start, r.period_end) for r in requests] == [(datetime(2026, 11, 1, tzinfo=UTC), NOW)]
+
+
+def test_manual_run_uses_its_period_even_when_an_asset_also_triggered_it():
+    conf = {"period_start": "2026-10-01T00:00:00Z", "period_end": "2026-10-02T00:00:00Z"}
+    requests = periods_for_run(conf, now=NOW, scheduled_window=None, asset_triggered=True)
+    assert [(r.period_start, r.period_end) for r in requests] == [
+        (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC))
+    ]
