@@ -609,7 +609,8 @@ class SandboxApp:
             raise OrdersError(
                 400, "invalid_request", f"{name} must include a UTC offset (e.g. 'Z'), got {raw!r}"
             )
-        return int(moment.timestamp()) + (1 if moment.microsecond and name == "updated_since" else 0)
+        # Orders carry whole seconds: `>= since` and `< before` both hold exactly from the ceiling on.
+        return int(moment.timestamp()) + (1 if moment.microsecond else 0)
 
     def _orders(self, req: Request) -> Response:
         params = dict(parse_qsl(req.query, keep_blank_values=True))
