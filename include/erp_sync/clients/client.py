@@ -181,7 +181,7 @@ class SaaSClient:
                 "extract %s: empty window [%s, %s), nothing to read", spec.name, window_start, window_end
             )
             return
-        paginator = make_paginator(self._paginator_spec(spec, effective_mode))
+        paginator = make_paginator(self._paginator_spec(spec, effective_mode), spec.primary_key)
         request: PageRequest | None = paginator.first(
             self._first_request(spec, effective_mode, window_start, window_end)
         )
@@ -190,7 +190,7 @@ class SaaSClient:
         page_no = 0
         while request is not None:
             if request in seen and not isinstance(paginator, OffsetPaginator):
-                # Offset walks may legitimately repeat a request after stepping back (see OffsetPaginator).
+                # An offset walk may repeat a request after backing up (see OffsetPaginator).
                 raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
             seen.add(request)
             response, payload, items = self._call(

@@ -89,23 +89,24 @@ class CursorPaginator:
 
 
 class OffsetPaginator:
-    """`offset`/`limit`: stop on a short page, or once `offset + len(page)` reaches `total`.
+    """`offset`/`limit`: stop on a short page, or once the walk reaches the body's `total`.
 
-    Offset paging over a filtered, sorted set skips rows when earlier rows leave the set between two
-    requests (an order updated past `updated_before` mid-walk): every later row moves back and one
-    lands just before the next offset. The `total` in each body shows it: when it shrinks by d, the
-    next request starts d rows earlier (widening `limit` by d when `max_page_size` allows), so the
-    shifted rows are read; what is read twice is deduplicated by the load.
+    Plain offset paging over a filtered, sorted set skips rows when earlier rows leave the set
+    between two requests (an order updated past `updated_before` mid-walk): every later row moves
+    back and one lands just before the next offset. With `overlap` k, each next request starts k
+    rows early and the walk resumes after the last row it had already seen (found by `id_field`),
+    wherever that row now sits; when none of the last k rows is found (more than k rows moved),
+    it steps back a page at a time until it is. Rows read twice are deduplicated by the load.
     """
 
-    def __init__(self, spec: PaginatorSpec) -> None:
+    def __init__(self, spec: PaginatorSpec, id_field: str = "id") -> None:
         self.spec = spec
-        self._last_total: int | None = None
+        self.id_field = id_field
+        self._position = 0  # rows read without a gap, in the set's current numbering
+        self._tail: list[Any] = []  # ids of the last `overlap` rows read
 
     def first(self, request: PageRequest) -> PageRequest:
-        return request.with_param(self.spec.limit_param, str(self.spec.page_size)).with_param(
-            self.spec.offset_param, "0"
-        )
+        return self._at(request, 0, self.spec.page_size)
 
     def next(
         self, request: PageRequest, response: HttpResponse, payload: Any, items: list[Any]
@@ -113,29 +114,36 @@ class OffsetPaginator:
         params = dict(request.params)
         offset = int(params.get(self.spec.offset_param, "0"))
         limit = int(params.get(self.spec.limit_param, str(self.spec.page_size)))
+        if offset < self._position and self._tail and not self._finds_tail(items) and offset > 0:
+            # More than `overlap` rows moved: back up a page and look for the seen rows again.
+            self._position = max(0, offset - self.spec.page_size)
+            return self._resume(request)
+        self._position = offset + len(items)
+        self._remember(items)
         raw_total = dig(payload, self.spec.total_path) if self.spec.total_path else None
         total = raw_total if isinstance(raw_total, int) and not isinstance(raw_total, bool) else None
-        shrink = 0
-        if total is not None and self._last_total is not None and total < self._last_total:
-            shrink = min(self._last_total - total, offset)
-        if total is not None:
-            self._last_total = total
-        if shrink:
-            return self._step_back(request, offset, shrink)
-        following = offset + len(items)
-        if len(items) < limit or (total is not None and following >= total):
+        if len(items) < limit or (total is not None and self._position >= total):
             return None
-        return request.with_param(self.spec.limit_param, str(self.spec.page_size)).with_param(
-            self.spec.offset_param, str(following)
+        return self._resume(request)
+
+    def _resume(self, request: PageRequest) -> PageRequest:
+        start = max(0, self._position - self.spec.overlap)
+        return self._at(request, start, self._position - start + self.spec.page_size)
+
+    def _at(self, request: PageRequest, offset: int, limit: int) -> PageRequest:
+        return request.with_param(self.spec.limit_param, str(limit)).with_param(
+            self.spec.offset_param, str(offset)
         )
 
-    def _step_back(self, request: PageRequest, offset: int, shrink: int) -> PageRequest:
-        limit = self.spec.page_size
-        if self.spec.max_page_size:
-            limit = min(self.spec.max_page_size, self.spec.page_size + shrink)
-        return request.with_param(self.spec.limit_param, str(limit)).with_param(
-            self.spec.offset_param, str(offset - shrink)
-        )
+    def _finds_tail(self, items: list[Any]) -> bool:
+        ids = {item.get(self.id_field) for item in items if isinstance(item, dict)}
+        return any(seen in ids for seen in self._tail)
+
+    def _remember(self, items: list[Any]) -> None:
+        if not self.spec.overlap:
+            return
+        ids = [item.get(self.id_field) for item in items if isinstance(item, dict)]
+        self._tail = [i for i in (*self._tail, *ids) if i is not None][-self.spec.overlap :]
 
 
 _LINK_PART = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+)*)")
@@ -174,13 +182,15 @@ class LinkHeaderPaginator:
         return PageRequest(url=urljoin(request.url, target), params=())
 
 
-def make_paginator(spec: PaginatorSpec) -> Paginator:
+def make_paginator(spec: PaginatorSpec, id_field: str = "id") -> Paginator:
     kinds: dict[str, type[StripePaginator | CursorPaginator | OffsetPaginator | LinkHeaderPaginator]] = {
         "stripe": StripePaginator,
         "cursor": CursorPaginator,
         "offset": OffsetPaginator,
         "link_header": LinkHeaderPaginator,
     }
+    if spec.kind == "offset":
+        return OffsetPaginator(spec, id_field)
     try:
         return kinds[spec.kind](spec)
     except KeyError:

@@ -19,8 +19,10 @@ ORDERS = StreamSpec(
     primary_key="order_id",
     record_selector="items",
     created_field="created_at",
+    # Orders updated past the window end mid-walk leave the filtered set: re-read 5 rows per page
+    # so the rows that slide back are never skipped (the API accepts limit up to 1000).
     paginator=PaginatorSpec(
-        "offset", page_size=100, limit_param="limit", offset_param="offset", total_path="total"
+        "offset", page_size=100, limit_param="limit", offset_param="offset", total_path="total", overlap=5
     ),
     incremental=IncrementalSpec(
         "updated_since",

@@ -30,9 +30,10 @@ class PaginatorSpec:
     # offset: offset/limit until a short page, or until offset + page >= the body's `total_path`
     offset_param: str = "offset"
     total_path: str = "total"
-    # offset: when `total` shrinks mid-walk (rows left the filtered set, shifting later rows back), the
-    # next request steps back by the shrink; with `max_page_size` it also widens `limit` to cover it.
-    max_page_size: int | None = None
+    # offset: re-read this many rows before each next offset and resume after the last row already
+    # seen, so rows that leave the filtered set mid-walk (shifting later rows back) skip nothing.
+    # 0 = plain offset paging. The API must accept limit = page_size + overlap.
+    overlap: int = 0
 
 
 @dataclass(frozen=True)

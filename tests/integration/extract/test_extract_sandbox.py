@@ -304,15 +304,14 @@ def test_orders_offset_walk_skips_nothing_when_orders_leave_the_window_mid_walk(
         }
         seen: set[str] = set()
         moved: set[str] = set()
-        requests_without_shift = 0
         for page in client.iter_pages(get_stream("orders"), mode="full", window_start=None, window_end=end):
             seen.update(r["order_id"] for r in page.records)
             changes = sbx.admin.mutate(2, at=int(end.timestamp()) + 60, kinds=["update_order"])["applied"]
             moved.update(c["id"] for c in changes if c["kind"] == "update_order")
-            requests_without_shift += 1
         assert moved, "the walk must have moved some orders out of the window"
         assert in_window - moved <= seen, f"skipped: {sorted(in_window - moved - seen)[:5]}"
-        assert client.stats.requests - 1 <= requests_without_shift + 1  # widened pages, not extra ones
+        # the step back widens the next page instead of adding requests
+        assert client.stats.pages <= math.ceil(len(in_window) / 20) + 1
 
 
 def test_every_kind_of_bad_record_becomes_a_rejection_with_its_raw_payload() -> None:

@@ -93,23 +93,19 @@ class TestOffsetPaginator:
         request = OffsetPaginator(self.spec).first(FIRST).with_param("offset", "2")
         assert OffsetPaginator(self.spec).next(request, EMPTY, {"total": 4}, [{"id": 3}, {"id": 4}]) is None
 
-    def test_a_shrinking_total_steps_back_so_shifted_rows_are_not_skipped(self) -> None:
-        paginator = OffsetPaginator(PaginatorSpec("offset", page_size=2))
+    def test_overlap_rereads_the_tail_and_resumes_after_it(self) -> None:
+        paginator = OffsetPaginator(PaginatorSpec("offset", page_size=2, overlap=1))
         first = paginator.first(FIRST)
         second = paginator.next(first, EMPTY, {"total": 6}, [{"id": 1}, {"id": 2}])
-        assert second is not None and dict(second.params)["offset"] == "2"
-        # one row before offset 2 left the set: the row that was at 2 is now at 1
-        third = paginator.next(second, EMPTY, {"total": 5}, [{"id": 4}, {"id": 5}])
-        assert third is not None and dict(third.params)["offset"] == "1"
+        assert second is not None and dict(second.params) == {"x": "1", "limit": "3", "offset": "1"}
 
-    def test_step_back_widens_the_limit_when_allowed(self) -> None:
-        paginator = OffsetPaginator(PaginatorSpec("offset", page_size=2, max_page_size=10))
-        second = paginator.first(FIRST).with_param("offset", "4")
-        paginator.next(paginator.first(FIRST), EMPTY, {"total": 9}, [{"id": 1}, {"id": 2}])
-        third = paginator.next(second, EMPTY, {"total": 7}, [{"id": 7}, {"id": 8}])
-        assert third is not None and dict(third.params) == {"x": "1", "limit": "4", "offset": "2"}
-        fourth = paginator.next(third, EMPTY, {"total": 7}, [{"id": i} for i in range(3, 7)])
-        assert fourth is not None and dict(fourth.params) == {"x": "1", "limit": "2", "offset": "6"}
+    def test_rows_moving_more_than_the_overlap_make_the_walk_back_up(self) -> None:
+        paginator = OffsetPaginator(PaginatorSpec("offset", page_size=2, overlap=1))
+        second = paginator.next(paginator.first(FIRST), EMPTY, {}, [{"id": 1}, {"id": 2}])
+        assert second is not None
+        # the tail row (id 2) is not in the re-read window: back up a page and look again
+        third = paginator.next(second, EMPTY, {}, [{"id": 5}, {"id": 6}, {"id": 7}])
+        assert third is not None and dict(third.params) == {"x": "1", "limit": "2", "offset": "0"}
 
 
 class TestLinkHeaderPaginator:
@@ -219,25 +215,43 @@ def test_client_walks_link_headers(make_client: Any) -> None:
     assert transport.calls[1].params == []  # the next URL carries its own query
 
 
-def test_offset_walk_loses_nothing_when_rows_leave_the_set_mid_walk(make_client: Any) -> None:
-    """Rows 0..9 sorted; after the second page, rows 1 and 2 leave the filtered set (updated past the
-    window end). Without the step back, rows 5 and 6 would shift behind the offset and be skipped."""
-    rows = [{"id": f"o{i}"} for i in range(10)]
+@pytest.mark.parametrize("removed_per_page", [1, 2, 3, 5])
+def test_offset_walk_loses_nothing_when_rows_leave_the_set_mid_walk(
+    make_client: Any, removed_per_page: int
+) -> None:
+    """Rows 0..39 sorted; before every page after the first, the lowest rows not yet removed leave the
+    set (updated past the window end). Plain offset paging would skip the rows that slide back."""
+    rows = [{"id": f"o{i}"} for i in range(40)]
+    removed: set[str] = set()
     served = {"n": 0}
 
     def handle(call: Call) -> HttpResponse:
         served["n"] += 1
-        if served["n"] == 3:
-            del rows[1:3]
+        if served["n"] > 1:
+            for row in [r for r in rows if r["id"] not in removed][:removed_per_page]:
+                removed.add(row["id"])
+        live = [r for r in rows if r["id"] not in removed]
         offset, limit = int(call.param("offset") or 0), int(call.param("limit") or 0)
-        return json_response({"data": rows[offset : offset + limit], "total": len(rows)})
+        return json_response({"data": live[offset : offset + limit], "total": len(live)})
 
     transport = FakeTransport(handle)
-    spec = stream(PaginatorSpec("offset", page_size=2, max_page_size=100))
-    pages = run_full(make_client, transport, spec)
-    seen = set(_ids(pages))
-    assert seen >= {r["id"] for r in rows}  # every row still in the set was read
-    assert len(transport.calls) == 5  # the step back widened a page instead of adding one
+    spec = stream(PaginatorSpec("offset", page_size=5, overlap=3))
+    seen = set(_ids(run_full(make_client, transport, spec)))
+    assert {r["id"] for r in rows} - removed <= seen
+
+
+def test_plain_offset_paging_would_skip_rows_that_slide_back(make_client: Any) -> None:
+    rows = [{"id": f"o{i}"} for i in range(10)]
+
+    def handle(call: Call) -> HttpResponse:
+        offset, limit = int(call.param("offset") or 0), int(call.param("limit") or 0)
+        page = rows[offset : offset + limit]
+        if offset == 0:
+            del rows[0]  # after the first page, o0 leaves the set; o2 slides to offset 1
+        return json_response({"data": page})
+
+    pages = run_full(make_client, FakeTransport(handle), stream(PaginatorSpec("offset", page_size=2)))
+    assert "o2" not in _ids(pages)  # why orders declare an overlap
 
 
 def test_a_paginator_loop_fails_instead_of_spinning(make_client: Any) -> None:
