@@ -151,6 +151,11 @@ def _encode_column(series: pd.Series, prefix: str) -> list[str]:
     if kinds <= _STR_OR_NONE:
         return [f"{prefix}N" if value is None else f"{prefix}S{len(value)}:{value}" for value in values]
     if kinds <= _DECIMAL_OR_NONE:
+        texts = ["" if value is None else str(value) for value in values]
+        joined = "|".join(texts)
+        # str() is the canonical text unless some value is scientific, non-finite or -0.
+        if "E" not in joined and "N" not in joined and "I" not in joined and "-0" not in joined:
+            return [f"{prefix}D{text};" if text else f"{prefix}N" for text in texts]
         return [f"{prefix}N" if value is None else prefix + _encode_decimal(value) for value in values]
     return [prefix + encode_value(value) for value in values]
 

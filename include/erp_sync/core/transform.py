@@ -24,10 +24,13 @@ note issued/void); the orders API's `state` is kept verbatim too. A mapping may 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
+import itertools
 import json
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal
@@ -143,7 +146,7 @@ MAPPINGS: Final[dict[str, TableMapping]] = {
                 inherit=("currency_code",),
                 columns=(
                     Column("description", "description"),
-                    Column("quantity", "quantity_value", "decimal"),
+                    Column("quantity", ("quantity_decimal", "quantity"), "decimal"),
                     Column("amount", "amount", "money"),
                 ),
             ),
@@ -325,119 +328,156 @@ def newest_per_key(ids: Sequence[str], versions: Sequence[int]) -> list[int]:
 # --- mapping -------------------------------------------------------------------------------------
 
 
-def _getter(source: str | tuple[str, ...]) -> Callable[[Any], Any]:
-    if isinstance(source, str):
-        return operator.attrgetter(source)
-    getters = [operator.attrgetter(path) for path in source]
+def _paths(source: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (source,) if isinstance(source, str) else source
 
-    def first_not_none(obj: Any) -> Any:
-        for get in getters:
-            value = get(obj)
-            if value is not None:
-                return value
-        return None
 
-    return first_not_none
+def _source_values(objs: Sequence[Any], sources: Sequence[str | tuple[str, ...]]) -> list[list[Any]]:
+    """Per source, its values over `objs` (all of one model class).
+
+    Plain model fields are read for every source in one pass over the models' `__dict__`s (one
+    C-level itemgetter per object); dotted paths and properties fall back to `attrgetter`.
+    """
+    if not objs:
+        return [[] for _ in sources]
+    first = objs[0]
+    fields = type(first).model_fields if isinstance(first, BaseModel) else {}
+    plain = sorted({path for source in sources for path in _paths(source) if path in fields})
+    by_path: dict[str, list[Any]] = {}
+    if len(plain) == 1:
+        by_path[plain[0]] = [obj.__dict__[plain[0]] for obj in objs]
+    elif plain:
+        get = operator.itemgetter(*plain)
+        rows = [get(obj.__dict__) for obj in objs]
+        by_path.update(zip(plain, map(list, zip(*rows, strict=True)), strict=True))
+
+    def values_at(path: str) -> list[Any]:
+        if path not in by_path:
+            by_path[path] = list(map(operator.attrgetter(path), objs))
+        return by_path[path]
+
+    out = []
+    for source in sources:
+        paths = _paths(source)
+        values = values_at(paths[0])
+        for path in paths[1:]:  # coalesce: first not None
+            values = [a if a is not None else b for a, b in zip(values, values_at(path), strict=True)]
+        out.append(values)
+    return out
 
 
 def _exponents(currencies: Sequence[str | None]) -> list[int]:
-    return [CURRENCY_EXPONENTS[code.upper()] if code else 0 for code in currencies]
+    lookup = {code: CURRENCY_EXPONENTS[code.upper()] for code in set(currencies) if code is not None}
+    return [0 if code is None else lookup[code] for code in currencies]
 
 
-def _convert(column: Column, values: list[Any], exponents: Sequence[int] | None) -> pd.Series:
+def _money(values: list[Any], exponents: Sequence[int]) -> list[Decimal | None]:
+    scale = _EXACT.scaleb  # exact: minor int x 10^-exponent, quantized to the exponent
+    negated = [-exp for exp in exponents]
+    if None not in values:
+        return list(map(scale, values, negated))
+    return [None if minor is None else scale(minor, exp) for minor, exp in zip(values, negated, strict=True)]
+
+
+def _convert(column: Column, values: list[Any], exponents: Sequence[int] | None) -> Any:
+    """A column's values converted for its kind: a list (object column) or a typed array/Series."""
     kind = column.kind
     if kind == "money":
         if exponents is None:
             raise ValueError(f"money column {column.name!r} needs the mapping's currency_source")
-        return pd.Series(
-            [
-                None if minor is None else Decimal(minor).scaleb(-exp, _EXACT)
-                for minor, exp in zip(values, exponents, strict=True)
-            ],
-            dtype=object,
-        )
+        return _money(values, exponents)
     if kind == "unix_time":
         seconds = pd.array(values, dtype="Int64")
-        return pd.Series(pd.to_datetime(seconds, unit="s", utc=True)).astype("datetime64[us, UTC]")
+        return pd.to_datetime(seconds, unit="s", utc=True).astype("datetime64[us, UTC]")
     if kind == "datetime":
-        return pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[us, UTC]")
+        return pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
     if kind == "int":
-        return pd.Series(pd.array(values, dtype="Int64"))
+        return pd.array(values, dtype="Int64")
+    if kind == "decimal":
+        return [Decimal(value) if isinstance(value, int) else value for value in values]
     if kind == "currency":
         upper = {code: code.upper() for code in set(values) if code is not None}
-        return pd.Series([None if code is None else upper[code] for code in values], dtype=object)
+        return [None if code is None else upper[code] for code in values]
     if kind == "status" and column.status_map:
         status_map = column.status_map
-        return pd.Series([status_map.get(value, value) for value in values], dtype=object)
-    return pd.Series(values, dtype=object)
+        return [status_map.get(value, value) for value in values]
+    return values
 
 
 def _map_columns(
-    models: Sequence[Any], columns: Sequence[Column], exponents: Sequence[int] | None
-) -> dict[str, pd.Series]:
-    converted = {}
-    for column in columns:
-        get = _getter(column.source)
-        converted[column.name] = _convert(column, [get(m) for m in models], exponents)
-    return converted
+    objs: Sequence[Any], columns: Sequence[Column], exponents: Sequence[int] | None
+) -> dict[str, Any]:
+    values = _source_values(objs, [column.source for column in columns])
+    return {
+        column.name: _convert(column, column_values, exponents)
+        for column, column_values in zip(columns, values, strict=True)
+    }
 
 
-def _with_control(
-    business: dict[str, pd.Series],
+def _object_array(values: Any) -> Any:
+    """A 1-D object ndarray of `values` (None stays None; no string inference)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _series(values: Any) -> pd.Series:
+    """Lists and object arrays become `object` Series (pandas 3 would infer `str` and turn None
+    into NaN); typed arrays (timestamps, ints) keep their dtype."""
+    if isinstance(values, list) or (isinstance(values, np.ndarray) and values.dtype == object):
+        return pd.Series(values, dtype=object)
+    return pd.Series(values)
+
+
+def _frame(
+    business: dict[str, Any],
     source_system: str,
-    ids: list[str],
-    versions: Sequence[int],
-    extra_hashed: dict[str, pd.Series] | None = None,
+    ids: Sequence[str],
+    versions: Any,
+    child_digests: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
-    frame = pd.DataFrame(business)
-    frame.index = pd.RangeIndex(len(ids))
-    frame["source_system"] = pd.Series([source_system] * len(ids), dtype=object)
-    frame["source_id"] = pd.Series(ids, dtype=object)
-    frame["source_version"] = np.asarray(versions, dtype=np.int64)
-    hashed = frame[[*business, "source_id"]]
-    if extra_hashed:
-        hashed = hashed.assign(**extra_hashed)
-    frame["row_sha256"] = frame_row_sha256(hashed, hashed.columns)
+    """Business columns + CONTROL_COLUMNS, with `row_sha256` over business + source_id
+    (+ the child digests, which are hashed but not stored)."""
+    count = len(ids)
+    data = {name: _series(values) for name, values in business.items()}
+    data["source_system"] = _series([source_system] * count)
+    data["source_id"] = _series(list(ids))
+    data["source_version"] = pd.Series(np.asarray(versions, dtype=np.int64))
+    for name, digests in (child_digests or {}).items():
+        data[name] = _series(digests)
+    frame = pd.DataFrame(data, index=pd.RangeIndex(count))
+    hashed = [*business, "source_id", *(child_digests or {})]
+    frame["row_sha256"] = frame_row_sha256(frame, hashed)
     return frame[[*business, *CONTROL_COLUMNS]]
 
 
 def _map_children(
     child: ChildMapping,
     parents: Sequence[Any],
-    parent_frame: dict[str, pd.Series],
-    parent_ids: list[str],
+    parent_business: dict[str, Any],
+    parent_ids: Sequence[str],
     parent_versions: Sequence[int],
     parent_exponents: Sequence[int] | None,
     source_system: str,
 ) -> tuple[pd.DataFrame, list[int]]:
-    """The child table's frame and, per child row, the position of its parent."""
-    get_items = operator.attrgetter(child.items)
-    items: list[Any] = []
-    owner: list[int] = []
-    positions: list[int] = []
-    for index, parent in enumerate(parents):
-        for position, item in enumerate(get_items(parent), start=1):
-            items.append(item)
-            owner.append(index)
-            positions.append(position)
-    exponents = None if parent_exponents is None else [parent_exponents[i] for i in owner]
-    owner_index = np.asarray(owner, dtype=np.intp)
-    business: dict[str, pd.Series] = {
-        child.parent_column: pd.Series([parent_ids[i] for i in owner], dtype=object),
-        child.position_column: pd.Series(np.asarray(positions, dtype=np.int64)),
+    """The child table's frame and the number of children of each parent (rows are in parent order)."""
+    [lists] = _source_values(parents, [child.items])
+    counts = [len(items) for items in lists]
+    items = list(itertools.chain.from_iterable(lists))
+    owner = np.repeat(np.arange(len(parents)), counts)
+    starts = np.cumsum(counts) - np.asarray(counts, dtype=np.int64)
+    positions = np.arange(len(items), dtype=np.int64) - np.repeat(starts, counts) + 1
+    exponents = None if parent_exponents is None else np.asarray(parent_exponents)[owner].tolist()
+    business: dict[str, Any] = {
+        child.parent_column: _object_array(parent_ids)[owner],
+        child.position_column: positions,
     }
     for name in child.inherit:
-        inherited = parent_frame[name].iloc[owner_index]
-        business[name] = inherited.reset_index(drop=True)
+        business[name] = _object_array(parent_business[name])[owner]
     business.update(_map_columns(items, child.columns, exponents))
-    get_id = operator.attrgetter(child.id_source)
-    frame = _with_control(
-        business,
-        source_system,
-        [get_id(item) for item in items],
-        [parent_versions[i] for i in owner],
-    )
-    return frame, owner
+    [ids] = _source_values(items, [child.id_source])
+    frame = _frame(business, source_system, ids, np.asarray(parent_versions, dtype=np.int64)[owner])
+    return frame, counts
 
 
 def map_models(
@@ -447,25 +487,24 @@ def map_models(
     versions: Sequence[int],
 ) -> dict[str, pd.DataFrame]:
     """Map validated, deduplicated models to one DataFrame per table of `mapping`."""
-    get_id = operator.attrgetter(mapping.id_source)
-    ids = [get_id(m) for m in models]
+    [ids] = _source_values(models, [mapping.id_source])
     exponents = None
     if mapping.currency_source is not None:
-        exponents = _exponents([_getter(mapping.currency_source)(m) for m in models])
+        [currencies] = _source_values(models, [mapping.currency_source])
+        exponents = _exponents(currencies)
     business = _map_columns(models, mapping.columns, exponents)
     tables: dict[str, pd.DataFrame] = {}
-    child_digests: dict[str, pd.Series] = {}
+    child_digests: dict[str, list[str]] = {}
     for child in mapping.children:
-        frame, owner = _map_children(child, models, business, ids, versions, exponents, source_system)
+        frame, counts = _map_children(child, models, business, ids, versions, exponents, source_system)
         tables[child.table] = frame
-        per_parent: list[list[str]] = [[] for _ in models]
-        for parent_index, digest in zip(owner, frame["row_sha256"].tolist(), strict=True):
-            per_parent[parent_index].append(digest)
+        digests = frame["row_sha256"].tolist()
+        ends = itertools.accumulate(counts)
         # Hashed with the header, not stored: a changed line changes the header's row_sha256.
-        child_digests[f"{child.table}__sha256"] = pd.Series(
-            [combine_digests(digests) for digests in per_parent], dtype=object
-        )
-    tables[mapping.table] = _with_control(business, source_system, ids, versions, child_digests)
+        child_digests[f"{child.table}__sha256"] = [
+            combine_digests(digests[end - count : end]) for end, count in zip(ends, counts, strict=True)
+        ]
+    tables[mapping.table] = _frame(business, source_system, ids, versions, child_digests)
     return {table: tables[table] for table in mapping.tables}
 
 
@@ -477,8 +516,30 @@ def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:
         )
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a batch allocates its ~10^5 objects.
+
+    Each automatic full collection traverses every live object -- the raw pages' nested dicts
+    included -- and a batch triggers several; measured, that costs as much as the mapping itself.
+    Mapping creates no reference cycles worth collecting early; the previous state is restored.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
     """Validate, dedupe and map a batch of pages of one stream (see the module docstring)."""
+    with _gc_paused():
+        return _map_pages(spec, pages)
+
+
+def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
     mapping = MAPPINGS[spec.mapping]
     _check_spec(spec, mapping)
     model = resolve(spec.model)

@@ -468,3 +468,14 @@ def test_empty_batch_has_every_table_with_its_columns() -> None:
     assert set(batch.tables) == {"ar_invoices", "ar_invoice_lines"}
     assert all(len(frame) == 0 for frame in batch.tables.values())
     assert (batch.extracted, batch.superseded, batch.accepted) == (0, 0, 0)
+
+
+@needs_fixtures
+def test_text_columns_keep_none_not_nan_and_object_dtype() -> None:
+    named = {**fixture("customer"), "id": "cus_named", "name": "Jenny Rosen", "email": "j@example.com"}
+    batch = map_pages(SPECS["stripe_customers"], [page("stripe_customers", [fixture("customer"), named])])
+    frame = batch.tables["customers"]
+    for column in ("name", "email", "currency_code", "source_id", "source_system", "row_sha256"):
+        assert frame[column].dtype == object, column
+    assert frame["name"].tolist() == [None, "Jenny Rosen"]
+    assert frame["email"].tolist() == [None, "j@example.com"]
