@@ -212,8 +212,10 @@ MAPPINGS: Final[dict[str, TableMapping]] = {
 NOT_AN_OBJECT: Final = "NOT_AN_OBJECT"
 MISSING_ID: Final = "MISSING_ID"
 UNKNOWN_CURRENCY: Final = "UNKNOWN_CURRENCY"
+# An embedded child list still says has_more: loading it would load a partial invoice.
+INCOMPLETE_CHILDREN: Final = "INCOMPLETE_CHILDREN"
 INVALID_FIELD: Final = "INVALID_FIELD"
-_REASON_PRIORITY: Final = (NOT_AN_OBJECT, MISSING_ID, UNKNOWN_CURRENCY, INVALID_FIELD)
+_REASON_PRIORITY: Final = (NOT_AN_OBJECT, MISSING_ID, UNKNOWN_CURRENCY, INCOMPLETE_CHILDREN, INVALID_FIELD)
 _MAX_MESSAGE_ERRORS: Final = 5
 
 # Scaling by a power of ten in this context can never round.
@@ -238,6 +240,8 @@ def _reason_for(error: ErrorDetails, primary_key: str) -> str:
         return MISSING_ID
     if error["type"] == "unknown_currency":
         return UNKNOWN_CURRENCY
+    if loc and loc[-1] == "has_more" and error["type"] == "literal_error" and error.get("input") is True:
+        return INCOMPLETE_CHILDREN
     return INVALID_FIELD
 
 
@@ -393,8 +397,8 @@ def _convert(column: Column, values: list[Any], exponents: Sequence[int] | None)
         return pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
     if kind == "int":
         return pd.array(values, dtype="Int64")
-    if kind == "decimal":
-        return [Decimal(value) if isinstance(value, int) else value for value in values]
+    if kind == "decimal":  # ints and decimal strings (Stripe's *_decimal fields) -> Decimal
+        return [None if value is None else Decimal(value) for value in values]
     if kind == "currency":
         upper = {code: code.upper() for code in set(values) if code is not None}
         return [None if code is None else upper[code] for code in values]

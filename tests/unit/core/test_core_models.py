@@ -59,8 +59,15 @@ def test_line_item_fixture_and_decimal_quantity() -> None:
     fractional = InvoiceLine.model_validate({**fixture("line_item"), "quantity_decimal": "1.25"})
     assert fractional.quantity_value == Decimal("1.25")
     assert _errors(InvoiceLine, {**fixture("line_item"), "quantity_decimal": "abc"}) == [
-        (("quantity_decimal",), "decimal_parsing")
+        (("quantity_decimal",), "string_pattern_mismatch")
     ]
+
+
+@needs_fixtures
+def test_truncated_line_list_is_invalid() -> None:
+    record = fixture("invoice")
+    record["lines"]["has_more"] = True
+    assert _errors(Invoice, record) == [(("lines", "has_more"), "literal_error")]
 
 
 @needs_fixtures

@@ -479,3 +479,23 @@ def test_text_columns_keep_none_not_nan_and_object_dtype() -> None:
         assert frame[column].dtype == object, column
     assert frame["name"].tolist() == [None, "Jenny Rosen"]
     assert frame["email"].tolist() == [None, "j@example.com"]
+
+
+@needs_fixtures
+def test_invoice_with_truncated_lines_is_rejected_not_loaded_partially() -> None:
+    record = fixture("invoice")
+    record["lines"]["has_more"] = True
+    rejection = _reject_one("stripe_invoices", record, invoices(1))
+    assert rejection.reason_code == "INCOMPLETE_CHILDREN"
+    assert "field lines.has_more" in rejection.message
+    assert rejection.source_id == "in_1Pgc6tB7WZ01zgkWu9fdqL6I"
+
+
+def test_decimal_quantity_string_maps_to_decimal() -> None:
+    record = invoices(1)[0]
+    record["lines"]["data"][0]["quantity_decimal"] = "2.500000"
+    record["lines"]["data"][1]["quantity"] = None
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [record])])
+    quantities = batch.tables["ar_invoice_lines"]["quantity"].tolist()
+    assert quantities == [Decimal("2.500000"), None, Decimal(3)]
+    assert str(quantities[0]) == "2.500000"
