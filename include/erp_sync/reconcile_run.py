@@ -45,6 +45,7 @@ from erp_sync.core.reconcile import (
     StreamResult,
     ToleranceConfig,
     TotalLine,
+    empty_items,
     reconcile_stream,
 )
 from erp_sync.reports import file_names, render_csv, render_html, render_json, render_totals_csv
@@ -418,27 +419,18 @@ def reconcile_period(
     backup: BackupFn | None = None,
     repair_of_report_id: int | None = None,
 ) -> ReconcileOutcome:
-    """Compare the SaaS and the ERP for `request`'s period and streams; store and render the report."""
-    results: list[StreamResult] = []
+    """Compare the SaaS and the ERP for `request`'s period and streams; store and render the report.
+
+    A failure while reading either side is stored as an ERROR report (so the UI shows the attempt and
+    its reason) and then re-raised.
+    """
     sources: dict[str, Any] = {"saas": {}, "erp": {}}
-    for name in request.streams:
-        spec = get_stream(name)
-        table = spec.target_tables[0]
-        metrics = METRICS_BY_TABLE[table]
-        sql = request.erp_sql.get(name)
-        saas, stats = read_saas_side(
-            client, spec, request.period_start, request.period_end, lookback=request.saas_lookback
-        )
-        erp = read_erp_side(conn, spec, request.period_start, request.period_end, sql)
-        erp_t = erp_totals(conn, spec, request.period_start, request.period_end, sql)
+    try:
+        results = [_reconcile_one(conn, client, request, name, sources) for name in request.streams]
+    except Exception as exc:
         conn.rollback()
-        results.append(reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t))
-        sources["saas"][name] = {"endpoint": spec.path, "listed_by": "created", **stats.__dict__}
-        sources["erp"][name] = {"sql": "configured" if sql else f"erp_staging.{table}", "records": len(erp)}
-        log.info(
-            "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records",
-            name, len(saas), stats.pages, stats.rejected, len(erp),
-        )  # fmt: skip
+        _store_error(conn, request, exc, sources, dag_id=dag_id, run_id=run_id)
+        raise
     result = ReconcileResult(streams=results)
     invariants = check_invariants(conn)
     conservation = drift.conservation_for_period(
@@ -477,6 +469,59 @@ def reconcile_period(
     )
     outcome.message = describe(outcome, request)
     return outcome
+
+
+def _reconcile_one(
+    conn: Any, client: Any, request: ReconcileRequest, name: str, sources: dict[str, Any]
+) -> StreamResult:
+    spec = get_stream(name)
+    table = spec.target_tables[0]
+    metrics = METRICS_BY_TABLE[table]
+    sql = request.erp_sql.get(name)
+    saas, stats = read_saas_side(
+        client, spec, request.period_start, request.period_end, lookback=request.saas_lookback
+    )
+    conn.rollback()
+    with conn.cursor() as cur:  # records and aggregates from one snapshot
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    erp = read_erp_side(conn, spec, request.period_start, request.period_end, sql)
+    erp_t = erp_totals(conn, spec, request.period_start, request.period_end, sql)
+    conn.rollback()
+    sources["saas"][name] = {"endpoint": spec.path, "listed_by": "created", **stats.__dict__}
+    sources["erp"][name] = {"sql": "configured" if sql else f"erp_staging.{table}", "records": len(erp)}
+    log.info(
+        "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records",
+        name, len(saas), stats.pages, stats.rejected, len(erp),
+    )  # fmt: skip
+    return reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t)
+
+
+def _store_error(
+    conn: Any,
+    request: ReconcileRequest,
+    exc: BaseException,
+    sources: Mapping[str, Any],
+    *,
+    dag_id: str | None,
+    run_id: str | None,
+) -> None:
+    header = drift.ReportHeader(
+        period_start=request.period_start,
+        period_end=request.period_end,
+        streams=request.streams,
+        status="ERROR",
+        tolerances=dict(request.tolerances_raw),
+        sources=sources,
+        dag_id=dag_id,
+        run_id=run_id,
+        repair_command=repair_commands(request.period_start, request.period_end, request.streams).as_text(),
+        error_message=f"{type(exc).__name__}: {exc}"[:2000],
+    )
+    try:
+        stored = drift.write_report(conn, header, [], empty_items())
+        log.error("reconciliation failed (%s); stored as ERROR report %s", exc, stored.report_id)
+    except Exception:
+        log.exception("reconciliation failed and its ERROR report could not be stored either")
 
 
 def _source_system(streams: Iterable[str]) -> str:

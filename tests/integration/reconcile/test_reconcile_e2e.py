@@ -296,3 +296,16 @@ def test_sync_window_of_the_triggering_runs_comes_from_their_batches(conn):
     window = sync_window_for_runs(conn, ["scheduled__a"])
     assert window == (datetime(2026, 11, 25, 1, 50, tzinfo=UTC), datetime(2026, 11, 26, 2, tzinfo=UTC))
     assert sync_window_for_runs(conn, ["never-ran"]) is None
+
+
+def test_a_failed_read_is_stored_as_an_error_report_and_raised(sandbox, conn):
+    from erp_sync.clients.errors import AuthenticationError
+
+    wrong_key = SaaSClient(sandbox.base_url, BearerSecretKey("sk_test_wrong"), page_size=50)
+    request = parse_request({"streams": ["invoices"]}, now=datetime.now(UTC))
+    with pytest.raises(AuthenticationError):
+        run_request(conn=conn, client=wrong_key, request=request, run_id="reconcile-error")
+    report = drift.list_reports(conn)[0]
+    assert report["status"] == "ERROR" and report["item_count"] == 0
+    assert "AuthenticationError" in report["error_message"] and "401" in report["error_message"]
+    assert "sk_test_wrong" not in report["error_message"]
