@@ -13,27 +13,27 @@ class Column:
     """A 1-D numpy array that grows by doubling; `.v` is the live view."""
 
     def __init__(self, values: np.ndarray[Any, Any]) -> None:
-        self._a = np.ascontiguousarray(values)
+        self.a = np.ascontiguousarray(values)
         self.n = len(values)
 
     @property
     def v(self) -> np.ndarray[Any, Any]:
-        return self._a[: self.n]
+        return self.a[: self.n]
 
     def append(self, value: Any) -> int:
-        if self.n == len(self._a):
-            grown = np.empty(max(16, 2 * len(self._a)), dtype=self._a.dtype)
-            grown[: self.n] = self._a[: self.n]
-            self._a = grown
-        self._a[self.n] = value
+        if self.n == len(self.a):
+            grown = np.empty(max(16, 2 * len(self.a)), dtype=self.a.dtype)
+            grown[: self.n] = self.a[: self.n]
+            self.a = grown
+        self.a[self.n] = value
         self.n += 1
         return self.n - 1
 
     def __getitem__(self, i: int) -> Any:
-        return self._a[i]
+        return self.a.item(i)  # a Python scalar: cheaper than a numpy scalar and JSON-ready
 
     def __setitem__(self, i: int, value: Any) -> None:
-        self._a[i] = value
+        self.a[i] = value
 
 
 class Table:
@@ -44,12 +44,11 @@ class Table:
         lengths = {c.n for c in self.cols.values()}
         assert len(lengths) == 1, lengths
         self.n = lengths.pop()
+        for name, column in self.cols.items():
+            setattr(self, name, column)  # plain attribute access on the hot path
 
-    def __getattr__(self, name: str) -> Column:
-        try:
-            return self.__dict__["cols"][name]  # type: ignore[no-any-return]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __getattr__(self, name: str) -> Column:  # only reached for unknown names (and for mypy)
+        raise AttributeError(name)
 
     def append(self, **values: Any) -> int:
         missing = set(self.cols) - set(values)

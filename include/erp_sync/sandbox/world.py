@@ -166,6 +166,7 @@ class World:
         self._cached = 0
         self.cache_limit = 250_000  # objects (~1 GB of invoices at most)
         self._cands: dict[str, np.ndarray[Any, Any]] = {}
+        self._line_template = tpl.line_item_template()
         self.mutation_calls = 0
         self._generate(invoices)
         self.index = {
@@ -401,28 +402,31 @@ class World:
         return d
 
     def render_line(self, j: int) -> dict[str, Any]:
-        lines = self.lines
-        inv = int(lines.invoice[j])
-        created = int(self.invoices.created[inv])
-        amount = int(lines.amount[j])
-        d = dict(tpl.line_item_template())
-        parent = dict(d["parent"])
-        parent["invoice_item_details"] = dict(
-            parent["invoice_item_details"], invoice_item=self.ids.encode("ii", j)
-        )
-        d.update(
-            id=self.ids.encode("il", j),
-            invoice=self.ids.encode("in", inv),
-            amount=amount,
-            subtotal=amount,
-            currency=CURRENCIES[self.invoices.currency[inv]],
-            description=PRODUCTS[lines.product[j]],
-            quantity=int(lines.qty[j]),
-            period={"end": created + 30 * DAY, "start": created},
-            pricing={"type": "price_details", "unit_amount_decimal": str(int(lines.unit[j]))},
-            parent=parent,
-            metadata={},
-        )
+        lines, invoices, encode = self.lines, self.invoices, self.ids.encode
+        inv = lines.invoice.a.item(j)
+        created = invoices.created.a.item(inv)
+        amount = lines.amount.a.item(j)
+        d = dict(self._line_template)
+        d["id"] = encode("il", j)
+        d["invoice"] = encode("in", inv)
+        d["amount"] = amount
+        d["subtotal"] = amount
+        d["currency"] = CURRENCIES[invoices.currency.a.item(inv)]
+        d["description"] = PRODUCTS[lines.product.a.item(j)]
+        d["quantity"] = lines.qty.a.item(j)
+        d["period"] = {"end": created + 30 * DAY, "start": created}
+        d["pricing"] = {"type": "price_details", "unit_amount_decimal": str(lines.unit.a.item(j))}
+        d["parent"] = {
+            "invoice_item_details": {
+                "invoice_item": encode("ii", j),
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "subscription": None,
+            },
+            "subscription_item_details": None,
+            "type": "invoice_item_details",
+        }
+        d["metadata"] = {}
         return d
 
     def lines_list(self, i: int, start: int, limit: int) -> dict[str, Any]:
