@@ -1,46 +1,17 @@
-"""Fixtures for the store tests: a migrated database, a connection, a ledger in a unique namespace.
-
-`pg_dsn` is redefined here because the shared one opens its admin connection with `with conn:`,
-which in psycopg2 2.9 starts a transaction even in autocommit mode (CREATE DATABASE then fails).
-"""
+"""Fixtures for the store tests: a migrated database, a connection, a ledger in a unique namespace."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import pytest
 import redis
+from store_factories import drop_database, make_database
 
 from erp_sync.store.ledger import RedisLedger
 from erp_sync.store.migrations import apply_migrations
-
-PG_ADMIN_DSN = os.environ.get("ERP_SYNC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-pytestmark = pytest.mark.integration
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def make_database() -> str:
-    name = f"erp_store_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(dsn: str) -> None:
-    _admin(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -70,6 +41,3 @@ def conn(migrated_pg_dsn: str) -> Iterator[Any]:
 @pytest.fixture
 def ledger(redis_client: redis.Redis, redis_namespace: str) -> RedisLedger:
     return RedisLedger(redis_client, namespace=redis_namespace)
-
-
-REDIS_URL = os.environ.get("ERP_SYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")

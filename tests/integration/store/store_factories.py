@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
+import psycopg2
 
 from erp_sync.core.batch import BatchKey, MappedBatch, Page, Rejection
 from erp_sync.core.hashing import frame_row_sha256
 
+PG_ADMIN_DSN = os.environ.get("ERP_SYNC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("ERP_SYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SOURCE = "stripe"
 STREAM = "invoices"
 WINDOW = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
@@ -215,3 +220,24 @@ def row_versions(conn: Any, table: str = "ar_invoices") -> dict[str, tuple[str, 
         rows = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
     conn.rollback()
     return rows
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(PG_ADMIN_DSN)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def make_database() -> str:
+    """A new empty database (the caller drops it); DSN returned."""
+    name = f"erp_store_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(dsn: str) -> None:
+    _admin(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')

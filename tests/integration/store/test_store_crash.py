@@ -15,8 +15,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import REDIS_URL
-from store_factories import WINDOW, expected_invoices, expected_lines, staging_invoices, staging_lines
+from store_factories import (
+    REDIS_URL,
+    WINDOW,
+    expected_invoices,
+    expected_lines,
+    staging_invoices,
+    staging_lines,
+)
 from store_runner import truth
 
 from erp_sync.store.faults import CRASH_POINTS

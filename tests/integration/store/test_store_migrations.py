@@ -87,7 +87,7 @@ def test_concurrent_runners_apply_each_file_once(pg_dsn):
 
 def test_migrations_in_two_databases_at_once_share_the_cluster_role(pg_dsn):
     """The role is cluster-wide: a second database migrating concurrently must not trip over it."""
-    from conftest import drop_database, make_database
+    from store_factories import drop_database, make_database
 
     other = make_database()
     try:
