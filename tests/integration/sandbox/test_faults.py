@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -150,3 +151,21 @@ def test_request_counts_by_route_and_status(sandbox: SandboxHandle, api: Api) ->
     assert counts["by_route"] == {"GET /v1/invoices": 2, "GET /v1/charges": 1, "GET /v1/charges/{id}": 1}
     assert counts["by_status"] == {"200": 3, "400": 1}
     assert sandbox.admin.reset_counts()["total"] == 0
+
+
+def test_pipelined_requests_are_answered_in_order_even_when_slow(sandbox: SandboxHandle) -> None:
+    sandbox.admin.set_faults(slow_ms=150)
+    host, port = sandbox.base_url.removeprefix("http://").split(":")
+    ids = [c["id"] for c in sandbox.admin.truth()["objects"]["customers"][:3]]
+    auth = f"Authorization: Bearer {sandbox.secret_key}\r\n"
+    wire = "".join(f"GET /v1/customers/{cid} HTTP/1.1\r\nHost: x\r\n{auth}\r\n" for cid in ids)
+    wire += f"GET /v1/customers/nope HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(wire.encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    responses = raw.split(b"HTTP/1.1 ")[1:]
+    assert [r.split(b" ", 1)[0] for r in responses] == [b"200", b"200", b"200", b"404"]
+    bodies = [orjson.loads(r.split(b"\r\n\r\n", 1)[1]) for r in responses[:3]]
+    assert [b["id"] for b in bodies] == ids
