@@ -22,6 +22,8 @@ from erp_sync.core.timeutil import parse_iso8601
 
 # numeric(20,3) holds 17 integer digits; with exponent 0 a minor amount is a major amount.
 MAX_ABS_MINOR: Final = 10**17 - 1
+# Staging money columns are numeric(20,3): a 4-decimal currency (CLF, UYW) would be rounded.
+MAX_STAGING_EXPONENT: Final = 3
 # 9999-12-31T23:59:59Z: the last instant a timestamptz column and `datetime` both represent.
 MAX_UNIX_SECONDS: Final = 253_402_300_799
 
@@ -29,9 +31,16 @@ MAX_UNIX_SECONDS: Final = 253_402_300_799
 def _check_currency(value: Any) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("string_type", "Input should be a valid string")
-    if value.upper() not in CURRENCY_EXPONENTS:
+    exponent = CURRENCY_EXPONENTS.get(value.upper())
+    if exponent is None:
         raise PydanticCustomError(
             "unknown_currency", "unknown ISO-4217 currency code {code}", {"code": value}
+        )
+    if exponent > MAX_STAGING_EXPONENT:
+        raise PydanticCustomError(
+            "unknown_currency",
+            "currency {code} has {exponent} decimals; staging money columns hold 3",
+            {"code": value, "exponent": exponent},
         )
     return value.lower()
 

@@ -312,7 +312,22 @@ def validate_records(
     try:
         models = adapter.validate_python([records[i] for i in positions])
     except ValidationError:  # pragma: no cover - a record valid alone should be valid in a list
-        models = [model.model_validate(records[i]) for i in positions]
+        return _validate_one_by_one(stream, id_field, model, records)
+    return positions, models, rejections
+
+
+def _validate_one_by_one(
+    stream: str, id_field: str, model: type[BaseModel], records: Sequence[Any]
+) -> tuple[list[int], list[BaseModel], list[Rejection]]:
+    positions: list[int] = []
+    models: list[BaseModel] = []
+    rejections: list[Rejection] = []
+    for position, record in enumerate(records):
+        try:
+            models.append(model.model_validate(record))
+            positions.append(position)
+        except ValidationError as exc:
+            rejections.append(_rejection(stream, id_field, record, exc.errors(include_url=False)))
     return positions, models, rejections
 
 

@@ -170,3 +170,10 @@ def test_resolve() -> None:
         resolve("Subscription")
     with pytest.raises(LookupError):
         resolve("erp_sync.core.money.to_major")
+
+
+@needs_fixtures
+@pytest.mark.parametrize("code", ["clf", "UYW"])
+def test_four_decimal_currencies_are_refused_by_the_staging_schema(code: str) -> None:
+    with pytest.raises(ValidationError, match="staging money columns hold 3"):
+        Charge.model_validate({**fixture("charge"), "currency": code})

@@ -499,3 +499,25 @@ def test_decimal_quantity_string_maps_to_decimal() -> None:
     quantities = batch.tables["ar_invoice_lines"]["quantity"].tolist()
     assert quantities == [Decimal("2.500000"), None, Decimal(3)]
     assert str(quantities[0]) == "2.500000"
+
+
+@needs_fixtures
+def test_one_by_one_fallback_gives_the_same_split() -> None:
+    from erp_sync.core.models import Charge
+    from erp_sync.core.transform import _validate_one_by_one, validate_records
+
+    records = [
+        fixture("charge"),
+        {**fixture("charge"), "amount": "1"},
+        7,
+        {**fixture("charge"), "id": "ch_2"},
+    ]
+    fast = validate_records("stripe_charges", "id", Charge, records)
+    slow = _validate_one_by_one("stripe_charges", "id", Charge, records)
+    assert fast[0] == slow[0] == [0, 3]
+    assert fast[1] == slow[1]
+    assert (
+        [r.reason_code for r in fast[2]]
+        == [r.reason_code for r in slow[2]]
+        == ["INVALID_FIELD", "NOT_AN_OBJECT"]
+    )
