@@ -107,7 +107,7 @@ def sandbox_command(
     port: int = 0,
     invoices: int = 200,
     seed: int = 1,
-    secret_key: str,
+    secret_key: str | None = None,
     oauth: bool = False,
     faults: dict[str, Any] | None = None,
     history_days: int = 90,
@@ -116,8 +116,9 @@ def sandbox_command(
     cmd = [
         sys.executable, "-m", "erp_sync.sandbox", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--invoices", str(invoices), "--seed", str(seed), "--history-days", str(history_days),
-        "--secret-key", secret_key,
     ]  # fmt: skip
+    if secret_key is not None:  # else the server reads ERP_SYNC_SANDBOX_SECRET_KEY (kept out of `ps`)
+        cmd += ["--secret-key", secret_key]
     if oauth:
         cmd.append("--oauth")
     if faults:
@@ -157,10 +158,11 @@ def running_sandbox(
     client_secret = secrets.token_urlsafe(24)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INCLUDE_DIR), env.get("PYTHONPATH", "")) if p)
+    env["ERP_SYNC_SANDBOX_SECRET_KEY"] = secret_key
     env["ERP_SYNC_SANDBOX_CLIENT_ID"] = client_id
     env["ERP_SYNC_SANDBOX_CLIENT_SECRET"] = client_secret
     cmd = sandbox_command(
-        invoices=invoices, seed=seed, secret_key=secret_key, oauth=oauth, faults=faults,
+        invoices=invoices, seed=seed, oauth=oauth, faults=faults,
         history_days=history_days, anchor=anchor,
     )  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
