@@ -8,6 +8,7 @@ descendants every 20 ms from /proc (catches worker processes a stage may start).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -76,26 +77,56 @@ class _Sampler(threading.Thread):
         self.join()
 
 
+def _log_shows(log_path: Path, marker: str) -> bool:
+    with log_path.open("rb") as fh:
+        fh.seek(max(0, log_path.stat().st_size - 65536))
+        return marker.encode() in fh.read()
+
+
 def run_child(
-    argv: list[str], *, env: dict[str, str], log_path: Path, timeout_s: float, cwd: Path | None = None
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    timeout_s: float,
+    cwd: Path | None = None,
+    abort_on: str | None = None,
 ) -> ChildRun:
-    """Run `argv` to completion (killed after `timeout_s`), sampling its process tree's RSS."""
+    """Run `argv` to completion (killed after `timeout_s`, or as soon as its log shows `abort_on`),
+    sampling its process tree's RSS."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_path.open("ab") as log:
         log.write(f"\n$ {' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        # Its own process group, so a kill reaches the workers it started too.
+        proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
         sampler = _Sampler(proc.pid)
         sampler.start()
         try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            returncode = _wait(proc, timeout_s, log_path, abort_on)
+        except subprocess.TimeoutExpired as exc:
+            os.killpg(proc.pid, signal.SIGKILL)
             returncode = proc.wait()
-            log.write(f"\nKILLED after {timeout_s:.0f} s\n".encode())
+            log.write(f"\nKILLED: {exc}\n".encode())
         finally:
             sampler.stop()
     wall = time.monotonic() - started
     tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace")
     return ChildRun(returncode, wall, sampler.peak_kb / 1024, tail)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path, abort_on: str | None) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(proc.args, timeout_s) from None
+            if abort_on and _log_shows(log_path, abort_on):
+                raise subprocess.TimeoutExpired(
+                    proc.args, 0, output=f"log showed {abort_on!r}".encode()
+                ) from None

@@ -13,7 +13,7 @@ PEERS="$PROJECT_DIR/bench/.venv-peers"
 stamp="$PEERS/.installed-$(sha256sum bench/requirements-bench.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[bench] installing the peers (dlt, datacompy) into $PEERS ..."
-  "$VENV/bin/uv" venv --quiet --python "$VENV/bin/python" "$PEERS"
+  "$VENV/bin/uv" venv --quiet --clear --python "$VENV/bin/python" "$PEERS"
   "$VENV/bin/uv" pip install --quiet --python "$PEERS/bin/python" -r bench/requirements-bench.txt
   touch "$stamp"
 fi
