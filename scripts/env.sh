@@ -20,6 +20,8 @@ export NO_PROXY="${NO_PROXY:-127.0.0.1,localhost}"
 export SANDBOX_PORT="${SANDBOX_PORT:-18111}"
 export SANDBOX_INVOICES="${SANDBOX_INVOICES:-500}"
 export SANDBOX_SECRET_KEY="${SANDBOX_SECRET_KEY:-sk_test_demo_4eC39HqLyjWDarjtT1zdp7dc}"
+export SANDBOX_CLIENT_ID="${SANDBOX_CLIENT_ID:-erp-sync-demo}"
+export SANDBOX_CLIENT_SECRET="${SANDBOX_CLIENT_SECRET:-demo-client-secret-7Qx2VwR9}"
 export SFTP_PORT="${SFTP_PORT:-2222}"
 export ERP_DEMO_DB="${ERP_DEMO_DB:-erp_demo}"
 
@@ -27,6 +29,7 @@ default_env() {  # default_env NAME VALUE: set NAME only when the environment ha
   if [ -z "${!1:-}" ]; then export "$1=$2"; fi
 }
 default_env AIRFLOW_CONN_SAAS_API "{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_PORT\", \"password\": \"$SANDBOX_SECRET_KEY\", \"extra\": {\"auth\": \"secret_key\", \"timeout\": 30, \"max_rps\": 200}}"
+default_env AIRFLOW_CONN_ORDERS_API "{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$SANDBOX_PORT\", \"login\": \"$SANDBOX_CLIENT_ID\", \"password\": \"$SANDBOX_CLIENT_SECRET\", \"extra\": {\"auth\": \"oauth2\", \"client_id\": \"$SANDBOX_CLIENT_ID\", \"token_url\": \"http://127.0.0.1:$SANDBOX_PORT/oauth/token\"}}"
 default_env AIRFLOW_CONN_ERP_STAGING "{\"conn_type\": \"postgres\", \"host\": \"127.0.0.1\", \"port\": 5432, \"login\": \"postgres\", \"schema\": \"$ERP_DEMO_DB\"}"
 default_env AIRFLOW_CONN_SYNC_STATE "{\"conn_type\": \"redis\", \"host\": \"127.0.0.1\", \"port\": 6379, \"extra\": {\"db\": 1, \"namespace\": \"erpsync-demo\"}}"
 export AIRFLOW_CONN_SAAS_API AIRFLOW_CONN_ERP_STAGING AIRFLOW_CONN_SYNC_STATE

@@ -12,6 +12,7 @@ start() {
   running && { echo "sandbox already running (pid $(cat "$PID_FILE"))"; return 0; }
   nohup python -m erp_sync.sandbox serve --host 127.0.0.1 --port "$SANDBOX_PORT" \
     --invoices "$SANDBOX_INVOICES" --seed "${SANDBOX_SEED:-42}" --secret-key "$SANDBOX_SECRET_KEY" \
+    --client-id "$SANDBOX_CLIENT_ID" --client-secret "$SANDBOX_CLIENT_SECRET" \
     >"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"
   for _ in $(seq 120); do

@@ -10,6 +10,9 @@ from airflow.sdk import BaseOperator, Context
 
 from erp_sync.core.params import parse_sync_params
 
+# Which Airflow connection serves each source system's streams (override per task with saas_conn_id).
+SOURCE_CONNECTIONS = {"stripe": "saas_api", "orders_api": "orders_api"}
+
 
 def window_inputs(context: Context) -> dict[str, Any]:
     """Scheduled runs sync up to their data interval's end; manual runs use the params' window or
@@ -29,7 +32,7 @@ class SaaSStreamSyncOperator(BaseOperator):
         self,
         *,
         stream: str,
-        saas_conn_id: str = "saas_api",
+        saas_conn_id: str | None = None,
         erp_conn_id: str = "erp_staging",
         state_conn_id: str = "sync_state",
         batch_records: int = 5_000,
@@ -53,9 +56,8 @@ class SaaSStreamSyncOperator(BaseOperator):
         params = parse_sync_params(dict(context["params"]), STREAMS, STREAMS)
         spec = get_stream(self.stream)
         redis_client, namespace = sync_state(self.state_conn_id)
-        client = SaaSApiHook(saas_conn_id=self.saas_conn_id).get_client(
-            redis_client=redis_client, namespace=namespace
-        )
+        conn_id = self.saas_conn_id or SOURCE_CONNECTIONS.get(spec.source_system, "saas_api")
+        client = SaaSApiHook(saas_conn_id=conn_id).get_client(redis_client=redis_client, namespace=namespace)
         request = WindowRequest(
             window_start=params.window_start,
             window_end=params.window_end,
