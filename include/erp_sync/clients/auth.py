@@ -7,6 +7,7 @@ requests get the same timeouts, TLS settings and retry policy as data requests).
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal, Protocol
@@ -107,7 +108,7 @@ class OAuth2ClientCredentials:
         self._clock = clock
         self._token: str | None = None
         self._expires_at = 0.0
-        self._refreshed_after_401 = False
+        self._lock = threading.Lock()  # child lists are fetched from a few threads
         self.tokens_fetched = 0
 
     def __repr__(self) -> str:
@@ -117,21 +118,21 @@ class OAuth2ClientCredentials:
         )
 
     def headers(self, fetch: TokenFetcher) -> dict[str, str]:
-        if self._token is None or self._clock() >= self._expires_at:
-            self._fetch_token(fetch)
-        assert self._token is not None
-        return {"Authorization": f"Bearer {self._token}"}
+        with self._lock:
+            if self._token is None or self._clock() >= self._expires_at:
+                self._fetch_token(fetch)
+            assert self._token is not None
+            return {"Authorization": f"Bearer {self._token}"}
 
     def on_unauthorized(self) -> bool:
-        if self._refreshed_after_401:
-            return False
-        self._refreshed_after_401 = True
-        self._token = None
+        """Drop the cached token so the retry fetches a new one. The client allows this once per
+        request: a second 401 for the same request means the credentials are refused."""
+        with self._lock:
+            self._token = None
         return True
 
     def on_success(self) -> None:
-        """A request went through: the next 401 deserves one refresh again."""
-        self._refreshed_after_401 = False
+        return None
 
     def _fetch_token(self, fetch: TokenFetcher) -> None:
         form = {"grant_type": "client_credentials"}

@@ -8,8 +8,10 @@ which endpoint, which paginator, which incremental strategy and which child list
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -120,6 +122,7 @@ class SaaSClient:
         progress: ProgressCallback | None = None,
         progress_interval_s: float = 5.0,
         page_size: int | None = None,
+        child_concurrency: int = 4,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -140,6 +143,8 @@ class SaaSClient:
         self._stream = ""
         self._last_progress = clock()
         self._child_tails: dict[bytes, list[Any]] = {}
+        self._stats_lock = threading.Lock()
+        self.child_concurrency = max(1, child_concurrency)
         self.page_meta: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -262,32 +267,52 @@ class SaaSClient:
     # --------------------------------------------------------------- children
 
     def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> bool:
-        """Fetch the rest of every truncated child list in place; True when any record changed."""
-        changed = False
+        """Complete every truncated child list of the page in place (fetching the tails with up to
+        `child_concurrency` requests in flight); True when any record changed."""
+        pending: list[tuple[dict[str, Any], bytes | None, Callable[[], list[Any]]]] = []
         for child in spec.children:
             for record in records:
                 embedded = record.get(child.field)
                 if isinstance(embedded, dict) and embedded.get("has_more") is True:
-                    self._complete_child_list(child, record, str(record[spec.primary_key]), embedded)
-                    changed = True
-        return changed
+                    pending.append(self._child_job(child, record, str(record[spec.primary_key]), embedded))
+        if not pending:
+            return False
+        jobs: dict[bytes | int, Callable[[], list[Any]]] = {}
+        for n, (_, key, fetch) in enumerate(pending):
+            if key is None or (key not in jobs and key not in self._child_tails):
+                jobs[key if key is not None else n] = fetch
+        fetched = self._run_child_jobs(jobs)
+        for n, (embedded, key, _) in enumerate(pending):
+            job_key: bytes | int = key if key is not None else n
+            tail = fetched[job_key] if job_key in fetched else self._child_tails[key or b""]
+            embedded["data"].extend(tail)
+            embedded["has_more"] = False
+        self._remember_tails({k: v for k, v in fetched.items() if isinstance(k, bytes)})
+        return True
 
-    def _complete_child_list(
+    def _child_job(
         self, child: ChildListSpec, record: dict[str, Any], parent_id: str, embedded: dict[str, Any]
-    ) -> None:
-        data = embedded.get("data")
-        if not isinstance(data, list):
+    ) -> tuple[dict[str, Any], bytes | None, Callable[[], list[Any]]]:
+        head = embedded.get("data")
+        if not isinstance(head, list):
             raise MalformedResponseError(f"{child.field} of {parent_id} has has_more but no data list")
-        cache_key = _child_cache_key(child, record, parent_id, data)
-        tail = self._child_tails.get(cache_key) if cache_key is not None else None
-        if tail is None:
-            tail = self._fetch_child_tail(child, parent_id, data)
-            if cache_key is not None:
-                if len(self._child_tails) >= MAX_CACHED_CHILD_LISTS:
-                    self._child_tails.clear()
-                self._child_tails[cache_key] = tail
-        data.extend(tail)
-        embedded["has_more"] = False
+        key = _child_cache_key(child, record, parent_id, head)
+        head_copy = list(head)
+        return embedded, key, lambda: self._fetch_child_tail(child, parent_id, head_copy)
+
+    def _run_child_jobs(
+        self, jobs: dict[bytes | int, Callable[[], list[Any]]]
+    ) -> dict[bytes | int, list[Any]]:
+        if self.child_concurrency == 1 or len(jobs) == 1:
+            return {key: fetch() for key, fetch in jobs.items()}
+        with ThreadPoolExecutor(max_workers=min(self.child_concurrency, len(jobs))) as pool:
+            futures = {key: pool.submit(fetch) for key, fetch in jobs.items()}
+            return {key: future.result() for key, future in futures.items()}
+
+    def _remember_tails(self, tails: dict[bytes, list[Any]]) -> None:
+        if len(self._child_tails) + len(tails) > MAX_CACHED_CHILD_LISTS:
+            self._child_tails.clear()
+        self._child_tails.update(tails)
 
     def _fetch_child_tail(self, child: ChildListSpec, parent_id: str, head: list[Any]) -> list[Any]:
         """The child items after the embedded head, from the child endpoint (Stripe list paging)."""
@@ -306,7 +331,7 @@ class SaaSClient:
             response, payload, items = self._call(
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, "data")
             )
-            self.stats.child_requests += 1
+            self._count(child_requests=1)
             for item in items:
                 item_id = item.get("id") if isinstance(item, dict) else None
                 if item_id is None or item_id not in seen_ids:
@@ -354,6 +379,7 @@ class SaaSClient:
         started = self._clock()
         attempt = 0
         malformed = 0
+        refreshed = False
         last_status: int | None = None
         while True:
             attempt += 1
@@ -364,14 +390,15 @@ class SaaSClient:
                     headers.update(extra_headers)
                 if authed:
                     headers.update(self.auth.headers(self._fetch_token))
-                self.stats.requests += 1
+                self._count(requests=1)
                 response = self.transport.send(
                     method, url, params=params, headers=headers, data=data, timeout=self.timeout
                 )
                 last_status = response.status
                 if response.status == 401 and authed:
-                    if self.auth.on_unauthorized():
+                    if not refreshed and self.auth.on_unauthorized():
                         log.info("%s: 401, refreshing credentials once", endpoint)
+                        refreshed = True
                         attempt -= 1  # a refresh is not a failure of the API
                         continue
                     raise AuthenticationError(
@@ -406,8 +433,7 @@ class SaaSClient:
                     endpoint, last_status, f"gave up after {attempt} attempts: {failure}"
                 ) from failure
             log.info("%s: attempt %d failed (%s); retrying in %.2fs", endpoint, attempt, failure, delay)
-            self.stats.retries += 1
-            self.stats.backoff_seconds += delay
+            self._count(retries=1, backoff_seconds=delay)
             self.retry.sleep(delay)
             self._maybe_report()
 
@@ -418,15 +444,21 @@ class SaaSClient:
             wait = self.rate_limiter.try_acquire()
             if wait <= 0:
                 return
-            self.stats.rate_limit_waits += 1
-            self.stats.wait_seconds += wait
+            self._count(rate_limit_waits=1, wait_seconds=wait)
             self.retry.sleep(wait)
 
+    def _count(self, **increments: float) -> None:
+        with self._stats_lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+
     def _maybe_report(self) -> None:
-        now = self._clock()
-        if now - self._last_progress >= self.progress_interval_s:
+        with self._stats_lock:
+            now = self._clock()
+            if now - self._last_progress < self.progress_interval_s:
+                return
             self._last_progress = now
-            self.progress(self._stream, self.stats)
+        self.progress(self._stream, self.stats)
 
     def close(self) -> None:
         close = getattr(self.transport, "close", None)

@@ -156,3 +156,15 @@ def test_secrets_never_reach_reprs_or_logs(
     text = caplog.text + repr(client) + repr(client.auth)
     assert "s3cret-hush" not in text
     assert "tok-" not in text
+
+
+def test_each_request_gets_its_own_single_refresh(make_client: Any, clock: FakeClock) -> None:
+    """The refresh-once rule is per request: a later request may refresh again after a 401."""
+    server = TokenServer()
+    client = make_client(FakeTransport(server), auth=oauth(clock))
+    read(client)
+    server.expired.add("tok-1")
+    read(client)
+    server.expired.add("tok-2")
+    read(client)
+    assert server.issued == 3
