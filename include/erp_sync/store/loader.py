@@ -37,6 +37,7 @@ from psycopg2.extras import Json, execute_values
 from erp_sync.core.batch import CONTROL_COLUMNS, BatchKey, BatchResult, MappedBatch, Page, Rejection
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
+from erp_sync.store.locks import stream_lock
 from erp_sync.store.state import advance_cursor
 
 LOADER_ROLE = "erp_loader"
@@ -79,22 +80,51 @@ def load_batch(
     dry_run: bool = False,
     page_meta: Mapping[str, Any] | None = None,
     replayed_ids: Sequence[int] = (),
+    lock_timeout_s: float = 600.0,
 ) -> BatchResult:
     """Load one batch exactly once; see the module docstring.
 
-    `conn` must have no open transaction; the caller holds the stream lock. `page_meta` is stored
+    `conn` must have no open transaction. The load takes the stream's lock itself (waiting up to
+    `lock_timeout_s`, then `StreamLockedError`); a caller already holding it on `conn` -- the
+    pipeline, for the whole window -- is not blocked. `page_meta` is stored
     with every outbox page (what restore needs: mode, default_version). `replayed_ids` are stored
     rejections this batch replays: each is marked REPLAYED in the same transaction unless it is
     rejected again (a `Rejection` carrying its `rejection_id` updates that row instead of adding one).
     With `dry_run` nothing is written anywhere and a `PlannedBatch` (with samples) is returned.
     """
     _check_batch(key, mapped)
+    if dry_run:
+        return plan_batch(conn, ledger, key, mapped, pages, batch_id=batch_id, cursor_after=cursor_after)
+    # Re-entrant: a caller that holds the stream lock (the pipeline) passes straight through.
+    with stream_lock(conn, key.source_system, key.stream, timeout_s=lock_timeout_s):
+        return _load_locked(
+            conn,
+            ledger,
+            key,
+            mapped,
+            pages,
+            batch_id=batch_id,
+            cursor_after=cursor_after,
+            page_meta=page_meta or {},
+            replayed_ids=replayed_ids,
+        )
+
+
+def _load_locked(
+    conn: Any,
+    ledger: RedisLedger,
+    key: BatchKey,
+    mapped: MappedBatch,
+    pages: Sequence[Page],
+    *,
+    batch_id: int,
+    cursor_after: datetime | None,
+    page_meta: Mapping[str, Any],
+    replayed_ids: Sequence[int],
+) -> BatchResult:
     recorded = find_committed(conn, key)
     if recorded is not None:
         return recorded
-    if dry_run:
-        return plan_batch(conn, ledger, key, mapped, pages, batch_id=batch_id, cursor_after=cursor_after)
-
     tables = _tables_in_order(mapped)
     missing = ledger.missing_tables(tables)
     if missing:
@@ -113,7 +143,7 @@ def load_batch(
         batch_id=batch_id,
         cursor_after=cursor_after,
         dry_run=False,
-        page_meta=page_meta or {},
+        page_meta=page_meta,
         replayed_ids=replayed_ids,
     )
     if result.already_committed:

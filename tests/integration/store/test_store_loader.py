@@ -6,6 +6,7 @@ import gzip
 import hashlib
 from decimal import Decimal
 
+import psycopg2
 import pytest
 from store_factories import (
     WINDOW,
@@ -24,6 +25,7 @@ from store_factories import (
 from erp_sync.core.batch import ConservationError, MappedBatch
 from erp_sync.store.counters import next_batch_id
 from erp_sync.store.loader import PlannedBatch, load_batch
+from erp_sync.store.locks import StreamLockedError, stream_lock
 from erp_sync.store.state import get_cursor
 
 pytestmark = pytest.mark.integration
@@ -360,3 +362,19 @@ def test_an_old_version_arriving_late_adds_no_line_the_newer_version_lacks(conn,
     assert late.rows_by_table == {"ar_invoices": 0, "ar_invoice_lines": 0}
     assert staging_invoices(conn) == expected_invoices([v2])
     assert staging_lines(conn) == expected_lines([v2])
+
+
+def test_load_takes_the_stream_lock_and_passes_through_its_holder(conn, ledger, migrated_pg_dsn):
+    other = psycopg2.connect(migrated_pg_dsn)
+    key, mapped, pages = invoice_batch(sample_invoices(2))
+    with stream_lock(other, "stripe", "invoices", timeout_s=5):
+        with pytest.raises(StreamLockedError):
+            load_batch(conn, ledger, key, mapped, pages, batch_id=1, cursor_after=None, lock_timeout_s=0.2)
+        assert _count(conn, "SELECT count(*) FROM erp_staging.ar_invoices") == 0
+    with stream_lock(conn, "stripe", "invoices", timeout_s=5) as lock_key:
+        assert load_batch(conn, ledger, key, mapped, pages, batch_id=1, cursor_after=None).loaded_new == 2
+        with other.cursor() as cur:  # the caller's hold survived the load's own acquire/release
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key,))
+            assert cur.fetchone()[0] is False
+        other.rollback()
+    other.close()

@@ -38,6 +38,7 @@ def test_pending_rejections_filter_by_stream_reason_and_id(conn, ledger):
 def test_replay_loads_fixed_records_and_keeps_the_rest_with_their_new_reason(conn, ledger):
     good = _seed(conn, ledger)
     stored = {r.source_id: r for r in pending_rejections(conn)}
+    conn.rollback()  # a load starts from no open transaction
     fixed = Invoice("in_fix", 100, Decimal("7.50"))
     again = stored["in_still"].as_rejection()
     again = type(again)(
