@@ -16,6 +16,12 @@ then `CONTROL_COLUMNS`. Text columns are `object` dtype with `None` for NULL; mo
 covers its lines' hashes in line order, so a changed, added, removed or re-numbered line changes
 the header and the loader rewrites the invoice.
 
+Rejection reason codes (one per record, the most specific that applies; the message names every
+failing field, up to five): NOT_AN_OBJECT (the record is not a JSON object), MISSING_ID (the
+mapping's id field is absent, null or empty), UNKNOWN_CURRENCY (not ISO-4217, or more than 3
+decimals), INCOMPLETE_CHILDREN (an embedded list still says `has_more`), INVALID_FIELD (any other
+type/constraint failure, e.g. a string or float amount). Page `problems` pass through unchanged.
+
 Status map: Stripe's status strings are kept verbatim (invoice draft/open/paid/uncollectible/void,
 charge succeeded/pending/failed, refund pending/requires_action/succeeded/failed/canceled, credit
 note issued/void); the orders API's `state` is kept verbatim too. A mapping may declare a
