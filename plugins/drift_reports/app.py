@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import psycopg2
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg2.extensions import connection as PgConnection
 
@@ -256,6 +256,20 @@ def report_json(request: Request, report_id: int) -> StreamingResponse:
     )
 
 
+def report_verify(db: Db, report_id: int) -> JSONResponse:
+    """Recompute the report's content SHA-256 from its stored rows (erp_sync.store.drift) and compare."""
+    report = _report_or_404(db, report_id)
+    from erp_sync.store.drift import verify_report
+
+    return JSONResponse(
+        {
+            "report_id": report_id,
+            "content_sha256": str(report["content_sha256"]).strip(),
+            "verified": verify_report(db, report_id),
+        }
+    )
+
+
 def create_app(connect: ConnectFn = connect_erp_staging) -> FastAPI:
     """Build the app; `connect` opens a connection to the erp_staging database for one request."""
     app = FastAPI(
@@ -272,4 +286,5 @@ def create_app(connect: ConnectFn = connect_erp_staging) -> FastAPI:
     )
     app.add_api_route("/reports/{report_id}/items.csv", report_csv, methods=["GET"], name="report_csv")
     app.add_api_route("/reports/{report_id}/report.json", report_json, methods=["GET"], name="report_json")
+    app.add_api_route("/reports/{report_id}/verify", report_verify, methods=["GET"], name="report_verify")
     return app

@@ -1,4 +1,4 @@
-"""Read-only queries behind the Drift reports pages.
+"""Read-only queries behind the Drift reports pages (schema: V001 + V020).
 
 Every function takes an open DB-API (psycopg2) connection to the `erp_staging` database and runs
 parameterised SQL against the V001 tables. Nothing here imports Airflow, so the queries are tested
@@ -20,15 +20,18 @@ from psycopg2.extras import RealDictCursor
 
 REPORT_STATUSES = ("OK", "DRIFT", "ERROR")
 ITEM_KINDS = ("missing_in_erp", "missing_in_saas", "amount_mismatch", "status_mismatch")
-ITEM_COLUMNS = (
+ITEM_COLUMNS = (  # V001 + V020 (metric, erp_currency_code, exceeds_tolerance)
     "item_no",
     "stream",
     "source_id",
     "kind",
+    "metric",
     "currency_code",
+    "erp_currency_code",
     "saas_amount",
     "erp_amount",
     "difference",
+    "exceeds_tolerance",
     "saas_status",
     "erp_status",
     "erp_batch_id",
@@ -37,7 +40,7 @@ ITEM_COLUMNS = (
 _REPORT_COLUMNS = """
     r.report_id, r.period_start, r.period_end, r.version, r.streams, r.status, r.dag_id, r.run_id,
     r.created_at, r.item_count, r.summary, r.conservation, r.content_sha256, r.backup_path,
-    r.repair_command, r.error_message
+    r.repair_command, r.error_message, r.tolerances, r.invariants, r.sources, r.repair_of_report_id
 """
 
 

@@ -245,19 +245,40 @@ def chart_legend(panels: Sequence[ChartPanel]) -> list[tuple[str, str]]:
     return sorted(seen.items())
 
 
-def conservation_rows(conservation: dict[str, object]) -> tuple[list[str], list[tuple[str, list[object]]]]:
-    """Turn the report's free-form conservation JSON into a table.
+_CONSERVATION_ORDER = (
+    "batches",
+    "first_batch_id",
+    "last_batch_id",
+    "extracted",
+    "loaded_new",
+    "loaded_changed",
+    "skipped_unchanged",
+    "rejected",
+    "balanced",
+)
 
-    `{"invoices": {"extracted": 10, ...}, ...}` becomes one row per stream with a column per
-    figure; a flat `{"extracted": 10, ...}` becomes a single "all" row.
+
+def _column_rank(name: str) -> tuple[int, str]:
+    known = name in _CONSERVATION_ORDER
+    return (_CONSERVATION_ORDER.index(name) if known else len(_CONSERVATION_ORDER), name)
+
+
+def conservation_rows(conservation: dict[str, object]) -> tuple[list[str], list[tuple[str, list[object]]]]:
+    """Turn the report's conservation JSON into a table: one row per stream, a column per figure.
+
+    Understands the store's shape `{"basis": ..., "streams": {"charges": {"extracted": 10, ...}},
+    "balanced": true}`, a bare `{"charges": {...}}`, and a flat `{"extracted": 10, ...}` ("all" row).
     """
     if not conservation:
         return [], []
-    nested = {k: v for k, v in conservation.items() if isinstance(v, dict)}
-    if len(nested) == len(conservation):
+    streams = conservation.get("streams")
+    source = streams if isinstance(streams, dict) else conservation
+    nested = {k: v for k, v in source.items() if isinstance(v, dict)}
+    if nested and (source is streams or len(nested) == len(source)):
         columns: list[str] = []
         for figures in nested.values():
             columns.extend(k for k in figures if k not in columns)
+        columns.sort(key=_column_rank)  # jsonb does not keep key order
         return columns, [(name, [figures.get(c, "") for c in columns]) for name, figures in nested.items()]
     columns = list(conservation)
     return columns, [("all", [conservation[c] for c in columns])]

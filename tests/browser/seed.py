@@ -71,15 +71,52 @@ class Seeded:
         return max(self.reports, key=lambda r: r.item_count)
 
 
-def _item_rows(report_id: int, count: int, day: int) -> list[tuple[Any, ...]]:
+ITEM_FIELDS = (
+    "item_no",
+    "stream",
+    "source_id",
+    "kind",
+    "metric",
+    "currency_code",
+    "erp_currency_code",
+    "saas_amount",
+    "erp_amount",
+    "saas_status",
+    "erp_status",
+    "difference",
+    "erp_batch_id",
+    "exceeds_tolerance",
+)
+TOTAL_FIELDS = (
+    "stream",
+    "currency_code",
+    "status",
+    "metric",
+    "saas_count",
+    "erp_count",
+    "saas_sum",
+    "erp_sum",
+    "difference",
+    "tolerance_abs",
+    "tolerance_rel",
+    "within_tolerance",
+)
+_UNIT = {"USD": Decimal("0.01"), "JPY": Decimal("1"), "KWD": Decimal("0.001")}
+
+
+def _metric(stream: str) -> str:
+    return "total_amount" if stream == "invoices" else "amount"
+
+
+def _items(count: int, day: int) -> list[dict[str, Any]]:
     """`count` discrepancies cycling through kinds, streams and currencies; amounts are exact Decimals."""
-    rows = []
+    items = []
     for n in range(1, count + 1):
         kind = KINDS[n % len(KINDS)]
         stream = STREAMS[n % len(STREAMS)]
         currency = CURRENCIES[n % len(CURRENCIES)]
-        unit = {"USD": Decimal("0.01"), "JPY": Decimal("1"), "KWD": Decimal("0.001")}[currency]
-        saas = (Decimal(1000 + n * 7) * unit * 100).quantize(unit)
+        unit = _UNIT[currency]
+        saas: Decimal | None = (Decimal(1000 + (n % 997) * 7) * unit * 100).quantize(unit)
         erp: Decimal | None = saas
         saas_status, erp_status = "paid", "paid"
         if kind == "missing_in_erp":
@@ -87,83 +124,98 @@ def _item_rows(report_id: int, count: int, day: int) -> list[tuple[Any, ...]]:
         elif kind == "missing_in_saas":
             saas, erp = None, saas
         elif kind == "amount_mismatch":
-            erp = saas - unit * (n % 50 + 1)
+            erp = saas - unit * (n % 50 + 1)  # type: ignore[operator]
         else:
             erp_status = "open"
         diff = (erp or Decimal(0)) - (saas or Decimal(0))
-        batch = None if erp is None else 9000 + day * 10 + n % 7
-        rows.append(
-            (
-                report_id,
-                n,
-                stream,
-                f"{'ch' if stream == 'charges' else 'in'}_{day:02d}{n:06d}",
-                kind,
-                currency,
-                saas,
-                erp,
-                saas_status if saas is not None else None,
-                erp_status if erp is not None else None,
-                diff,
-                batch,
-            )
+        items.append(
+            {
+                "item_no": n,
+                "stream": stream,
+                "source_id": f"{'ch' if stream == 'charges' else 'in'}_{day:02d}{n:06d}",
+                "kind": kind,
+                "metric": _metric(stream) if kind == "amount_mismatch" else None,
+                "currency_code": currency,
+                "erp_currency_code": None,
+                "saas_amount": saas,
+                "erp_amount": erp,
+                "saas_status": saas_status if saas is not None else None,
+                "erp_status": erp_status if erp is not None else None,
+                "difference": diff,
+                "erp_batch_id": None if erp is None else 9000 + day * 10 + n % 7,
+                "exceeds_tolerance": abs(diff) > _TOLERANCE[currency] or kind == "status_mismatch",
+            }
         )
-    return rows
+    return items
 
 
-def _totals_rows(report_id: int, items: list[tuple[Any, ...]], error: bool) -> list[tuple[Any, ...]]:
-    """Per stream/currency: a money metric off by the items' net difference, and a count."""
+def _totals(items: list[dict[str, Any]], error: bool) -> list[dict[str, Any]]:
+    """Per stream/currency: the money metric off by the items' net difference, and a record count."""
     rows = []
     for stream in STREAMS:
         for currency in CURRENCIES:
-            mine = [i for i in items if i[2] == stream and i[5] == currency]
-            diff = sum((i[10] for i in mine), Decimal(0))
+            mine = [i for i in items if i["stream"] == stream and i["currency_code"] == currency]
+            diff = sum((i["difference"] for i in mine), Decimal(0))
             saas = _DAY_TOTAL[currency]
-            erp = saas + diff
             tol = _TOLERANCE[currency]
-            within = abs(diff) <= tol and not error
-            metric = "total_amount" if stream == "invoices" else "amount"
             saas_n = 400 + len(stream)
             erp_n = (
                 saas_n
-                - sum(1 for i in mine if i[4] == "missing_in_erp")
-                + sum(1 for i in mine if i[4] == "missing_in_saas")
+                - sum(1 for i in mine if i["kind"] == "missing_in_erp")
+                + sum(1 for i in mine if i["kind"] == "missing_in_saas")
+            )
+            common = {"stream": stream, "currency_code": currency, "status": "paid"}
+            rows.append(
+                {
+                    **common,
+                    "metric": "count",
+                    "saas_count": saas_n,
+                    "erp_count": erp_n,
+                    "saas_sum": Decimal(saas_n),
+                    "erp_sum": Decimal(erp_n),
+                    "difference": Decimal(erp_n - saas_n),
+                    "tolerance_abs": Decimal(0),
+                    "tolerance_rel": Decimal(0),
+                    "within_tolerance": erp_n == saas_n,
+                }
             )
             rows.append(
-                (
-                    report_id,
-                    stream,
-                    currency,
-                    "paid",
-                    metric,
-                    saas_n,
-                    erp_n,
-                    saas,
-                    erp,
-                    diff,
-                    tol,
-                    Decimal("0.000010000"),
-                    within,
-                )
-            )
-            rows.append(
-                (
-                    report_id,
-                    stream,
-                    currency,
-                    "paid",
-                    "count",
-                    saas_n,
-                    erp_n,
-                    Decimal(saas_n),
-                    Decimal(erp_n),
-                    Decimal(erp_n - saas_n),
-                    Decimal(0),
-                    Decimal(0),
-                    erp_n == saas_n,
-                )
+                {
+                    **common,
+                    "metric": _metric(stream),
+                    "saas_count": saas_n,
+                    "erp_count": erp_n,
+                    "saas_sum": saas,
+                    "erp_sum": saas + diff,
+                    "difference": diff,
+                    "tolerance_abs": tol,
+                    "tolerance_rel": Decimal("0.00001"),
+                    "within_tolerance": abs(diff) <= tol and not error,
+                }
             )
     return rows
+
+
+def _content_sha256(header: dict[str, Any], totals: list[dict[str, Any]], items: list[dict[str, Any]]) -> str:
+    """The report's content hash exactly as `erp_sync.store.drift.verify_report` recomputes it."""
+    from erp_sync.store import drift
+
+    head = {
+        "period_start": header["period_start"].astimezone(UTC).isoformat(),
+        "period_end": header["period_end"].astimezone(UTC).isoformat(),
+        "streams": sorted(header["streams"]),
+        **{
+            k: header[k]
+            for k in ("status", "item_count", "summary", "conservation", "tolerances", "invariants")
+        },
+    }
+    ordered = sorted(
+        totals,
+        key=lambda t: (t["stream"], t["currency_code"], t["status"], t["metric"] != "count", t["metric"]),
+    )
+    return drift.content_sha256(
+        head, [drift.total_record(t) for t in ordered], (drift.item_record(i) for i in items)
+    )
 
 
 def _insert_report(
@@ -172,27 +224,47 @@ def _insert_report(
     start = BASE_DAY + timedelta(days=day)
     end = start + timedelta(days=1)
     streams = list(STREAMS)
-    content = f"report-{day}-{status}-{item_count}".encode()
-    sha = hashlib.sha256(content).hexdigest()
+    items = _items(item_count, day)
+    totals = _totals(items, error=status == "ERROR")
     backup = None if status == "ERROR" else f"/erp-sync/reports/{start:%Y/%m/%d}/drift-report-v1.json"
-    conservation = {
+    per_stream = {
         stream: {
             "batches": 3,
+            "first_batch_id": 9000 + day * 10,
+            "last_batch_id": 9002 + day * 10,
             "extracted": 410 + k,
             "loaded_new": 400,
             "loaded_changed": 5 + k,
             "skipped_unchanged": 3,
             "rejected": 2,
+            "balanced": True,
         }
         for k, stream in enumerate(streams)
     }
+    header: dict[str, Any] = {
+        "period_start": start,
+        "period_end": end,
+        "streams": streams,
+        "status": status,
+        "item_count": item_count,
+        "summary": {"items": {k: sum(1 for i in items if i["kind"] == k) for k in KINDS}, "currencies": 3},
+        "conservation": {
+            "basis": "sync_batches committed in the period",
+            "streams": per_stream,
+            "balanced": True,
+        },
+        "tolerances": {c: {"abs": str(_TOLERANCE[c]), "rel": "0.00001"} for c in CURRENCIES},
+        "invariants": {"no_negative_amounts": "passed", "unique_source_ids": "passed"},
+    }
+    sha = _content_sha256(header, totals, items)
     with conn.cursor() as cur:
         cur.execute(
             """
             INSERT INTO erp_sync.drift_reports (period_start, period_end, version, streams, status, dag_id,
                 run_id, created_at, item_count, summary, conservation, content_sha256, backup_path,
-                repair_command, error_message)
-            VALUES (%s, %s, 1, %s, %s, 'erp_sync_reconcile', %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                repair_command, error_message, tolerances, invariants, sources)
+            VALUES (%s, %s, 1, %s, %s, 'erp_drift_reconciliation', %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                    %s, %s, %s)
             RETURNING report_id
             """,
             (
@@ -203,32 +275,30 @@ def _insert_report(
                 f"scheduled__{end:%Y-%m-%dT%H:%M:%S}+00:00",
                 end + timedelta(hours=2, minutes=day),
                 item_count,
-                json.dumps({"discrepancies": item_count, "currencies": len(CURRENCIES)}),
-                json.dumps(conservation),
+                json.dumps(header["summary"]),
+                json.dumps(header["conservation"]),
                 sha,
                 backup,
                 None
                 if status != "DRIFT"
-                else f'airflow dags trigger erp_sync_replay --conf \'{{"day": "{start:%Y-%m-%d}"}}\'',
+                else f'airflow dags trigger erp_sync_repair --conf \'{{"period_start": "{start:%Y-%m-%d}"}}\'',
                 error_message,
+                json.dumps(header["tolerances"]),
+                json.dumps(header["invariants"]),
+                json.dumps({"saas": "GET /v1/charges, /v1/invoices by created", "erp": "erp_staging"}),
             ),
         )
         report_id = cur.fetchone()[0]
-        items = _item_rows(report_id, item_count, day)
         execute_values(
             cur,
-            "INSERT INTO erp_sync.drift_report_items (report_id, item_no, stream, source_id, kind,"
-            " currency_code, saas_amount, erp_amount, saas_status, erp_status, difference, erp_batch_id)"
-            " VALUES %s",
-            items,
+            f"INSERT INTO erp_sync.drift_report_items (report_id, {', '.join(ITEM_FIELDS)}) VALUES %s",
+            [(report_id, *(i[f] for f in ITEM_FIELDS)) for i in items],
             page_size=2000,
         )
         execute_values(
             cur,
-            "INSERT INTO erp_sync.drift_report_totals (report_id, stream, currency_code, status, metric,"
-            " saas_count, erp_count, saas_sum, erp_sum, difference, tolerance_abs, tolerance_rel,"
-            " within_tolerance) VALUES %s",
-            _totals_rows(report_id, items, error=status == "ERROR"),
+            f"INSERT INTO erp_sync.drift_report_totals (report_id, {', '.join(TOTAL_FIELDS)}) VALUES %s",
+            [(report_id, *(t[f] for f in TOTAL_FIELDS)) for t in totals],
         )
     return SeededReport(report_id, status, start, end, streams, item_count, sha, backup)
 

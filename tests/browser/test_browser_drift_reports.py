@@ -130,11 +130,15 @@ def test_auditor_logs_in_and_reads_reports_from_the_navigation(
         " AND item_no = 1",
         (report.report_id,),
     )[0]
-    assert (first[2].text, first[3].text, first[10].text) == (
+    assert (first[2].text, first[3].text, first[12].text) == (
         db_first[0],
         db_first[1],
         str(db_first[2] or "—"),
     )
+    verify = driver.find_element(By.ID, "sha-verify")
+    _wait(driver).until(lambda d: verify.get_attribute("data-verified"))
+    assert verify.get_attribute("data-verified") == "yes", verify.text
+    assert "matches the stored totals and items" in verify.text
     driver.switch_to.default_content()
     driver.save_screenshot(str(screenshots / "03-report-in-airflow-ui.png"))
 

@@ -212,8 +212,41 @@ def test_json_download_is_the_whole_report_with_money_as_strings(
     assert first["saas_amount"] == (str(db_saas) if db_saas is not None else None)
 
 
+def test_content_hash_of_every_seeded_report_verifies(
+    client: httpx.Client, airflow_server: AirflowServer
+) -> None:
+    for report in airflow_server.seeded.reports:
+        body = client.get(f"/reports/{report.report_id}/verify").json()
+        assert body == {
+            "report_id": report.report_id,
+            "content_sha256": report.content_sha256,
+            "verified": True,
+        }
+
+
+def test_report_page_shows_tolerances_sources_and_item_flags(
+    client: httpx.Client, airflow_server: AirflowServer
+) -> None:
+    report = airflow_server.seeded.by_status("DRIFT")[0]
+    html = client.get(f"/reports/{report.report_id}").text
+    assert "Tolerances" in html and "Sources" in html and "GET /v1/charges" in html
+    assert f'data-url="/drift-reports/reports/{report.report_id}/verify"' in html
+    beyond = _db_rows(
+        airflow_server.pg_dsn,
+        "SELECT count(*) FROM erp_sync.drift_report_items WHERE report_id = %s AND exceeds_tolerance",
+        (report.report_id,),
+    )[0][0]
+    items_table = re.search(r'<table id="items">.*?</table>', html, re.S).group(0)
+    assert items_table.count('<span class="badge DRIFT">yes</span>') == beyond
+
+
 def test_missing_report_is_404_on_every_report_route(client: httpx.Client) -> None:
-    for path in ("/reports/999999", "/reports/999999/items.csv", "/reports/999999/report.json"):
+    for path in (
+        "/reports/999999",
+        "/reports/999999/items.csv",
+        "/reports/999999/report.json",
+        "/reports/999999/verify",
+    ):
         assert client.get(path).status_code == 404, path
 
 

@@ -153,6 +153,36 @@ def test_conservation_table_from_nested_and_flat_json(views) -> None:
     assert views.conservation_rows({}) == ([], [])
 
 
+def test_conservation_table_from_the_stores_shape(views) -> None:
+    stored = {
+        "basis": "sync_batches committed in the period",
+        "balanced": True,
+        "streams": {
+            "charges": {
+                "rejected": 1,
+                "balanced": True,
+                "extracted": 4,
+                "loaded_new": 3,
+                "batches": 2,
+                "loaded_changed": 0,
+                "skipped_unchanged": 0,
+            },
+        },
+    }
+    columns, rows = views.conservation_rows(stored)
+    assert columns == [
+        "batches",
+        "extracted",
+        "loaded_new",
+        "loaded_changed",
+        "skipped_unchanged",
+        "rejected",
+        "balanced",
+    ]
+    assert rows == [("charges", [2, 4, 3, 0, 0, 1, True])]
+    assert views.conservation_holds(rows[0][1], columns) is True
+
+
 @pytest.mark.parametrize(
     ("report_id", "base", "expected"),
     [
