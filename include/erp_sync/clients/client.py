@@ -201,32 +201,49 @@ class SaaSClient:
             response, payload, items = self._call(
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector)
             )
-            selection = select_records(spec, items, mode=effective_mode, default_version=default_version)
-            expanded = self._complete_children(spec, selection.records)
-            body = orjson.dumps(payload) if expanded else response.body
             page_no += 1
-            page = Page(
-                stream=spec.name,
-                page_no=page_no,
-                url=_page_url(request),
-                body=body,
-                records=selection.records,
-                versions=selection.versions,
-                problems=selection.problems,
-                fetched_at=self._wall_clock(),
+            yield self._page(
+                spec, effective_mode, default_version, page_no, request, response, payload, items
             )
-            self.stats.pages += 1
-            self.stats.records += len(page.records)
-            self.stats.problems += len(page.problems)
-            for problem in page.problems:
-                log.warning(
-                    "extract %s: rejected record (%s): %s", spec.name, problem.reason_code, problem.message
-                )
-            self._maybe_report()
-            yield page
             request = paginator.next(request, response, payload, items)
         self.stats.finished = self._clock()
         self.progress(spec.name, self.stats)
+
+    def _page(
+        self,
+        spec: StreamSpec,
+        mode: Mode,
+        default_version: int | None,
+        page_no: int,
+        request: PageRequest,
+        response: HttpResponse,
+        payload: Any,
+        items: list[Any],
+    ) -> Page:
+        """Select the page's records, complete their child lists, count them.
+
+        The body is the exact bytes received, unless child lists were completed: then it is the
+        page re-serialised with the complete lists, so a restore from the backup sees every line.
+        """
+        selection = select_records(spec, items, mode=mode, default_version=default_version)
+        expanded = self._complete_children(spec, selection.records)
+        page = Page(
+            stream=spec.name,
+            page_no=page_no,
+            url=_page_url(request),
+            body=orjson.dumps(payload) if expanded else response.body,
+            records=selection.records,
+            versions=selection.versions,
+            problems=selection.problems,
+            fetched_at=self._wall_clock(),
+        )
+        self._count(pages=1, records=len(page.records), problems=len(page.problems))
+        for problem in page.problems:
+            log.warning(
+                "extract %s: rejected record (%s): %s", spec.name, problem.reason_code, problem.message
+            )
+        self._maybe_report()
+        return page
 
     def _paginator_spec(self, spec: StreamSpec, mode: Mode) -> PaginatorSpec:
         if uses_events(spec, mode):
@@ -404,15 +421,7 @@ class SaaSClient:
                     raise AuthenticationError(
                         endpoint, 401, _api_message(response) + " (credentials refused)"
                     )
-                if self.retry.is_retriable_status(response.status):
-                    raise RetriableHttpError(
-                        endpoint,
-                        response.status,
-                        _api_message(response),
-                        retry_after=parse_retry_after(response.header("Retry-After")),
-                    )
-                if response.status >= 300 and not (pass_client_errors and 400 <= response.status < 500):
-                    raise FatalApiError(endpoint, response.status, _api_message(response))
+                self._raise_for_status(endpoint, response, pass_client_errors)
                 result = parse(response)
                 if authed:
                     self.auth.on_success()
@@ -436,6 +445,19 @@ class SaaSClient:
             self._count(retries=1, backoff_seconds=delay)
             self.retry.sleep(delay)
             self._maybe_report()
+
+    def _raise_for_status(self, endpoint: str, response: HttpResponse, pass_client_errors: bool) -> None:
+        """429/5xx: retriable (with the server's Retry-After); other non-2xx: fatal with the API's
+        own message, except 4xx the caller wants to read itself (the OAuth token endpoint)."""
+        if self.retry.is_retriable_status(response.status):
+            raise RetriableHttpError(
+                endpoint,
+                response.status,
+                _api_message(response),
+                retry_after=parse_retry_after(response.header("Retry-After")),
+            )
+        if response.status >= 300 and not (pass_client_errors and 400 <= response.status < 500):
+            raise FatalApiError(endpoint, response.status, _api_message(response))
 
     def _take_rate_token(self) -> None:
         if self.rate_limiter is None:
