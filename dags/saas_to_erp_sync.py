@@ -68,7 +68,7 @@ DEFAULT_STREAMS = sorted(name for name, spec in STREAMS.items() if spec.source_s
     },
 )
 def saas_to_erp_sync() -> None:
-    @task
+    @task(retries=0)
     def check_params(params: dict[str, Any] | None = None) -> list[str]:
         """Fail before any read or write when a parameter is wrong; return the streams to sync."""
         from erp_sync.core.params import parse_sync_params
