@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -30,7 +31,8 @@ restoring into emptied staging rebuilds it. Connections: `sftp_backup`, `erp_sta
     max_active_runs=1,
     tags=["erp-sync", "backup", "restore"],
     doc_md=DOC,
-    default_args={"owner": "data-engineering", "retries": 0},
+    # The restore is idempotent (dedupe + version guard), so a retry after a dropped link is safe.
+    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
         "run_id": Param(None, type=["null", "string"], description="The sync run whose backup to restore."),
         "date_from": Param(None, type=["null", "string"], description="First day to restore (YYYY-MM-DD)."),
@@ -38,7 +40,7 @@ restoring into emptied staging rebuilds it. Connections: `sftp_backup`, `erp_sta
     },
 )
 def erp_restore_from_backup() -> None:
-    @task
+    @task(retries=0)
     def check_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Fail fast on a bad request: nothing is read or written before this passes."""
         from erp_sync.backup.restore import validate_restore_params
