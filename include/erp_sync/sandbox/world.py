@@ -853,9 +853,12 @@ class World:
         self, rng: random.Random, at: int, kind: str, touched: set[tuple[int, int]]
     ) -> dict[str, Any] | None:
         open_rows = self._candidates("open", lambda: np.flatnonzero(self.current_invoice_status() == OPEN))
-        row = self._pick(
-            rng, open_rows, lambda i: (INVOICE, i) not in touched and self.invoice_status(i) == OPEN
-        )
+
+        def ok(i: int) -> bool:  # open now, and already finalized at `at` (mutations may be back-dated)
+            free = (INVOICE, i) not in touched and self.invoice_status(i) == OPEN
+            return free and self.events.created[self.invoices.fin_ev[i]] <= at
+
+        row = self._pick(rng, open_rows, ok)
         if row is None:
             return None
         touched.add((INVOICE, row))
@@ -892,7 +895,11 @@ class World:
     ) -> dict[str, Any] | None:
         ch = self.charges
         rows = self._candidates("refundable", lambda: np.flatnonzero(ch.refunded.v < ch.amount.v))
-        c = self._pick(rng, rows, lambda i: (CHARGE, i) not in touched and ch.refunded[i] < ch.amount[i])
+        c = self._pick(
+            rng,
+            rows,
+            lambda i: (CHARGE, i) not in touched and ch.refunded[i] < ch.amount[i] and ch.created[i] <= at,
+        )
         if c is None:
             return None
         touched.add((CHARGE, c))
@@ -934,6 +941,7 @@ class World:
                 (INVOICE, i) not in touched
                 and self.invoice_status(i) == PAID
                 and inv.cn_amount[i] < inv.total[i]
+                and self.events.created[inv.final_ev[i]] <= at
             )
 
         row = self._pick(rng, paid, ok)
@@ -973,7 +981,7 @@ class World:
 
         def ok(c: int) -> bool:
             free = (CREDIT_NOTE, c) not in touched and (INVOICE, int(cn.invoice[c])) not in touched
-            return free and cn.void_ev[c] == NEVER
+            return free and cn.void_ev[c] == NEVER and cn.created[c] <= at
 
         c = self._pick(rng, issued, ok)
         if c is None:
