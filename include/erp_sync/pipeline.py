@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from erp_sync.core.batch import BatchKey, BatchResult, Page
 from erp_sync.streams.spec import StreamSpec
@@ -41,7 +41,7 @@ class WindowRequest:
 
 @dataclass(frozen=True)
 class ResolvedWindow:
-    mode: str  # "full" | "incremental"
+    mode: Literal["full", "incremental"]
     start: datetime | None
     end: datetime
     reason: str
@@ -166,6 +166,7 @@ def sync_stream(
     on_batch: Callable[[BatchResult], None] | None = None,
 ) -> StreamRunResult:
     """Run one stream's window to completion, or raise with the cursor untouched."""
+    from erp_sync.clients.pages import meta_for_pages
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id
     from erp_sync.store.ledger import RedisLedger
@@ -216,7 +217,7 @@ def sync_stream(
                 batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
                 cursor_after=cursor_after,
                 dry_run=dry_run,
-                page_meta=page_meta(resolved.mode, batch_pages),
+                page_meta=meta_for_pages(batch_pages, resolved.mode),
             )
             batch.check_conservation()
             result.add(batch)
@@ -239,17 +240,6 @@ def sync_stream(
             )
     result.seconds = time.monotonic() - started
     return result
-
-
-def page_meta(mode: str, pages: Sequence[Page]) -> dict[str, Any]:
-    """What restore needs to rebuild these pages: the mode, and for full listings the listing's
-    start time (every record of a full listing carries it as its version)."""
-    meta: dict[str, Any] = {"mode": mode}
-    if mode == "full":
-        versions = [v for page in pages for v in page.versions[:1]]
-        if versions:
-            meta["default_version"] = versions[0]
-    return meta
 
 
 def _merge_samples(into: dict[str, Any], samples: dict[str, Any] | None, limit: int = 5) -> None:
