@@ -11,6 +11,7 @@ from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColu
 from airflow.sdk import Param, dag, task, task_group
 
 from erp_sync.assets import STAGING_ASSET
+from erp_sync.operators.links import XCOM_REPORT_ID_KEY, DriftReportLink
 
 DOC = """
 ### ERP drift reconciliation
@@ -124,6 +125,8 @@ def erp_drift_reconciliation() -> None:
                 for report in outcome.reports:
                     print(report.message)
                 outcomes.append(outcome)
+                # the "Drift report" button (DriftReportLink) opens the newest report of this run
+                context["ti"].xcom_push(key=XCOM_REPORT_ID_KEY, value=outcome.reports[-1].report_id)
         finally:
             conn.close()
         drifted = [o.reports[-1] for o in outcomes if o.reports[-1].status != "OK"]
@@ -152,7 +155,9 @@ def erp_drift_reconciliation() -> None:
             SQLCheckOperator(task_id=name, conn_id=ERP_CONN_ID, sql=INVARIANTS[name])
 
     checked = check_params()
-    checked >> reconcile()
+    reconciled = reconcile()
+    reconciled.operator.operator_extra_links = (DriftReportLink(),)
+    checked >> reconciled
     checked >> table_invariants()
 
 

@@ -107,6 +107,20 @@ def _dag_test(env: dict[str, str], conf: dict[str, Any]) -> tuple[dict[str, str]
     return dict(rows), done.stdout + done.stderr
 
 
+def _report_link(env: dict[str, str]) -> str | None:
+    """The "Drift report" extra link the worker stored for the latest run's reconcile task."""
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    try:
+        row = db.execute(
+            "SELECT value FROM xcom WHERE task_id = 'reconcile' AND key = '_link_DriftReportLink' AND run_id = "
+            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
+            (DAG_ID,),
+        ).fetchone()
+    finally:
+        db.close()
+    return None if row is None else json.loads(row[0])
+
+
 def _full_sync(sandbox: SandboxHandle, dsn: str, redis_client: Any, ns: str) -> datetime:
     end = datetime.now(UTC) + timedelta(days=1)
     conn = psycopg2.connect(dsn)
@@ -149,6 +163,7 @@ def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
     try:
         ok = drift.list_reports(conn)[0]
         assert ok["status"] == "OK" and ok["dag_id"] == DAG_ID
+        assert _report_link(env) == f"/drift-reports/reports/{ok['report_id']}"
         backed_up = sftp.data_dir / ok["backup_path"]  # the JSON; CSV, totals CSV and HTML beside it
         assert json.loads(backed_up.read_bytes())["report"]["report_id"] == ok["report_id"]
         siblings = {p.suffix for p in backed_up.parent.glob(backed_up.name.removesuffix(".json") + "*")}
@@ -178,5 +193,6 @@ def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
     try:
         latest = drift.list_reports(conn)[0]
         assert latest["status"] == "DRIFT" and f"drift report {latest['report_id']}" in output
+        assert _report_link(env) == f"/drift-reports/reports/{latest['report_id']}"  # even on a red task
     finally:
         conn.close()
