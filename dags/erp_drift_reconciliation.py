@@ -26,8 +26,9 @@ JSON/CSV/HTML renderings backed up to SFTP (`sftp_backup`).
 and on demand. **Params**: `period_start` / `period_end` (ISO-8601 UTC; a manual run without them
 reconciles everything up to now), `streams`, `tolerances` (e.g. `{"invoices:JPY": {"abs_minor": 5,
 "rel": "0.001"}}`), `repair` (re-send exactly what the latest report for the period found missing or
-mismatched, then reconcile again). The ERP side is `erp_staging` unless the Variable
-`erp_sync_reconcile_erp_sql` maps streams to SQL over the ERP's posted tables (columns `source_id,
+mismatched, then reconcile again), `saas_lookback_days` (also list records created up to N days before
+the period, for records dated inside it but created earlier). The ERP side is `erp_staging` unless the
+Variable `erp_sync_reconcile_erp_sql` maps streams to SQL over the ERP's posted tables (columns `source_id,
 currency_code, status, <amounts>, sync_batch_id`; parameters `%(period_start)s`, `%(period_end)s`).
 
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
@@ -58,6 +59,9 @@ ERP_CONN_ID = "erp_staging"
         "streams": Param([], type="array", items={"type": "string"}, description="Streams; empty = default."),
         "tolerances": Param({}, type="object", description="Per stream / stream:CURRENCY: abs_minor, rel."),
         "repair": Param(False, type="boolean", description="Re-send what the latest report found, re-check."),
+        "saas_lookback_days": Param(
+            0, type="integer", minimum=0, description="List the SaaS this many days before the period too."
+        ),
     },
 )
 def erp_drift_reconciliation() -> None:
