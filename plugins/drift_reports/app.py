@@ -42,6 +42,7 @@ _templates = Environment(
 )
 _templates.filters["money"] = views.format_money
 _templates.filters["count"] = views.format_count
+_templates.filters["plain"] = views.plain
 _templates.filters["utc"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if d else "—"
 _templates.filters["day"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d") if d else "—"
 

@@ -51,6 +51,18 @@ def format_count(value: Decimal | int | None, *, signed: bool = False) -> str:
     return f"{number:+,}" if signed and number else f"{number:,}"
 
 
+def plain(value: object) -> str:
+    """Free-form JSON figures (summary, sources) as readable text, no braces:
+    `{"charges": {"records": 3, "sql": "t"}, "n": 1}` -> `charges (records 3, sql t); n 1`."""
+    if isinstance(value, dict):
+        parts = [f"{k} ({plain(v)})" if isinstance(v, dict) else f"{k} {plain(v)}" for k, v in value.items()]
+        nested = any(isinstance(v, dict) for v in value.values())
+        return ("; " if nested else ", ").join(parts)
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(v) for v in value)
+    return str(value)
+
+
 def format_age(oldest: datetime | None, now: datetime) -> str:
     """A compact age such as `3d 4h`, `2h 5m`, `40s`; `—` for an empty queue."""
     if oldest is None:

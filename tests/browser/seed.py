@@ -158,12 +158,9 @@ def _totals(items: list[dict[str, Any]], error: bool) -> list[dict[str, Any]]:
             diff = sum((i["difference"] for i in mine), Decimal(0))
             saas = _DAY_TOTAL[currency]
             tol = _TOLERANCE[currency]
-            saas_n = 400 + len(stream)
-            erp_n = (
-                saas_n
-                - sum(1 for i in mine if i["kind"] == "missing_in_erp")
-                + sum(1 for i in mine if i["kind"] == "missing_in_saas")
-            )
+            both_sides = 400 + len(stream)  # records present on both sides
+            saas_n = both_sides + sum(1 for i in mine if i["kind"] == "missing_in_erp")
+            erp_n = both_sides + sum(1 for i in mine if i["kind"] == "missing_in_saas")
             common = {"stream": stream, "currency_code": currency, "status": "paid"}
             rows.append(
                 {

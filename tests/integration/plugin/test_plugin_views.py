@@ -65,6 +65,15 @@ def test_format_compact_axis_labels(views, amount, expected) -> None:
     assert views.format_compact(amount) == expected
 
 
+def test_plain_renders_json_figures_without_braces(views) -> None:
+    assert (
+        views.plain({"JPY": {"abs": "1", "rel": "0.00001"}, "ids": [1, 2]})
+        == "JPY (abs 1, rel 0.00001); ids 1, 2"
+    )
+    assert views.plain({"a": 1, "b": "x"}) == "a 1, b x"
+    assert views.plain(3) == "3"
+
+
 def test_format_age(views) -> None:
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)
     assert views.format_age(None, now) == "—"
