@@ -216,3 +216,17 @@ def test_a_killed_holder_releases_the_lock(migrated_pg_dsn):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ledger_works_with_a_decoding_client(redis_namespace):
+    import redis
+    from store_factories import REDIS_URL
+
+    from erp_sync.store.ledger import RedisLedger
+
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    ledger = RedisLedger(client, namespace=redis_namespace)
+    _, mapped, _ = invoice_batch(sample_invoices(3))
+    ledger.remember("ar_invoices", mapped.tables["ar_invoices"])
+    assert ledger.split_unchanged("ar_invoices", mapped.tables["ar_invoices"])[1] == 3
+    client.close()
