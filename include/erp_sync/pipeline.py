@@ -345,7 +345,9 @@ def _replay_chunk(
         records.append(record)
         versions.append(int(row.created_at.timestamp()))
         id_by_payload[orjson.dumps(record, option=orjson.OPT_SORT_KEYS)] = row.rejection_id
-    body = orjson.dumps([row.rejection_id for row in rows])
+    # The run id is part of the input: a later replay of the same ids (after the fix) is a new batch,
+    # while a retry of this replay task finds its own committed batch.
+    body = orjson.dumps({"replay_run_id": run_id, "rejection_ids": [row.rejection_id for row in rows]})
     page = Page(
         stream=spec.name,
         page_no=1,
