@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
-from erp_sync.core.money import CURRENCY_EXPONENTS
+from erp_sync.core.money import CURRENCY_EXPONENTS, accepted_currencies
 from erp_sync.core.timeutil import parse_iso8601
 
 # numeric(20,3) holds 17 integer digits; with exponent 0 a minor amount is a major amount.
@@ -41,6 +41,13 @@ def _check_currency(value: Any) -> str:
             "unknown_currency",
             "currency {code} has {exponent} decimals; staging money columns hold 3",
             {"code": value, "exponent": exponent},
+        )
+    accepted = accepted_currencies()
+    if accepted is not None and value.upper() not in accepted:
+        raise PydanticCustomError(
+            "currency_not_enabled",
+            "currency {code} is not enabled in the ERP (ERP_SYNC_ACCEPTED_CURRENCIES)",
+            {"code": value.upper()},
         )
     return value.lower()
 

@@ -8,6 +8,8 @@ something to round silently.
 
 from __future__ import annotations
 
+import functools
+import os
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Final
 
@@ -61,6 +63,22 @@ def normalise_currency(code: object) -> str:
     if upper not in CURRENCY_EXPONENTS:
         raise UnknownCurrencyError(f"unknown currency code {code!r}")
     return upper
+
+
+ACCEPTED_CURRENCIES_ENV = "ERP_SYNC_ACCEPTED_CURRENCIES"
+
+
+@functools.cache
+def _parse_accepted(raw: str) -> frozenset[str]:
+    return frozenset(code.strip().upper() for code in raw.split(",") if code.strip())
+
+
+def accepted_currencies() -> frozenset[str] | None:
+    """The currencies the ERP has enabled, from `ERP_SYNC_ACCEPTED_CURRENCIES` (comma-separated ISO
+    codes; unset or empty: every known currency). Records in another currency are quarantined
+    (CURRENCY_NOT_ENABLED) until the ERP enables it and the rejections are replayed."""
+    raw = os.environ.get(ACCEPTED_CURRENCIES_ENV, "")
+    return _parse_accepted(raw) if raw.strip() else None
 
 
 def exponent(currency: str) -> int:

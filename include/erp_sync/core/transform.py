@@ -221,7 +221,15 @@ UNKNOWN_CURRENCY: Final = "UNKNOWN_CURRENCY"
 # An embedded child list still says has_more: loading it would load a partial invoice.
 INCOMPLETE_CHILDREN: Final = "INCOMPLETE_CHILDREN"
 INVALID_FIELD: Final = "INVALID_FIELD"
-_REASON_PRIORITY: Final = (NOT_AN_OBJECT, MISSING_ID, UNKNOWN_CURRENCY, INCOMPLETE_CHILDREN, INVALID_FIELD)
+CURRENCY_NOT_ENABLED: Final = "CURRENCY_NOT_ENABLED"
+_REASON_PRIORITY: Final = (
+    NOT_AN_OBJECT,
+    MISSING_ID,
+    UNKNOWN_CURRENCY,
+    CURRENCY_NOT_ENABLED,
+    INCOMPLETE_CHILDREN,
+    INVALID_FIELD,
+)
 _MAX_MESSAGE_ERRORS: Final = 5
 
 # Scaling by a power of ten in this context can never round.
@@ -246,6 +254,8 @@ def _reason_for(error: ErrorDetails, primary_key: str) -> str:
         return MISSING_ID
     if error["type"] == "unknown_currency":
         return UNKNOWN_CURRENCY
+    if error["type"] == "currency_not_enabled":
+        return CURRENCY_NOT_ENABLED
     if loc and loc[-1] == "has_more" and error["type"] == "literal_error" and error.get("input") is True:
         return INCOMPLETE_CHILDREN
     return INVALID_FIELD

@@ -147,3 +147,12 @@ def test_normalise_and_quantum() -> None:
     assert quantum("usd") == Decimal("0.01")
     assert quantum("JPY") == Decimal("1")
     assert str(quantum("kwd")) == "0.001"
+
+
+def test_accepted_currencies_setting(monkeypatch) -> None:
+    from erp_sync.core.money import ACCEPTED_CURRENCIES_ENV, accepted_currencies
+
+    monkeypatch.delenv(ACCEPTED_CURRENCIES_ENV, raising=False)
+    assert accepted_currencies() is None
+    monkeypatch.setenv(ACCEPTED_CURRENCIES_ENV, "usd, EUR,,jpy")
+    assert accepted_currencies() == frozenset({"USD", "EUR", "JPY"})
