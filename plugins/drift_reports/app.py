@@ -201,9 +201,22 @@ def report_page(
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell; text that a spreadsheet would run as a formula (a SaaS id such as `=HYPERLINK(..)`)
+    gets a leading apostrophe. Numbers (negative amounts included) are written exactly as stored."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_line(values: list[Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    csv.writer(buffer, lineterminator="\n").writerow([csv_cell(v) for v in values])
     return buffer.getvalue()
 
 

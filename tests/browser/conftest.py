@@ -44,7 +44,10 @@ def download_dir() -> Iterator[Path]:
 def browser(download_dir: Path) -> Iterator[object]:
     """Debian's Chromium driven by Debian's chromedriver, fresh profile, no network side-traffic."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Chromium is not installed: run scripts/browser_setup.sh")
+        # fail, not skip: a skipped browser test would let a missing install step pass CI
+        pytest.fail(
+            "Chromium/chromedriver are not installed: run scripts/browser_setup.sh (or -m 'not browser')"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -369,3 +369,16 @@ def seed_reports(conn: PgConnection, *, big_items: int = 10_000, now: datetime |
     _seed_queues(conn, now, seeded)
     conn.commit()
     return seeded
+
+
+if __name__ == "__main__":  # python tests/browser/seed.py DSN -- demo data for the UI without `make demo`
+    import sys
+
+    import psycopg2
+
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(MIGRATIONS.parents[2])]
+    target = psycopg2.connect(sys.argv[1])
+    apply_schema(target)
+    done = seed_reports(target)
+    print(f"seeded reports {[r.report_id for r in done.reports]} into {sys.argv[1].rsplit('/', 1)[-1]}")
+    target.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -33,9 +34,16 @@ def _wait(driver: WebDriver) -> WebDriverWait:
     return WebDriverWait(driver, WAIT_S)
 
 
+def _navigation_tolerant_wait(driver: WebDriver) -> WebDriverWait:
+    """The UI sends an anonymous visitor on to /auth/login in the browser; while that navigation is in
+    flight a lookup can fail with "aborted by navigation", so this wait shrugs that off and retries."""
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(WebDriverException,))
+
+
 def _login(driver: WebDriver, server: AirflowServer, user: str = "auditor") -> None:
     driver.get(server.base_url + "/")
-    wait = _wait(driver)
+    wait = _navigation_tolerant_wait(driver)
+    wait.until(lambda d: "/auth/login" in d.current_url)
     username = wait.until(ec.element_to_be_clickable((By.NAME, "username")))
     username.send_keys(user)
     driver.find_element(By.NAME, "password").send_keys(server.password(user))
@@ -94,7 +102,7 @@ def test_auditor_logs_in_and_reads_reports_from_the_navigation(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)}
     )
     driver.get(airflow_server.base_url + "/")
-    _wait(driver).until(ec.presence_of_element_located((By.NAME, "username")))
+    _navigation_tolerant_wait(driver).until(ec.presence_of_element_located((By.NAME, "username")))
     driver.save_screenshot(str(screenshots / "01-airflow-login.png"))
     _login(driver, airflow_server)
 

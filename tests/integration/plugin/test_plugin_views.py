@@ -74,6 +74,16 @@ def test_plain_renders_json_figures_without_braces(views) -> None:
     assert views.plain(3) == "3"
 
 
+def test_csv_cells_defuse_spreadsheet_formulas_but_keep_numbers() -> None:
+    from drift_reports.app import csv_cell
+
+    assert csv_cell('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
+    assert csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert csv_cell("ch_123") == "ch_123"
+    assert csv_cell(Decimal("-12.340")) == Decimal("-12.340")
+    assert csv_cell(None) == ""
+
+
 def test_format_age(views) -> None:
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)
     assert views.format_age(None, now) == "—"
