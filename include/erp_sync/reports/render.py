@@ -111,8 +111,22 @@ def render_csv(report: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) ->
     writer = csv.DictWriter(buffer, fieldnames=ITEM_CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for item in items:
-        writer.writerow({k: ("" if v is None else v) for k, v in item.items()})
+        writer.writerow({k: _csv_cell(k, v) for k, v in item.items()})
     return buffer.getvalue().encode()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMERIC_FIELDS = frozenset({"item_no", "saas_amount", "erp_amount", "difference", "erp_batch_id"})
+
+
+def _csv_cell(field: str, value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula (a source id such as `=HYPERLINK(...)`) gets a
+    leading apostrophe; amounts are left exact (a negative difference is a number, not a formula)."""
+    if value is None:
+        return ""
+    if field not in _NUMERIC_FIELDS and isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def render_totals_csv(report: Mapping[str, Any]) -> bytes:

@@ -106,3 +106,11 @@ def test_file_names_are_plain_and_distinct():
     assert len(set(names.values())) == 4
     assert all("/" not in n for n in names.values())
     assert names["json"] == "drift-report-7-v2-20261101T000000Z-20261201T000000Z.json"
+
+
+def test_csv_defuses_formulas_in_text_but_keeps_negative_amounts():
+    item = {**ITEMS[0], "source_id": '=HYPERLINK("http://x")', "difference": "-0.001"}
+    text = render_csv(REPORT, [item]).decode()
+    row = next(csv.DictReader(io.StringIO("\n".join(text.splitlines()[2:]))))
+    assert row["source_id"] == '\'=HYPERLINK("http://x")'
+    assert row["difference"] == "-0.001"
