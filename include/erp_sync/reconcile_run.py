@@ -356,7 +356,8 @@ INVARIANTS: dict[str, str] = {
     ),
     "invoice_line_sums_equal_totals": (
         "SELECT count(*) = 0 FROM erp_staging.ar_invoices i JOIN (SELECT source_system, invoice_source_id, "
-        "sum(amount) AS lines_total FROM erp_staging.ar_invoice_lines GROUP BY 1, 2) l "
+        "sum(amount) AS lines_total FROM erp_staging.ar_invoice_lines "
+        "WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
         "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
         "WHERE l.lines_total <> i.total_amount"
     ),

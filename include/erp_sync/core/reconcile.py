@@ -26,6 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from erp_sync.core.money import exponent
+
 SCALE = 3
 _POW10 = (1, 10, 100, 1000)
 
@@ -46,30 +48,6 @@ PERIOD_COLUMN_BY_TABLE: dict[str, str] = {
     "sales_orders": "ordered_at",
 }
 
-# ISO 4217 exponents that are not 2 (Stripe's zero-decimal and three-decimal lists).
-_ZERO_DECIMAL = frozenset(
-    [
-        "BIF",
-        "CLP",
-        "DJF",
-        "GNF",
-        "ISK",
-        "JPY",
-        "KMF",
-        "KRW",
-        "MGA",
-        "PYG",
-        "RWF",
-        "UGX",
-        "VND",
-        "VUV",
-        "XAF",
-        "XOF",
-        "XPF",
-    ]
-)
-_THREE_DECIMAL = frozenset(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"])
-
 ITEM_COLUMNS = (
     "stream",
     "source_id",
@@ -88,13 +66,9 @@ ITEM_COLUMNS = (
 
 
 def currency_exponent(currency_code: str) -> int:
-    """Digits after the decimal point of the currency's minor unit (JPY 0, USD 2, KWD 3)."""
-    code = currency_code.upper()
-    if code in _ZERO_DECIMAL:
-        return 0
-    if code in _THREE_DECIMAL:
-        return 3
-    return 2
+    """Digits after the decimal point of the currency's minor unit (JPY 0, USD 2, KWD 3); one table
+    for the whole project (`erp_sync.core.money`), so an unknown code is an error, not a guess."""
+    return exponent(currency_code)
 
 
 def to_scaled(value: Decimal | int | str) -> int:
