@@ -638,24 +638,10 @@ def fetch_records(
     client: Any, spec: StreamSpec, ids: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """GET {path}/{id} for each id (children completed like a listing); returns (records, ids not found)."""
-    from erp_sync.clients.errors import FatalApiError
-
-    getter = getattr(client, "get_record", None)
     records: list[dict[str, Any]] = []
     missing: list[str] = []
     for source_id in ids:
-        try:
-            if callable(getter):
-                record = getter(spec, source_id)
-            else:  # the client has no public by-id read yet: same request path, same policies
-                url = client._url(f"{spec.path.rstrip('/')}/{source_id}")
-                record = client._call("GET", url, (), parse=lambda r: orjson.loads(r.body))
-                client._complete_children(spec, [record])
-        except FatalApiError as exc:
-            if getattr(exc, "status", None) == 404 or " 404" in str(exc):
-                missing.append(source_id)
-                continue
-            raise
+        record = client.get_record(spec, source_id)
         if record is None:
             missing.append(source_id)
         else:

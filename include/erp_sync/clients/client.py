@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import orjson
 
@@ -282,6 +283,21 @@ class SaaSClient:
         return response, payload, select_items(endpoint, payload, selector)
 
     # --------------------------------------------------------------- children
+
+    def get_record(self, spec: StreamSpec, source_id: str) -> dict[str, Any] | None:
+        """GET `{spec.path}/{id}` with the client's retry, rate and auth policies, children completed
+        like a listing's; None when the API answers 404 (the record does not exist)."""
+        url = self._url(f"{spec.path.rstrip('/')}/{quote(source_id, safe='')}")
+        try:
+            record = self._call("GET", url, (), parse=lambda r: orjson.loads(r.body))
+        except FatalApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(record, dict):
+            raise FatalApiError(url, None, f"expected a JSON object, got {type(record).__name__}")
+        self._complete_children(spec, [record])
+        return record
 
     def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> bool:
         """Complete every truncated child list of the page in place (fetching the tails with up to
