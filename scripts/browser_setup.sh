@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the browser tests need: Debian's Chromium + chromedriver (apt) and selenium (PyPI).
+# Installs what the browser tests need: Debian's Chromium + chromedriver (apt). selenium is in the
+# lock (requirements-dev.txt / constraints.txt), installed by scripts/setup_venv.sh.
 # Idempotent: does nothing that is already done. No browser is downloaded at test run time.
 set -euo pipefail
 
@@ -9,10 +10,6 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
-fi
-
-if ! "$VENV_PY" -c "import selenium" >/dev/null 2>&1; then
-    "$(dirname "$VENV_PY")/uv" pip install --python "$VENV_PY" "selenium==${SELENIUM_VERSION:-4.51.0}"
 fi
 
 chromium --version 2>/dev/null
