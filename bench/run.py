@@ -99,7 +99,7 @@ class Bench:
 
     @property
     def stamp(self) -> str:
-        return self.args.stamp
+        return str(self.args.stamp)
 
     def run_stage(
         self, name: str, argv_tail: list[str], cfg: dict[str, Any], *, python: Path | None = None
