@@ -66,15 +66,22 @@ class StreamRunResult:
     batch_ids: list[int] = field(default_factory=list)
     rows_by_table: dict[str, int] = field(default_factory=dict)
     dry_run_samples: dict[str, Any] = field(default_factory=dict)
+    already_committed_batches: int = 0
     seconds: float = 0.0
 
     def add(self, result: BatchResult) -> None:
+        self.batch_ids.append(result.batch_id)
+        if result.already_committed:
+            # An earlier try wrote this batch; this run wrote nothing for it.
+            self.already_committed_batches += 1
+            self.extracted += result.extracted
+            self.skipped_unchanged += result.extracted
+            return
         self.extracted += result.extracted
         self.loaded_new += result.loaded_new
         self.loaded_changed += result.loaded_changed
         self.skipped_unchanged += result.skipped_unchanged
         self.rejected += result.rejected
-        self.batch_ids.append(result.batch_id)
         for table, rows in result.rows_by_table.items():
             self.rows_by_table[table] = self.rows_by_table.get(table, 0) + rows
 
@@ -93,6 +100,7 @@ class StreamRunResult:
             "unchanged": self.skipped_unchanged,
             "rejected": self.rejected,
             "batches": len(self.batch_ids),
+            "already_committed_batches": self.already_committed_batches,
             "first_batch_id": self.batch_ids[0] if self.batch_ids else None,
             "last_batch_id": self.batch_ids[-1] if self.batch_ids else None,
             "rows_by_table": self.rows_by_table,
@@ -170,7 +178,7 @@ def sync_stream(
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id
     from erp_sync.store.ledger import RedisLedger
-    from erp_sync.store.loader import load_batch
+    from erp_sync.store.loader import find_committed, load_batch
     from erp_sync.store.locks import stream_lock
     from erp_sync.store.state import get_cursor
 
@@ -203,16 +211,17 @@ def sync_stream(
             spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
         )
         for batch_pages, is_last in batched_pages(pages, batch_records):
-            mapped = map_pages(spec, batch_pages)
             key = BatchKey(
                 run_id, spec.source_system, spec.name, resolved.start, resolved.end, input_sha256(batch_pages)
             )
             cursor_after = resolved.end if is_last and not dry_run else None
-            batch = load_batch(
+            # A retry re-reading a batch an earlier try committed needs only its key: skip the mapping.
+            recorded = None if dry_run else find_committed(conn, key)
+            batch = recorded or load_batch(
                 conn,
                 ledger,
                 key,
-                mapped,
+                map_pages(spec, batch_pages),
                 batch_pages,
                 batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
                 cursor_after=cursor_after,

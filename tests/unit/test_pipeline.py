@@ -1,0 +1,75 @@
+"""Pure parts of the pipeline: batching, the batch input hash, and how run totals add up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from erp_sync.core.batch import BatchResult, Page
+from erp_sync.pipeline import StreamRunResult, batched_pages, input_sha256
+
+
+def page(n: int, records: int) -> Page:
+    return Page(
+        stream="invoices",
+        page_no=n,
+        url=f"u{n}",
+        body=b"x" * n,
+        records=[{}] * records,
+        versions=[1] * records,
+    )
+
+
+def test_batches_close_at_the_record_budget_and_the_last_is_flagged() -> None:
+    batches = list(batched_pages([page(1, 40), page(2, 40), page(3, 40)], batch_records=80))
+    assert [([p.page_no for p in b], last) for b, last in batches] == [([1, 2], False), ([3], True)]
+
+
+def test_an_empty_window_still_yields_the_last_batch_that_moves_the_cursor() -> None:
+    assert list(batched_pages([], batch_records=10)) == [([], True)]
+
+
+def test_input_hash_depends_on_urls_bodies_and_order() -> None:
+    a, b = page(1, 1), page(2, 1)
+    assert input_sha256([a, b]) == input_sha256([a, b])
+    assert input_sha256([a, b]) != input_sha256([b, a])
+    assert input_sha256([a]) != input_sha256([page(2, 1)])
+
+
+def run() -> StreamRunResult:
+    return StreamRunResult(
+        stream="invoices",
+        source_system="stripe",
+        mode="full",
+        window_start=None,
+        window_end=datetime(2026, 11, 26, tzinfo=UTC),
+        window_reason="test",
+        dry_run=False,
+        cursor_before=None,
+        cursor_after=None,
+    )
+
+
+def test_a_batch_committed_by_an_earlier_try_counts_as_skipped_not_new() -> None:
+    result = run()
+    result.add(BatchResult(1, 10, 7, 1, 1, 1, {"ar_invoices": 8}))
+    result.add(BatchResult(2, 5, 5, 0, 0, 0, {"ar_invoices": 5}, already_committed=True))
+    assert (
+        result.extracted,
+        result.loaded_new,
+        result.loaded_changed,
+        result.skipped_unchanged,
+        result.rejected,
+    ) == (15, 7, 1, 6, 1)
+    assert result.already_committed_batches == 1
+    assert result.rows_by_table == {"ar_invoices": 8}
+    assert result.summary()["batches"] == 2
+
+
+@pytest.mark.parametrize("counts", [(10, 5, 2, 2, 0), (3, 0, 0, 0, 0)])
+def test_conservation_violation_is_an_error(counts) -> None:
+    from erp_sync.core.batch import ConservationError
+
+    with pytest.raises(ConservationError):
+        BatchResult(1, *counts, {}).check_conservation()
