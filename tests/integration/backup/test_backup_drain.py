@@ -238,5 +238,9 @@ def test_two_drains_never_run_at_once(sftp: Any, db: Any, migrated_pg_dsn: str) 
             drain_outbox(sftp, db)
         assert all(path is None for _, path, _ in outbox_state(db))
     finally:
-        other.close()  # releases the lock
+        # Unlock explicitly: closing the connection also releases it, but only once the server
+        # backend has exited, which can be after the next line runs.
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (DRAIN_LOCK_KEY,))
+        other.close()
     assert drain_outbox(sftp, db).rows_marked == 1
