@@ -8,7 +8,7 @@ from typing import Any
 
 import pendulum
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
-from airflow.sdk import Param, dag, task, task_group
+from airflow.sdk import Param, Variable, dag, task, task_group
 
 from erp_sync.assets import STAGING_ASSET
 from erp_sync.operators.links import XCOM_REPORT_ID_KEY, DriftReportLink
@@ -76,7 +76,10 @@ def erp_drift_reconciliation() -> None:
         from erp_sync.reconcile_run import parse_request
 
         try:
-            request = parse_request(_conf(params), now=datetime.now(UTC))
+            request = parse_request(
+                _conf(params, Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)),
+                now=datetime.now(UTC),
+            )
         except InvalidParamError as exc:  # a retry cannot fix a parameter: fail now, no retry
             raise AirflowFailException(str(exc)) from None
         return {
@@ -111,7 +114,10 @@ def erp_drift_reconciliation() -> None:
         try:
             window = sync_window_for_runs(conn, source_runs)
             requests = periods_for_run(
-                _conf(params), now=now, scheduled_window=window, asset_triggered=bool(events)
+                _conf(params, Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)),
+                now=now,
+                scheduled_window=window,
+                asset_triggered=bool(events),
             )
             backup = _backup_function()
             outcomes = []
@@ -168,18 +174,14 @@ def erp_drift_reconciliation() -> None:
 ERP_SQL_VARIABLE = "erp_sync_reconcile_erp_sql"
 
 
-def _conf(params: dict[str, Any] | None) -> dict[str, Any]:
+def _conf(params: dict[str, Any] | None, configured_erp_sql: Any = None) -> dict[str, Any]:
     """The run's params without the empty defaults (an empty value means "not given"), plus the
-    configured ERP-side SQL per stream (Variable `erp_sync_reconcile_erp_sql`, JSON) when set: for
-    ERPs whose posted tables, not the staging tables, are the truth to reconcile against."""
-    from airflow.sdk import Variable
-
+    configured ERP-side SQL when set and the run gives none."""
     conf = {
         k: v for k, v in dict(params or {}).items() if v not in (None, "", [], {}, False) or k == "repair"
     }
-    configured = Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)
-    if configured and "erp_sql" not in conf:
-        conf["erp_sql"] = configured
+    if configured_erp_sql and "erp_sql" not in conf:
+        conf["erp_sql"] = configured_erp_sql
     return conf
 
 

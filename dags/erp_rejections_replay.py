@@ -36,7 +36,7 @@ one more attempt — none is ever dropped. Params filter what is replayed: `stre
     },
 )
 def erp_rejections_replay() -> None:
-    @task
+    @task(multiple_outputs=False)
     def replay(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
         from erp_sync.core.params import InvalidParamError
         from erp_sync.hooks.erp import erp_connection, sync_state

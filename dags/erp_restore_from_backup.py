@@ -40,7 +40,7 @@ restoring into emptied staging rebuilds it. Connections: `sftp_backup`, `erp_sta
     },
 )
 def erp_restore_from_backup() -> None:
-    @task(retries=0)
+    @task(retries=0, multiple_outputs=False)
     def check_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Fail fast on a bad request: nothing is read or written before this passes."""
         from erp_sync.backup.restore import validate_restore_params
@@ -53,7 +53,7 @@ def erp_restore_from_backup() -> None:
             "date_to": selection.date_to.isoformat() if selection.date_to else None,
         }
 
-    @task
+    @task(multiple_outputs=False)
     def restore_from_sftp(selection: dict[str, Any]) -> dict[str, Any]:
         """Verify every backed-up file against its manifest, then reload through dedupe and load."""
         from erp_sync.backup.tasks import restore_task

@@ -99,7 +99,7 @@ def saas_to_erp_sync() -> None:
     ).expand(stream=streams)
     migrated >> synced
 
-    @task(outlets=[STAGING_ASSET])
+    @task(outlets=[STAGING_ASSET], multiple_outputs=False)
     def publish_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         """One line per stream in the log; the asset event schedules reconciliation."""
         from erp_sync.core.summary import sync_summary_table
@@ -108,7 +108,7 @@ def saas_to_erp_sync() -> None:
         print(table)
         return {"streams": [s["stream"] for s in summaries], "dry_run": any(s["dry_run"] for s in summaries)}
 
-    @task(retries=5, retry_delay=timedelta(minutes=5), trigger_rule="all_done")
+    @task(retries=5, retry_delay=timedelta(minutes=5), trigger_rule="all_done", multiple_outputs=False)
     def backup_raw_pages() -> dict[str, Any]:
         """Drain the outbox of raw pages to SFTP, verified; an outage delays backups, loses none."""
         from erp_sync.backup.tasks import backup_outbox_task

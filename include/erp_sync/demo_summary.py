@@ -81,7 +81,7 @@ def print_staging(cur: Any) -> None:
         pending, total = _rows(
             cur,
             f"""
-            SELECT count(*) FILTER (WHERE interface_status = 'PENDING'), count(*) FROM erp_staging.{table}""",
+            SELECT count(*) FILTER (WHERE interface_status = 'PENDING'), count(*) FROM erp_staging.{table}""",  # noqa: S608
         )[0]
         print(f"  erp_staging.{table:<18} {pending:>7} / {total}")
     rej = _rows(

@@ -106,10 +106,10 @@ def list_reports(
     """Reports matching `filters`, newest first (by creation, then id), and the total match count."""
     where, params = filters.where()
     with _dict_cursor(conn) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM erp_sync.drift_reports r WHERE {where}", params)
+        cur.execute(f"SELECT count(*) AS n FROM erp_sync.drift_reports r WHERE {where}", params)  # noqa: S608
         total = int(cur.fetchone()["n"])
         cur.execute(
-            f"SELECT {_REPORT_COLUMNS} FROM erp_sync.drift_reports r WHERE {where} "
+            f"SELECT {_REPORT_COLUMNS} FROM erp_sync.drift_reports r WHERE {where} "  # noqa: S608
             "ORDER BY r.created_at DESC, r.report_id DESC LIMIT %s OFFSET %s",
             [*params, limit, offset],
         )
@@ -126,7 +126,8 @@ def known_streams(conn: PgConnection) -> list[str]:
 def get_report(conn: PgConnection, report_id: int) -> dict[str, Any] | None:
     with _dict_cursor(conn) as cur:
         cur.execute(
-            f"SELECT {_REPORT_COLUMNS} FROM erp_sync.drift_reports r WHERE r.report_id = %s", [report_id]
+            f"SELECT {_REPORT_COLUMNS} FROM erp_sync.drift_reports r WHERE r.report_id = %s",  # noqa: S608
+            [report_id],
         )
         row = cur.fetchone()
         return dict(row) if row else None
@@ -173,10 +174,10 @@ def report_items(
     where, params = _items_where(report_id, kind, stream)
     cols = ", ".join(ITEM_COLUMNS)
     with _dict_cursor(conn) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM erp_sync.drift_report_items WHERE {where}", params)
+        cur.execute(f"SELECT count(*) AS n FROM erp_sync.drift_report_items WHERE {where}", params)  # noqa: S608
         total = int(cur.fetchone()["n"])
         cur.execute(
-            f"SELECT {cols} FROM erp_sync.drift_report_items WHERE {where} "
+            f"SELECT {cols} FROM erp_sync.drift_report_items WHERE {where} "  # noqa: S608
             "ORDER BY item_no LIMIT %s OFFSET %s",
             [*params, limit, offset],
         )
@@ -201,7 +202,7 @@ def iter_report_items(conn: PgConnection, report_id: int, *, chunk: int = 2000) 
     while True:
         with _dict_cursor(conn) as cur:
             cur.execute(
-                f"SELECT {cols} FROM erp_sync.drift_report_items WHERE report_id = %s AND item_no > %s "
+                f"SELECT {cols} FROM erp_sync.drift_report_items WHERE report_id = %s AND item_no > %s "  # noqa: S608
                 "ORDER BY item_no LIMIT %s",
                 [report_id, after, chunk],
             )
@@ -239,7 +240,7 @@ def trend_points(conn: PgConnection, filters: ReportFilters, *, max_reports: int
              WHERE t.metric <> 'count'
              GROUP BY rc.report_id, rc.period_start, rc.status, t.stream, t.currency_code
              ORDER BY rc.period_start, t.stream, t.currency_code
-            """,
+            """,  # noqa: S608
             [*params, max_reports],
         )
         return [

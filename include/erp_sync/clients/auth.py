@@ -121,7 +121,8 @@ class OAuth2ClientCredentials:
         with self._lock:
             if self._token is None or self._clock() >= self._expires_at:
                 self._fetch_token(fetch)
-            assert self._token is not None
+            if self._token is None:
+                raise AuthenticationError(self.token_url, None, "the token endpoint returned no access token")
             return {"Authorization": f"Bearer {self._token}"}
 
     def on_unauthorized(self) -> bool:

@@ -25,7 +25,7 @@ class RetryPolicy:
     max_delay_s: float = 30.0
     malformed_attempts: int = 3  # a broken body is retried this many times in all
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-    random: Callable[[], float] = field(default=_random.random, repr=False)
+    random: Callable[[], float] = field(default=_random.SystemRandom().random, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def is_retriable_status(self, status: int) -> bool:

@@ -129,7 +129,8 @@ def to_minor(major: Decimal | int, currency: str) -> int:
     if not major.is_finite():
         raise ValueError(f"major amount must be finite, got {major}")
     sign, digits, dexp = major.as_tuple()
-    assert isinstance(dexp, int)  # finite, checked above
+    if not isinstance(dexp, int):  # finite, checked above
+        raise ValueError(f"{major!r} is not a finite amount")
     shift = dexp + exp
     coefficient = int("".join(map(str, digits)) or "0")
     value: int

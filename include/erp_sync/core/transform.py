@@ -319,7 +319,8 @@ def validate_records(
         errors_by_record: dict[int, list[ErrorDetails]] = {}
         for error in exc.errors(include_url=False):
             position = error["loc"][0]
-            assert isinstance(position, int)
+            if not isinstance(position, int):
+                raise TypeError(f"unexpected validation error location {error['loc']!r}") from exc
             errors_by_record.setdefault(position, []).append({**error, "loc": error["loc"][1:]})
     rejections = [
         _rejection(stream, id_field, records[i], errors) for i, errors in sorted(errors_by_record.items())

@@ -134,7 +134,8 @@ def parse_timeout(value: Any) -> tuple[float, float]:
         return (5.0, 30.0)
     if isinstance(value, int | float | str) and not isinstance(value, bool):
         seconds = _positive_float(value, "timeout")
-        assert seconds is not None
+        if seconds is None:
+            raise ValueError("timeout: expected a positive number of seconds")
         return (min(5.0, seconds), seconds)
     if isinstance(value, list | tuple) and len(value) == 2:
         connect, read = (_positive_float(v, "timeout") for v in value)

@@ -115,7 +115,7 @@ def rows_for_run(conn: Any, run_id: str) -> list[OutboxRow]:
     """Every page of a run (backed up or not), in batch and page order: what its manifest lists."""
     with conn.cursor() as cur:
         cur.execute(
-            f"SELECT {_ROW_COLUMNS} FROM erp_sync.outbox WHERE run_id = %s "
+            f"SELECT {_ROW_COLUMNS} FROM erp_sync.outbox WHERE run_id = %s "  # noqa: S608
             "ORDER BY batch_id, page_no, outbox_id",
             (run_id,),
         )

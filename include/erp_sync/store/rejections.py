@@ -72,7 +72,7 @@ def pending_rejections(
     if ids is not None:
         clauses.append("rejection_id = ANY(%s)")
         params.append([int(i) for i in ids])
-    sql = f"SELECT {_COLUMNS} FROM erp_sync.rejections WHERE {' AND '.join(clauses)} ORDER BY rejection_id"
+    sql = f"SELECT {_COLUMNS} FROM erp_sync.rejections WHERE {' AND '.join(clauses)} ORDER BY rejection_id"  # noqa: S608
     if limit is not None:
         sql += " LIMIT %s"
         params.append(int(limit))

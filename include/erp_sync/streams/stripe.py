@@ -14,7 +14,8 @@ PAGE_SIZE = 100  # Stripe's maximum `limit`
 
 
 def _events(*types: str) -> IncrementalSpec:
-    assert len(types) <= 20, "Stripe accepts at most 20 types[]"
+    if len(types) > 20:
+        raise ValueError("Stripe accepts at most 20 types[] per events request")
     return IncrementalSpec("stripe_events", event_types=types)
 
 
