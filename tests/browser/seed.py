@@ -278,7 +278,9 @@ def _insert_report(
                 backup,
                 None
                 if status != "DRIFT"
-                else f'airflow dags trigger erp_sync_repair --conf \'{{"period_start": "{start:%Y-%m-%d}"}}\'',
+                else "airflow dags trigger erp_drift_reconciliation --conf "
+                f'\'{{"period_start": "{start:%Y-%m-%dT%H:%M:%SZ}", "period_end": "{end:%Y-%m-%dT%H:%M:%SZ}", '
+                '"repair": true}\'',
                 error_message,
                 json.dumps(header["tolerances"]),
                 json.dumps(header["invariants"]),
