@@ -1,8 +1,7 @@
 """The Redis dedupe ledger: for each staging row, the `row_sha256` last committed to Postgres.
 
 Keys: `{ns}:ledger:{table}:{key_digest(source_system, source_id)}` -> row_sha256 (no customer data
-in clear). Every operation is bulk: chunked MGET and non-transactional pipelines, never one round
-trip per record.
+in clear). Every operation is bulk: chunked MGET, MSET and DEL, never one round trip per record.
 
 The ledger is a cache of Postgres, never the truth, and it is kept safe to trust:
 - keys about to be written are evicted *before* the load transaction and remembered only *after*
@@ -135,10 +134,15 @@ class RedisLedger:
         return removed
 
     def _set_many(self, keys: Sequence[str], values: Sequence[str]) -> None:
+        """One MSET per chunk (a SET per key cost 82 s for 455,108 keys; entries carry no TTL, so
+        MSET writes exactly what SET did). Callers keep the order the protocol needs: this runs
+        only after COMMIT (or for a rebuild under the stream lock)."""
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys but {len(values)} values")
         for start in range(0, len(keys), CHUNK):
-            pipe = self.redis.pipeline(transaction=False)
-            for key, value in zip(keys[start : start + CHUNK], values[start : start + CHUNK], strict=True):
-                pipe.set(key, value)
+            chunk = zip(keys[start : start + CHUNK], values[start : start + CHUNK], strict=True)
+            pipe = self.redis.pipeline(transaction=False)  # one round trip, one MSET command
+            pipe.mset(dict(chunk))
             pipe.execute()
 
     def rebuild_from_postgres(self, conn: Any, tables: Iterable[str]) -> dict[str, int]:
@@ -174,10 +178,8 @@ class RedisLedger:
         total = 0
         with conn.cursor(name=f"ledger_rebuild_{table}") as cur:
             cur.itersize = REBUILD_FETCH
-            cur.execute(
-                "SELECT source_system, source_id, row_sha256 FROM erp_staging."
-                f"{_ident(table)} WHERE interface_status <> 'DELETED'"
-            )
+            sql = f"SELECT source_system, source_id, row_sha256 FROM erp_staging.{_ident(table)}"  # noqa: S608
+            cur.execute(sql + " WHERE interface_status <> 'DELETED'")
             while True:
                 rows = cur.fetchmany(REBUILD_FETCH)
                 if not rows:
