@@ -31,6 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from psycopg2.extras import Json, execute_values
 
@@ -273,7 +274,7 @@ def _upsert_table(
     temp = f"load_{table}"
     col_list = ", ".join(_ident(c) for c in columns)
     cur.execute(
-        f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "
+        f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 -- identifiers checked by _ident
         f"SELECT {col_list} FROM erp_staging.{_ident(table)} WITH NO DATA"
     )
     cur.copy_expert(
@@ -289,7 +290,7 @@ def _upsert_table(
     older_than_parent = (
         f"""WHERE NOT EXISTS (SELECT 1 FROM erp_staging.{_ident(primary_table)} h
                WHERE h.source_system = t.source_system AND h.source_id = t.{_ident(parent)}
-                 AND h.source_version > t.source_version)"""
+                 AND h.source_version > t.source_version)"""  # noqa: S608 -- _ident-checked names
         if parent and table != primary_table
         else ""
     )
@@ -306,7 +307,7 @@ def _upsert_table(
         WHERE (s.row_sha256 <> excluded.row_sha256 OR s.interface_status = 'DELETED')
           AND excluded.source_version >= s.source_version
         RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"}
-        """,
+        """,  # noqa: S608 -- _ident-checked names
         {"batch_id": batch_id},
     )
     outcome = _TableOutcome()
@@ -317,7 +318,7 @@ def _upsert_table(
             outcome.touched_parents.add(parent_id)
     if with_final_state:
         cur.execute(
-            f"SELECT s.source_system, s.source_id, s.row_sha256 FROM {temp} t "
+            f"SELECT s.source_system, s.source_id, s.row_sha256 FROM {temp} t "  # noqa: S608
             f"JOIN erp_staging.{_ident(table)} s USING (source_system, source_id) "
             "WHERE s.interface_status <> 'DELETED'"  # a retired row must reach Postgres when it returns
         )
@@ -401,7 +402,7 @@ def _retire_statement(table: str, parent_column: str, primary_table: str) -> str
         FROM doomed d
         WHERE s.source_system = %(system)s AND s.source_id = d.source_id
         RETURNING s.source_id, s.{_ident(parent_column)}
-        """
+        """  # noqa: S608 -- _ident-checked names
 
 
 def _count(mapped: MappedBatch, batch_id: int, outcomes: Mapping[str, _TableOutcome]) -> BatchResult:
@@ -686,9 +687,76 @@ def _csv_field(value: Any) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _csv_lines(df: pd.DataFrame, columns: Sequence[str]) -> Iterator[bytes]:
-    for row in df[list(columns)].itertuples(index=False, name=None):
-        yield (",".join(_csv_field(v) for v in row) + "\n").encode("utf-8")
+def _csv_lines(df: pd.DataFrame, columns: Sequence[str], rows_per_chunk: int = 10_000) -> Iterator[bytes]:
+    """The rows of `df` as CSV, `rows_per_chunk` lines per bytes object, exactly as `_csv_field`
+    writes each value -- but built a column at a time (row-by-row formatting was 54 s of a
+    100,000-invoice load)."""
+    for start in range(0, len(df), rows_per_chunk):
+        part = df.iloc[start : start + rows_per_chunk]
+        fields = [_csv_column(part[column]) for column in columns]
+        yield ("".join(",".join(row) + "\n" for row in zip(*fields, strict=True))).encode("utf-8")
+
+
+def _csv_column(column: pd.Series) -> list[str]:
+    """One column's CSV fields; the common types take a fast path, anything else goes through
+    `_csv_field` value by value, so every value is written exactly as `_csv_field` writes it."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return [f'"{value}"' for value in column.tolist()]
+    if isinstance(dtype, pd.StringDtype):
+        return _quoted_strings(column.tolist())
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        fields = _utc_timestamp_fields(column)
+        if fields is not None:
+            return fields
+    if pd.api.types.is_object_dtype(dtype):
+        values = column.tolist()
+        kinds = {type(value) for value in values}
+        if kinds <= {str, type(None)}:
+            return _quoted_strings(values)
+        if kinds <= {Decimal, type(None)}:
+            return [_decimal_field(value) for value in values]
+    return [_csv_field(value) for value in column]
+
+
+def _utc_timestamp_fields(column: pd.Series) -> list[str] | None:
+    """A UTC timestamp column as `Timestamp.isoformat()` writes it, formatted by numpy; None when a
+    value needs the general path (another zone, sub-microsecond digits, a year outside 1-9999)."""
+    dtype = column.dtype
+    if not isinstance(dtype, pd.DatetimeTZDtype) or str(dtype.tz) != "UTC":
+        return None
+    naive = column.dt.tz_localize(None).to_numpy()
+    micros = naive.astype("datetime64[us]")
+    present = ~np.isnat(naive)
+    if (micros[present] != naive[present]).any():
+        return None
+    if present.any() and not (micros[present].min() >= _YEAR_1 and micros[present].max() < _YEAR_10000):
+        return None
+    text = np.datetime_as_string(micros, unit="us").tolist()
+    return [
+        ('"' + (value[:-7] if value.endswith(".000000") else value) + '+00:00"') if ok else ""
+        for value, ok in zip(text, present.tolist(), strict=True)
+    ]
+
+
+_YEAR_1 = np.datetime64("0001-01-01T00:00:00", "us")
+_YEAR_10000 = np.datetime64("10000-01-01T00:00:00", "us")
+
+
+def _quoted_strings(values: list[Any]) -> list[str]:
+    """str values quoted (quotes doubled); None and NaN/NA (pandas' missing string) unquoted NULL."""
+    return [
+        '"' + value.replace('"', '""') + '"' if isinstance(value, str) else _csv_field(value)
+        for value in values
+    ]
+
+
+def _decimal_field(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    if not value.is_finite():
+        raise ValueError(f"refusing to load non-finite Decimal {value}")
+    return '"' + format(value, "f") + '"'
 
 
 class _CsvStream:
