@@ -48,6 +48,9 @@ LOADER_COLUMNS = ("sync_batch_id", "interface_status", "loaded_at")
 CHILD_PARENT_COLUMN: dict[str, str] = {"ar_invoice_lines": "invoice_source_id"}
 COPY_CHUNK_BYTES = 64 * 1024
 ACTIONS = ("insert", "update", "skip", "reject")
+# Outbox pages: level 6 compresses real sandbox pages 1.8x faster than 9 for 2% more bytes (level 1:
+# 5x faster but 46% more bytes). Readers use gzip.decompress, which takes any level.
+OUTBOX_GZIP_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -521,7 +524,7 @@ def _write_outbox(
                 page.url,
                 Json(dict(page_meta)),
                 page.extracted,
-                gzip.compress(page.body, mtime=0),
+                gzip.compress(page.body, compresslevel=OUTBOX_GZIP_LEVEL, mtime=0),
                 hashlib.sha256(page.body).hexdigest(),
             )
             for page in pages
