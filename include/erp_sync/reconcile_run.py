@@ -4,7 +4,8 @@ and (on request) repair.
     parse params (a bad period fails here, before any read)
     for each stream:
         SaaS side: an independent re-read of the list endpoint by `created` for the period, mapped
-                   with the same `map_pages` the sync uses, kept as compact integer columns
+                   with the sync's `map_pages`, headers only (no line requests, no line mapping),
+                   kept as compact integer columns
         ERP side:  SQL aggregates + a streamed record fetch over erp_staging (or a configured SQL
                    over the ERP's posted tables)
         compare totals (per currency/status/metric, with tolerances) and records
@@ -218,7 +219,13 @@ def read_saas_side(
     lookback: timedelta = timedelta(0),
     batch_records: int = SAAS_BATCH_RECORDS,
 ) -> tuple[pd.DataFrame, SaasSideStats]:
-    """Re-read the stream's list endpoint by `created` and map it like the sync does.
+    """Re-read the stream's list endpoint by `created` and map its headers with the sync's mapping.
+
+    Header-only: reconciliation compares the primary table's columns (`METRICS_BY_TABLE`, currency,
+    status), so the listing runs with a copy of the spec without children (the client makes no
+    `/v1/invoices/{id}/lines` requests) and `map_pages(..., primary_only=True)` neither validates nor
+    maps nor hashes lines; a truncated embedded `lines` list is simply not read. The rows have no
+    `row_sha256` and are never loaded.
 
     Only rows whose period column (issued_at, received_at, ...) falls in the period are kept, the
     same rule the ERP side applies; `lookback` widens the listing for records created before the
@@ -234,10 +241,12 @@ def read_saas_side(
     if period_end <= period_start:
         return builder.frame(), stats
 
+    header_spec = replace(spec, children=())
+
     def consume(pages: list[Page]) -> None:
-        mapped = map_pages(spec, pages)
+        mapped = map_pages(header_spec, pages, primary_only=True)
         stats.rejected += len(mapped.rejections)
-        rows = mapped.tables[mapped.primary_table]
+        rows = mapped.rows
         stats.records += len(rows)
         if rows.empty:
             return
@@ -248,7 +257,7 @@ def read_saas_side(
     pending: list[Page] = []
     count = 0
     listing = client.iter_pages(
-        spec, mode="full", window_start=period_start - lookback, window_end=period_end
+        header_spec, mode="full", window_start=period_start - lookback, window_end=period_end
     )
     for page in listing:
         stats.pages += 1

@@ -16,6 +16,12 @@ then `CONTROL_COLUMNS`. Text columns are `object` dtype with `None` for NULL; mo
 covers its lines' hashes in line order, so a changed, added, removed or re-numbered line changes
 the header and the loader rewrites the invoice.
 
+`map_pages(spec, pages, primary_only=True)` is reconciliation's header-only read: records are
+validated with a variant of the model whose child lists are not read (so a truncated `lines` list
+is not a rejection), and only the primary table is built, as a `HeaderRows` -- no child rows, no
+child hashing, and no `row_sha256` (an invoice header's hash covers lines that were not read). A
+`HeaderRows` is not a `MappedBatch`: the loader cannot take it.
+
 Rejection reason codes (one per record, the most specific that applies; the message names every
 failing field, up to five): NOT_AN_OBJECT (the record is not a JSON object), MISSING_ID (the
 mapping's id field is absent, null or empty), UNKNOWN_CURRENCY (not ISO-4217, or more than 3
@@ -39,11 +45,11 @@ import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
 from erp_sync.core.batch import CONTROL_COLUMNS, MappedBatch, Page, Rejection
@@ -112,6 +118,39 @@ class TableMapping:
     @property
     def tables(self) -> tuple[str, ...]:
         return (self.table, *(child.table for child in self.children))
+
+    @property
+    def child_fields(self) -> tuple[str, ...]:
+        """The top-level model fields that hold the children (`lines` for `lines.data`)."""
+        return tuple(child.items.split(".", 1)[0] for child in self.children)
+
+
+# Control columns of header-only rows: no row_sha256 (see `HeaderRows`).
+HEADER_CONTROL_COLUMNS: Final = ("source_system", "source_id", "source_version")
+
+
+@dataclass
+class HeaderRows:
+    """`map_pages(..., primary_only=True)`: the primary table's rows, for reconciliation only.
+
+    `rows` has the primary table's business columns plus `HEADER_CONTROL_COLUMNS`, one row per
+    accepted record (after in-batch dedupe). There is deliberately no `row_sha256`: an invoice
+    header's hash covers its lines' hashes, and the lines were not read, so any hash here would be
+    wrong for the staging row. This is not a `MappedBatch` (no `tables`), so it cannot reach the
+    loader; reconciliation compares business columns only.
+    """
+
+    source_system: str
+    stream: str
+    primary_table: str
+    rows: pd.DataFrame
+    rejections: list[Rejection]
+    extracted: int  # records in the pages (accepted + superseded + rejected)
+    superseded: int
+
+    @property
+    def accepted(self) -> int:
+        return len(self.rows)
 
 
 _ISSUED: Final = ("effective_at", "created")
@@ -465,6 +504,18 @@ def _series(values: Any) -> pd.Series:
     return pd.Series(values)
 
 
+def _frame_data(
+    business: dict[str, Any], source_system: str, ids: Sequence[str], versions: Any
+) -> dict[str, pd.Series]:
+    """Business columns + source_system, source_id, source_version as Series."""
+    count = len(ids)
+    data = {name: _series(values) for name, values in business.items()}
+    data["source_system"] = _series([source_system] * count)
+    data["source_id"] = _series(list(ids))
+    data["source_version"] = pd.Series(np.asarray(versions, dtype=np.int64))
+    return data
+
+
 def _frame(
     business: dict[str, Any],
     source_system: str,
@@ -475,10 +526,7 @@ def _frame(
     """Business columns + CONTROL_COLUMNS, with `row_sha256` over business + source_id
     (+ the child digests, which are hashed but not stored)."""
     count = len(ids)
-    data = {name: _series(values) for name, values in business.items()}
-    data["source_system"] = _series([source_system] * count)
-    data["source_id"] = _series(list(ids))
-    data["source_version"] = pd.Series(np.asarray(versions, dtype=np.int64))
+    data = _frame_data(business, source_system, ids, versions)
     for name, digests in (child_digests or {}).items():
         data[name] = _series(digests)
     frame = pd.DataFrame(data, index=pd.RangeIndex(count))
@@ -544,6 +592,35 @@ def map_models(
     return {table: tables[table] for table in mapping.tables}
 
 
+def map_headers(
+    mapping: TableMapping, source_system: str, models: Sequence[Any], versions: Sequence[int]
+) -> pd.DataFrame:
+    """The primary table only: business columns + `HEADER_CONTROL_COLUMNS`, no hash, no children."""
+    [ids] = _source_values(models, [mapping.id_source])
+    exponents = None
+    if mapping.currency_source is not None:
+        [currencies] = _source_values(models, [mapping.currency_source])
+        exponents = _exponents(currencies)
+    business = _map_columns(models, mapping.columns, exponents)
+    data = _frame_data(business, source_system, ids, versions)
+    return pd.DataFrame(data, index=pd.RangeIndex(len(ids)))[[*business, *HEADER_CONTROL_COLUMNS]]
+
+
+@functools.cache
+def header_model(model: type[BaseModel], child_fields: tuple[str, ...]) -> type[BaseModel]:
+    """`model` with its child-list fields not read: any value (or none) is accepted and ignored.
+
+    A subclass, so the header fields, validators and properties are exactly the model's own.
+    """
+    if not child_fields:
+        return model
+    unknown = [name for name in child_fields if name not in model.model_fields]
+    if unknown:
+        raise ValueError(f"model {model.__name__} has no child fields {unknown}")
+    overrides: dict[str, Any] = {name: (Any, None) for name in child_fields}
+    return create_model(f"{model.__name__}Header", __base__=model, **overrides)
+
+
 def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:
     if spec.target_tables and set(spec.target_tables) != set(mapping.tables):
         raise ValueError(
@@ -569,16 +646,42 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
-    """Validate, dedupe and map a batch of pages of one stream (see the module docstring)."""
+@overload
+def map_pages(
+    spec: StreamSpec, pages: Sequence[Page], *, primary_only: Literal[False] = False
+) -> MappedBatch: ...
+
+
+@overload
+def map_pages(spec: StreamSpec, pages: Sequence[Page], *, primary_only: Literal[True]) -> HeaderRows: ...
+
+
+def map_pages(
+    spec: StreamSpec, pages: Sequence[Page], *, primary_only: bool = False
+) -> MappedBatch | HeaderRows:
+    """Validate, dedupe and map a batch of pages of one stream (see the module docstring).
+
+    `primary_only=True` is for reconciliation: a `HeaderRows` (primary table only, child lists not
+    validated or mapped, no `row_sha256`); never for loading.
+    """
     with _gc_paused():
+        if primary_only:
+            return _map_headers(spec, pages)
         return _map_pages(spec, pages)
 
 
-def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
+@dataclass
+class _Validated:
+    mapping: TableMapping
+    models: list[Any]
+    versions: list[int]
+    rejections: list[Rejection]
+    superseded: int
+
+
+def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseModel]) -> _Validated:
+    """Collect the pages' records, validate them with `model` and keep the newest per key."""
     mapping = MAPPINGS[spec.mapping]
-    _check_spec(spec, mapping)
-    model = resolve(spec.model)
     records: list[Any] = []
     versions: list[int] = []
     rejections: list[Rejection] = []
@@ -600,13 +703,36 @@ def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
     if superseded:
         models = [models[i] for i in keep]
         valid_versions = [valid_versions[i] for i in keep]
-    tables = map_models(mapping, spec.source_system, models, valid_versions)
+    return _Validated(mapping, models, valid_versions, rejections, superseded)
+
+
+def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
+    mapping = MAPPINGS[spec.mapping]
+    _check_spec(spec, mapping)
+    valid = _validate_pages(spec, pages, resolve(spec.model))
+    tables = map_models(mapping, spec.source_system, valid.models, valid.versions)
     return MappedBatch(
         source_system=spec.source_system,
         stream=spec.name,
         primary_table=mapping.table,
         tables=tables,
-        rejections=rejections,
+        rejections=valid.rejections,
         extracted=sum(page.extracted for page in pages),
-        superseded=superseded,
+        superseded=valid.superseded,
+    )
+
+
+def _map_headers(spec: StreamSpec, pages: Sequence[Page]) -> HeaderRows:
+    mapping = MAPPINGS[spec.mapping]
+    _check_spec(spec, mapping)
+    model = header_model(resolve(spec.model), mapping.child_fields)
+    valid = _validate_pages(spec, pages, model)
+    return HeaderRows(
+        source_system=spec.source_system,
+        stream=spec.name,
+        primary_table=mapping.table,
+        rows=map_headers(mapping, spec.source_system, valid.models, valid.versions),
+        rejections=valid.rejections,
+        extracted=sum(page.extracted for page in pages),
+        superseded=valid.superseded,
     )
