@@ -82,7 +82,9 @@ def test_empty_string_and_null_stay_distinct():
 def test_sub_microsecond_and_non_utc_timestamps_keep_their_exact_text():
     df = pd.DataFrame(
         {
-            "ns": pd.Series(pd.to_datetime(["2026-01-01T00:00:00.000000001Z", "2026-01-01T00:00:00.000000000Z"])),
+            "ns": pd.Series(
+                pd.to_datetime(["2026-01-01T00:00:00.000000001Z", "2026-01-01T00:00:00.000000000Z"])
+            ),
             "tokyo": pd.Series(pd.to_datetime(["2026-01-01T09:00:00+09:00"] * 2)).dt.tz_convert("Asia/Tokyo"),
         }
     )
