@@ -25,6 +25,8 @@ The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connection
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -210,6 +212,26 @@ def _in_period(frame: pd.DataFrame, column: str, start: datetime, end: datetime)
     return (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
 
 
+@contextlib.contextmanager
+def _full_gc_paused() -> Iterator[None]:
+    """No automatic garbage collection while pages are decoded and mapped; the caller runs
+    `gc.collect(1)` between batches.
+
+    Each decoded page is ~10^4 new dicts and lists, and the pages of a batch stay alive until it is
+    mapped, so the collector's automatic runs keep traversing them (and, as they age, the whole
+    heap): measured at 20,000 invoices that doubled the re-read. The pages hold no reference
+    cycles; a young-generation collection after each batch still frees any cyclic garbage the HTTP
+    stack leaves, so memory stays bounded by the batch. The previous state is restored.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_saas_side(
     client: Any,
     spec: StreamSpec,
@@ -231,6 +253,18 @@ def read_saas_side(
     same rule the ERP side applies; `lookback` widens the listing for records created before the
     period but dated inside it.
     """
+    with _full_gc_paused():
+        return _read_saas_side(client, spec, period_start, period_end, lookback, batch_records)
+
+
+def _read_saas_side(
+    client: Any,
+    spec: StreamSpec,
+    period_start: datetime,
+    period_end: datetime,
+    lookback: timedelta,
+    batch_records: int,
+) -> tuple[pd.DataFrame, SaasSideStats]:
     from erp_sync.core.transform import map_pages
 
     table = spec.target_tables[0]
@@ -254,6 +288,11 @@ def read_saas_side(
         stats.outside_period += len(rows) - len(inside)
         builder.add(inside)
 
+    def consume_and_collect(pages: list[Page]) -> None:
+        consume(pages)
+        pages.clear()  # the batch's raw pages are garbage now
+        gc.collect(1)
+
     pending: list[Page] = []
     count = 0
     listing = client.iter_pages(
@@ -264,10 +303,10 @@ def read_saas_side(
         pending.append(page)
         count += page.extracted
         if count >= batch_records:
-            consume(pending)
+            consume_and_collect(pending)
             pending, count = [], 0
     if pending:
-        consume(pending)
+        consume_and_collect(pending)
     return builder.frame(), stats
 
 

@@ -4,6 +4,7 @@ validated, mapped and hashed) gives, and the sandbox's own per-currency/status t
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ import pytest
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
+from erp_sync.clients.errors import AuthenticationError
 from erp_sync.core.reconcile import (
     METRICS_BY_TABLE,
     PERIOD_COLUMN_BY_TABLE,
@@ -105,3 +107,20 @@ def test_streams_without_children_give_the_same_side(sandbox: SandboxHandle, nam
     side, stats = read_saas_side(_client(sandbox), spec, START, end)
     assert stats.rejected == 0 and len(side) == len(expected) > 0
     pd.testing.assert_frame_equal(_sorted(side), _sorted(expected))
+
+
+def test_the_collector_is_restored_after_the_read(sandbox: SandboxHandle) -> None:
+    spec = STREAMS["invoices"]
+    assert gc.isenabled()
+    read_saas_side(_client(sandbox), spec, START, _end(), batch_records=100)
+    assert gc.isenabled()
+    wrong_key = SaaSClient(sandbox.base_url, BearerSecretKey("sk_test_wrong"), page_size=50)
+    with pytest.raises(AuthenticationError):
+        read_saas_side(wrong_key, spec, START, _end())
+    assert gc.isenabled(), "a failed read must not leave the collector off"
+    gc.disable()
+    try:
+        read_saas_side(_client(sandbox), spec, START, _end())
+        assert not gc.isenabled(), "a caller's disabled collector stays disabled"
+    finally:
+        gc.enable()
