@@ -20,6 +20,8 @@ from typing import Any
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extras import execute_values
 
+from erp_sync.store.drift import ITEM_FIELDS, TOTAL_FIELDS  # the same field order the report hash uses
+
 MIGRATIONS = Path(__file__).resolve().parents[2] / "include" / "erp_sync" / "sql" / "migrations"
 BASE_DAY = datetime(2026, 11, 1, tzinfo=UTC)
 CURRENCIES = ("USD", "JPY", "KWD")
@@ -71,36 +73,6 @@ class Seeded:
         return max(self.reports, key=lambda r: r.item_count)
 
 
-ITEM_FIELDS = (
-    "item_no",
-    "stream",
-    "source_id",
-    "kind",
-    "metric",
-    "currency_code",
-    "erp_currency_code",
-    "saas_amount",
-    "erp_amount",
-    "saas_status",
-    "erp_status",
-    "difference",
-    "erp_batch_id",
-    "exceeds_tolerance",
-)
-TOTAL_FIELDS = (
-    "stream",
-    "currency_code",
-    "status",
-    "metric",
-    "saas_count",
-    "erp_count",
-    "saas_sum",
-    "erp_sum",
-    "difference",
-    "tolerance_abs",
-    "tolerance_rel",
-    "within_tolerance",
-)
 _UNIT = {"USD": Decimal("0.01"), "JPY": Decimal("1"), "KWD": Decimal("0.001")}
 
 

@@ -42,22 +42,7 @@ TOTAL_FIELDS = (
     "tolerance_rel",
     "within_tolerance",
 )
-ITEM_FIELDS = (
-    "item_no",
-    "stream",
-    "source_id",
-    "kind",
-    "metric",
-    "currency_code",
-    "erp_currency_code",
-    "saas_amount",
-    "erp_amount",
-    "saas_status",
-    "erp_status",
-    "difference",
-    "erp_batch_id",
-    "exceeds_tolerance",
-)
+ITEM_FIELDS = ("item_no", *ITEM_COLUMNS)
 HASHED_HEADER_FIELDS = (
     "period_start",
     "period_end",
