@@ -56,8 +56,11 @@ def migrated_pg_dsn(pg_dsn: str) -> str:
     """A fresh database with every migration applied."""
     from erp_sync.store.migrations import apply_migrations
 
-    with psycopg2.connect(pg_dsn) as conn:
+    conn = psycopg2.connect(pg_dsn)
+    try:
         apply_migrations(conn)
+    finally:
+        conn.close()
     return pg_dsn
 
 

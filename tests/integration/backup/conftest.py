@@ -117,50 +117,6 @@ def sftp(sftp_conn_env: str, remote_dir: str) -> Iterator[Any]:
     client.close()
 
 
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def make_database(prefix: str = "erp_backup") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(dsn: str) -> None:
-    _admin(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
-def migrate(dsn: str) -> None:
-    from erp_sync.store.migrations import apply_migrations
-
-    conn = psycopg2.connect(dsn)
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    """Redefined: the shared one runs CREATE DATABASE inside `with conn:` (a transaction in psycopg2 2.9)."""
-    dsn = make_database()
-    yield dsn
-    drop_database(dsn)
-
-
-@pytest.fixture
-def migrated_pg_dsn(pg_dsn: str) -> str:
-    migrate(pg_dsn)
-    return pg_dsn
-
-
 @pytest.fixture
 def db(migrated_pg_dsn: str) -> Iterator[Any]:
     conn = psycopg2.connect(migrated_pg_dsn)
