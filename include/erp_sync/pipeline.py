@@ -10,6 +10,7 @@ newest first, so the window is complete only then); see docs/ARCHITECTURE.md "Cu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -19,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from erp_sync.core.batch import BatchKey, BatchResult, Page
+from erp_sync.core.batching import ReadAhead, collect_between_batches, gc_paused
 from erp_sync.streams.spec import StreamSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_RECORDS = 5_000
 DEFAULT_LOOKBACK = timedelta(minutes=10)
+DEFAULT_READ_AHEAD_PAGES = 25  # half a default batch of 100-record pages
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,46 @@ def sync_stream(
     dry_run: bool = False,
     lock_timeout_s: float = 600.0,
     on_batch: Callable[[BatchResult], None] | None = None,
+    read_ahead_pages: int = DEFAULT_READ_AHEAD_PAGES,
 ) -> StreamRunResult:
-    """Run one stream's window to completion, or raise with the cursor untouched."""
+    """Run one stream's window to completion, or raise with the cursor untouched.
+
+    Pages are read `read_ahead_pages` ahead in a background thread (0: inline), so extraction
+    overlaps the load's waits on Postgres and Redis; the garbage collector is paused and run between
+    batches (see `erp_sync.core.batching`).
+    """
+    with gc_paused():
+        return _sync_stream(
+            spec=spec,
+            client=client,
+            conn=conn,
+            redis_client=redis_client,
+            run_id=run_id,
+            window=window,
+            namespace=namespace,
+            batch_records=batch_records,
+            dry_run=dry_run,
+            lock_timeout_s=lock_timeout_s,
+            on_batch=on_batch,
+            read_ahead_pages=read_ahead_pages,
+        )
+
+
+def _sync_stream(
+    *,
+    spec: StreamSpec,
+    client: Any,
+    conn: Any,
+    redis_client: Any,
+    run_id: str,
+    window: WindowRequest,
+    namespace: str,
+    batch_records: int,
+    dry_run: bool,
+    lock_timeout_s: float,
+    on_batch: Callable[[BatchResult], None] | None,
+    read_ahead_pages: int,
+) -> StreamRunResult:
     from erp_sync.clients.pages import meta_for_pages
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id
@@ -210,45 +251,52 @@ def sync_stream(
         pages = client.iter_pages(
             spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
         )
-        for batch_pages, is_last in batched_pages(pages, batch_records):
-            key = BatchKey(
-                run_id, spec.source_system, spec.name, resolved.start, resolved.end, input_sha256(batch_pages)
-            )
-            cursor_after = resolved.end if is_last and not dry_run else None
-            # A retry re-reading a batch an earlier try committed needs only its key: skip the mapping.
-            recorded = None if dry_run else find_committed(conn, key)
-            batch = recorded or load_batch(
-                conn,
-                ledger,
-                key,
-                map_pages(spec, batch_pages),
-                batch_pages,
-                batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
-                cursor_after=cursor_after,
-                dry_run=dry_run,
-                page_meta=meta_for_pages(batch_pages, resolved.mode),
-            )
-            batch.check_conservation()
-            result.add(batch)
-            if cursor_after is not None:
-                result.cursor_after = cursor_after
-            if dry_run:
-                _merge_samples(result.dry_run_samples, getattr(batch, "samples", None))
-            if on_batch:
-                on_batch(batch)
-            log.info(
-                "stream %s batch %s: extracted %d, new %d, changed %d, unchanged %d, rejected %d%s",
-                spec.name,
-                batch.batch_id,
-                batch.extracted,
-                batch.loaded_new,
-                batch.loaded_changed,
-                batch.skipped_unchanged,
-                batch.rejected,
-                " (already committed by an earlier try)" if batch.already_committed else "",
-            )
+        with _read_ahead(pages, read_ahead_pages) as ahead:
+            for batch_no, (batch_pages, is_last) in enumerate(batched_pages(ahead, batch_records), 1):
+                digest = input_sha256(batch_pages)
+                key = BatchKey(run_id, spec.source_system, spec.name, resolved.start, resolved.end, digest)
+                cursor_after = resolved.end if is_last and not dry_run else None
+                # A retry re-reading a batch an earlier try committed needs only its key: skip the mapping.
+                recorded = None if dry_run else find_committed(conn, key)
+                batch = recorded or load_batch(
+                    conn,
+                    ledger,
+                    key,
+                    map_pages(spec, batch_pages),
+                    batch_pages,
+                    batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
+                    cursor_after=cursor_after,
+                    dry_run=dry_run,
+                    page_meta=meta_for_pages(batch_pages, resolved.mode),
+                )
+                batch.check_conservation()
+                result.add(batch)
+                if cursor_after is not None:
+                    result.cursor_after = cursor_after
+                if dry_run:
+                    _merge_samples(result.dry_run_samples, getattr(batch, "samples", None))
+                if on_batch:
+                    on_batch(batch)
+                log.info(
+                    "stream %s batch %s: extracted %d, new %d, changed %d, unchanged %d, rejected %d%s",
+                    spec.name,
+                    batch.batch_id,
+                    batch.extracted,
+                    batch.loaded_new,
+                    batch.loaded_changed,
+                    batch.skipped_unchanged,
+                    batch.rejected,
+                    " (already committed by an earlier try)" if batch.already_committed else "",
+                )
+                collect_between_batches(batch_no)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _read_ahead(pages: Iterator[Page], depth: int) -> contextlib.AbstractContextManager[Iterator[Page]]:
+    if depth <= 0:
+        return contextlib.nullcontext(pages)
+    return ReadAhead(pages, depth, name="extract")
 
 
 def _merge_samples(into: dict[str, Any], samples: dict[str, Any] | None, limit: int = 5) -> None:

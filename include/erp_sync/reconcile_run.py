@@ -25,7 +25,6 @@ The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connection
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
 from erp_sync.core.batch import BatchKey, Page
+from erp_sync.core.batching import gc_paused
 from erp_sync.core.params import InvalidParamError, parse_bool, parse_streams, parse_utc
 from erp_sync.core.reconcile import (
     METRICS_BY_TABLE,
@@ -212,26 +212,6 @@ def _in_period(frame: pd.DataFrame, column: str, start: datetime, end: datetime)
     return (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
 
 
-@contextlib.contextmanager
-def _full_gc_paused() -> Iterator[None]:
-    """No automatic garbage collection while pages are decoded and mapped; the caller runs
-    `gc.collect(1)` between batches.
-
-    Each decoded page is ~10^4 new dicts and lists, and the pages of a batch stay alive until it is
-    mapped, so the collector's automatic runs keep traversing them (and, as they age, the whole
-    heap): measured at 20,000 invoices that doubled the re-read. The pages hold no reference
-    cycles; a young-generation collection after each batch still frees any cyclic garbage the HTTP
-    stack leaves, so memory stays bounded by the batch. The previous state is restored.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def read_saas_side(
     client: Any,
     spec: StreamSpec,
@@ -253,7 +233,7 @@ def read_saas_side(
     same rule the ERP side applies; `lookback` widens the listing for records created before the
     period but dated inside it.
     """
-    with _full_gc_paused():
+    with gc_paused():
         return _read_saas_side(client, spec, period_start, period_end, lookback, batch_records)
 
 

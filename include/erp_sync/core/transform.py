@@ -36,13 +36,11 @@ note issued/void); the orders API's `state` is kept verbatim too. A mapping may 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import itertools
 import json
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal, overload
@@ -53,6 +51,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
 from erp_sync.core.batch import CONTROL_COLUMNS, MappedBatch, Page, Rejection
+from erp_sync.core.batching import gc_paused
 from erp_sync.core.hashing import combine_digests, frame_row_sha256
 from erp_sync.core.models import resolve
 from erp_sync.core.money import CURRENCY_EXPONENTS
@@ -629,23 +628,6 @@ def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:
         )
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch allocates its ~10^5 objects.
-
-    Each automatic full collection traverses every live object -- the raw pages' nested dicts
-    included -- and a batch triggers several; measured, that costs as much as the mapping itself.
-    Mapping creates no reference cycles worth collecting early; the previous state is restored.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 @overload
 def map_pages(
     spec: StreamSpec, pages: Sequence[Page], *, primary_only: Literal[False] = False
@@ -664,7 +646,7 @@ def map_pages(
     `primary_only=True` is for reconciliation: a `HeaderRows` (primary table only, child lists not
     validated or mapped, no `row_sha256`); never for loading.
     """
-    with _gc_paused():
+    with gc_paused():
         if primary_only:
             return _map_headers(spec, pages)
         return _map_pages(spec, pages)

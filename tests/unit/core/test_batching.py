@@ -1,0 +1,103 @@
+"""ReadAhead (the pipeline's extraction thread) and the garbage-collector pause."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from erp_sync.core.batching import ReadAhead, collect_between_batches, gc_paused
+
+
+def test_read_ahead_yields_every_item_in_order_from_another_thread() -> None:
+    producers: set[str] = set()
+
+    def source() -> Iterator[int]:
+        for n in range(1_000):
+            producers.add(threading.current_thread().name)
+            yield n
+
+    with ReadAhead(source(), depth=7, name="extract-test") as ahead:
+        assert list(ahead) == list(range(1_000))
+    assert producers == {"extract-test"}
+
+
+def test_read_ahead_stays_within_its_depth() -> None:
+    produced: list[int] = []
+
+    def source() -> Iterator[int]:
+        for n in range(100):
+            produced.append(n)
+            yield n
+
+    with ReadAhead(source(), depth=3) as ahead:
+        assert next(ahead) == 0
+        time.sleep(0.2)  # give the producer every chance to run ahead
+        # one consumed, three queued, one more produced and waiting to be queued
+        assert len(produced) <= 1 + 3 + 1
+
+
+def test_an_error_in_the_source_reaches_the_consumer_after_the_items_before_it() -> None:
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise RuntimeError("HTTP 500 on page 3")
+
+    got: list[int] = []
+    with ReadAhead(source(), depth=2) as ahead, pytest.raises(RuntimeError, match="page 3"):
+        for item in ahead:
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_early_stops_the_producer_and_closes_the_source() -> None:
+    closed = threading.Event()
+
+    def source() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    ahead = ReadAhead(source(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed.wait(5), "the source generator was not closed"
+    assert not ahead._thread.is_alive()
+    with pytest.raises(StopIteration):
+        next(ahead)
+
+
+def test_depth_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        ReadAhead(iter([1]), depth=0)
+
+
+def test_gc_pause_restores_the_previous_state_even_when_nested() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+        collect_between_batches(10)  # an explicit collection still runs while paused
+    assert gc.isenabled()
+
+
+def test_collect_between_batches_frees_cycles_while_paused() -> None:
+    class Node:
+        other: object = None
+
+    with gc_paused():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        alive = {id(a), id(b)}
+        del a, b
+        collect_between_batches(10)  # batch 10: a full collection
+        assert not any(id(o) in alive for o in gc.get_objects() if isinstance(o, Node))
