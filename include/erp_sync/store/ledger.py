@@ -15,6 +15,7 @@ The ledger is a cache of Postgres, never the truth, and it is kept safe to trust
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -34,6 +35,13 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class LedgerSplit:
+    candidates: pd.DataFrame  # rows the ledger does not hold with this row_sha256
+    skipped: int  # rows it holds unchanged
+    stale_keys: list[str]  # full keys of candidates it holds with another row_sha256
 
 
 class RedisLedger:
@@ -67,7 +75,9 @@ class RedisLedger:
     # -- reads -----------------------------------------------------------------------------------
     def lookup(self, table: str, df: pd.DataFrame) -> list[str | None]:
         """The remembered row_sha256 of each row of `df` (None where unknown), in row order."""
-        keys = self._frame_keys(table, df)
+        return self._lookup_keys(self._frame_keys(table, df))
+
+    def _lookup_keys(self, keys: Sequence[str]) -> list[str | None]:
         found: list[str | None] = []
         for chunk in _chunks(keys):
             found.extend(_text(value) for value in self.redis.mget(list(chunk)))
@@ -75,12 +85,26 @@ class RedisLedger:
 
     def split_unchanged(self, table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         """Drop the rows whose row_sha256 the ledger already holds; return (the rest, how many dropped)."""
+        split = self.split(table, df)
+        return split.candidates, split.skipped
+
+    def split(self, table: str, df: pd.DataFrame) -> LedgerSplit:
+        """`split_unchanged`, plus the keys of the candidates the ledger remembers with another sha256:
+        the only entries that must be evicted before they are rewritten (a key it does not hold
+        cannot go stale, so a cold load evicts nothing)."""
         if df.empty:
-            return df, 0
-        remembered = self.lookup(table, df)
-        unchanged = [known == str(sha) for known, sha in zip(remembered, df["row_sha256"], strict=True)]
+            return LedgerSplit(df, 0, [])
+        keys = self._frame_keys(table, df)
+        remembered = self._lookup_keys(keys)
+        shas = [str(sha) for sha in df["row_sha256"]]
+        unchanged = [known == sha for known, sha in zip(remembered, shas, strict=True)]
+        stale = [
+            key
+            for key, known, same in zip(keys, remembered, unchanged, strict=True)
+            if known is not None and not same
+        ]
         mask = pd.Series(unchanged, index=df.index, dtype=bool)
-        return df.loc[~mask], int(mask.sum())
+        return LedgerSplit(df.loc[~mask], int(mask.sum()), stale)
 
     def is_empty(self, tables: Iterable[str] | None = None) -> bool:
         """True when the ledger was never built from Postgres (or Redis lost it).
@@ -121,6 +145,13 @@ class RedisLedger:
         full = [self._keys(table, system, [source_id])[0] for table, system, source_id in keys]
         removed = 0
         for chunk in _chunks(full):
+            removed += int(self.redis.delete(*chunk))
+        return removed
+
+    def evict_full_keys(self, keys: Sequence[str]) -> int:
+        """Forget keys as `split` returns them."""
+        removed = 0
+        for chunk in _chunks(keys):
             removed += int(self.redis.delete(*chunk))
         return removed
 

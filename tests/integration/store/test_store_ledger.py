@@ -60,6 +60,27 @@ def test_bulk_round_trips_and_hashed_keys(redis_client, redis_namespace):
     assert f"{redis_namespace}:ledger:ar_invoices:{key_digest('stripe', 'in_00000')}" in keys
 
 
+def test_split_names_only_the_stale_entries_for_eviction(ledger, redis_client):
+    """A key the ledger does not hold cannot go stale: a cold load evicts nothing; a changed row
+    evicts exactly its own entry, which is then gone from Redis."""
+    _, mapped, _ = invoice_batch(sample_invoices(6))
+    head = mapped.tables["ar_invoices"]
+    cold = ledger.split("ar_invoices", head)
+    assert (len(cold.candidates), cold.skipped, cold.stale_keys) == (6, 0, [])
+
+    ledger.remember("ar_invoices", head.iloc[:4])
+    edited = head.copy()
+    edited.loc[edited.index[1], "row_sha256"] = "e" * 64
+    split = ledger.split("ar_invoices", edited)
+    assert sorted(split.candidates["source_id"]) == ["in_00001", "in_00004", "in_00005"]
+    assert split.skipped == 3
+    expected = f"{ledger.namespace}:ledger:ar_invoices:{key_digest('stripe', 'in_00001')}"
+    assert split.stale_keys == [expected]
+    assert redis_client.exists(expected) == 1
+    assert ledger.evict_full_keys(split.stale_keys) == 1
+    assert redis_client.exists(expected) == 0
+
+
 def test_split_sees_changed_content_and_evict_forgets(ledger):
     _, mapped, _ = invoice_batch(sample_invoices(4))
     head = mapped.tables["ar_invoices"]
