@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--client-secret", default=os.environ.get("ERP_SYNC_SANDBOX_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
     )
+    serve.add_argument(
+        "--cache-objects",
+        type=_positive_int(1, 100_000_000),
+        default=250_000,
+        help="serialised objects kept in memory (~5 KB per invoice); more serves repeated walks faster",
+    )
     serve.add_argument("--oauth", action="store_true", help="/v1 accepts only OAuth2 access tokens")
     serve.add_argument("--faults", default="{}", help="JSON object of faults, e.g. '{\"http_429_every\": 5}'")
     return parser
@@ -74,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--faults: {exc}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     started = time.monotonic()
-    world = World(invoices=args.invoices, seed=args.seed, history_days=args.history_days, anchor=args.anchor)
+    world = World(
+        invoices=args.invoices,
+        seed=args.seed,
+        history_days=args.history_days,
+        anchor=args.anchor,
+        cache_objects=args.cache_objects,
+    )
     settings = Settings(args.secret_key, args.client_id, args.client_secret, oauth=args.oauth)
     app = SandboxApp(world, settings, faults)
     loop = new_event_loop()

@@ -589,7 +589,7 @@ class SandboxApp:
             start = 0 if after is None else after + 1
             stop = min(n, start + limit)
             has_more = stop < n
-        items = [orjson.dumps(world.render_line(off + k)) for k in range(start, stop)]
+        items = [world.line_json(off + k) for k in range(start, stop)]
         url = f"/v1/invoices/{world.ids.encode('in', invoice)}/lines"
         return Response(200, self._list_body(items, has_more, url))
 
