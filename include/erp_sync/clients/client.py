@@ -7,6 +7,7 @@ which endpoint, which paginator, which incremental strategy and which child list
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -223,20 +224,23 @@ class SaaSClient:
     ) -> Page:
         """Select the page's records, complete their child lists, count them.
 
-        The body is the exact bytes received, unless child lists were completed: then it is the
-        page re-serialised with the complete lists, so a restore from the backup sees every line.
+        The body is the exact bytes received; when child lists were completed, the page's stored
+        body (`Page.stored_body`, what the outbox keeps) is the page re-serialised with the complete
+        lists, rendered only if the batch is loaded.
         """
         selection = select_records(spec, items, mode=mode, default_version=default_version)
-        expanded = self._complete_children(spec, selection.records)
+        tails = self._complete_children(spec, selection.records)
         page = Page(
             stream=spec.name,
             page_no=page_no,
             url=_page_url(request),
-            body=orjson.dumps(payload) if expanded else response.body,
+            body=response.body,
             records=selection.records,
             versions=selection.versions,
             problems=selection.problems,
             fetched_at=self._wall_clock(),
+            fetched_children=orjson.dumps(tails) if tails else b"",
+            render_completed=functools.partial(orjson.dumps, payload) if tails else None,
         )
         self._count(pages=1, records=len(page.records), problems=len(page.problems))
         for problem in page.problems:
@@ -299,9 +303,9 @@ class SaaSClient:
         self._complete_children(spec, [record])
         return record
 
-    def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> bool:
+    def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[Any]]:
         """Complete every truncated child list of the page in place (fetching the tails with up to
-        `child_concurrency` requests in flight); True when any record changed."""
+        `child_concurrency` requests in flight); returns the tails appended (empty: none changed)."""
         pending: list[tuple[dict[str, Any], bytes | None, Callable[[], list[Any]]]] = []
         for child in spec.children:
             for record in records:
@@ -309,19 +313,21 @@ class SaaSClient:
                 if isinstance(embedded, dict) and embedded.get("has_more") is True:
                     pending.append(self._child_job(child, record, str(record[spec.primary_key]), embedded))
         if not pending:
-            return False
+            return []
         jobs: dict[bytes | int, Callable[[], list[Any]]] = {}
         for n, (_, key, fetch) in enumerate(pending):
             if key is None or (key not in jobs and key not in self._child_tails):
                 jobs[key if key is not None else n] = fetch
         fetched = self._run_child_jobs(jobs)
+        tails: list[list[Any]] = []
         for n, (embedded, key, _) in enumerate(pending):
             job_key: bytes | int = key if key is not None else n
             tail = fetched[job_key] if job_key in fetched else self._child_tails[key or b""]
             embedded["data"].extend(tail)
             embedded["has_more"] = False
+            tails.append(tail)
         self._remember_tails({k: v for k, v in fetched.items() if isinstance(k, bytes)})
-        return True
+        return tails
 
     def _child_job(
         self, child: ChildListSpec, record: dict[str, Any], parent_id: str, embedded: dict[str, Any]

@@ -526,10 +526,10 @@ def _write_outbox(
                 page.url,
                 Json(dict(page_meta)),
                 page.extracted,
-                gzip.compress(page.body, compresslevel=OUTBOX_GZIP_LEVEL, mtime=0),
-                hashlib.sha256(page.body).hexdigest(),
+                gzip.compress(body, compresslevel=OUTBOX_GZIP_LEVEL, mtime=0),
+                hashlib.sha256(body).hexdigest(),
             )
-            for page in pages
+            for page, body in ((page, page.stored_body()) for page in pages)
         ],
     )
 

@@ -267,7 +267,9 @@ def test_restored_pages_equal_the_extracted_ones(sandbox: SandboxHandle) -> None
     end = datetime.now(UTC)
     for mode, start in (("full", None), ("incremental", end - timedelta(days=20))):
         for page in client.iter_pages(spec, mode=mode, window_start=start, window_end=end):  # type: ignore[arg-type]
-            rebuilt = page_from_body(spec, page.body, page.url, meta_for_page(page, mode), page.page_no)  # type: ignore[arg-type]
+            rebuilt = page_from_body(
+                spec, page.stored_body(), page.url, meta_for_page(page, mode), page.page_no
+            )  # type: ignore[arg-type]
             assert (rebuilt.records, rebuilt.versions, rebuilt.problems) == (
                 page.records,
                 page.versions,

@@ -143,9 +143,15 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     assert [ln["id"] for ln in first["data"]] == [ln["id"] for ln in all_lines["in_big"]]
     assert first["has_more"] is False
     # the stored body holds the completed lists, so a restore sees every line too
-    rebuilt = page_from_body(get_stream("invoices"), page.body, page.url, meta_for_page(page, "full"), 1)
+    stored = page.stored_body()
+    rebuilt = page_from_body(get_stream("invoices"), stored, page.url, meta_for_page(page, "full"), 1)
     assert rebuilt.records == page.records
-    assert len(orjson.loads(page.body)["data"][0]["lines"]["data"]) == 25
+    assert len(orjson.loads(stored)["data"][0]["lines"]["data"]) == 25
+    # the raw body stays what was received; the fetched tail is part of the batch's identity
+    assert len(orjson.loads(page.body)["data"][0]["lines"]["data"]) == 10
+    assert [ln["id"] for ln in orjson.loads(page.fetched_children)[0]] == [
+        ln["id"] for ln in all_lines["in_big"][10:]
+    ]
 
 
 def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> None:
@@ -157,6 +163,8 @@ def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> No
         )
     )
     assert page.body == body
+    assert page.stored_body() is body
+    assert page.fetched_children == b""
 
 
 def test_stats_and_progress_reports(make_client: Any, clock: FakeClock) -> None:

@@ -98,7 +98,7 @@ def test_page_from_body_rebuilds_a_full_page(make_client: Any) -> None:
     [page] = list(client.iter_pages(CUSTOMERS, mode="full", window_start=None, window_end=END))
     meta = meta_for_page(page, "full")
     assert meta == {"mode": "full", "default_version": int(WALL.timestamp())}
-    _same(page, page_from_body(CUSTOMERS, page.body, page.url, meta, page.page_no))
+    _same(page, page_from_body(CUSTOMERS, page.stored_body(), page.url, meta, page.page_no))
 
 
 def test_page_from_body_rebuilds_an_events_page(make_client: Any) -> None:
@@ -109,7 +109,9 @@ def test_page_from_body_rebuilds_an_events_page(make_client: Any) -> None:
     [page] = list(
         client.iter_pages(CUSTOMERS, mode="incremental", window_start=END.replace(year=2026), window_end=END)
     )
-    rebuilt = page_from_body(CUSTOMERS, page.body, page.url, meta_for_page(page, "incremental"), page.page_no)
+    rebuilt = page_from_body(
+        CUSTOMERS, page.stored_body(), page.url, meta_for_page(page, "incremental"), page.page_no
+    )
     _same(page, rebuilt)
     assert rebuilt.versions == [123]
 
