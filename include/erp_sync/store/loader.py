@@ -311,17 +311,25 @@ def _upsert_table(
             {updates}, sync_batch_id = excluded.sync_batch_id, interface_status = 'PENDING', loaded_at = now()
         WHERE (s.row_sha256 <> excluded.row_sha256 OR s.interface_status = 'DELETED')
           AND excluded.source_version >= s.source_version
-        RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"}
+        RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"},
+            s.source_system, s.row_sha256
         """,  # noqa: S608 -- _ident-checked names
         {"batch_id": batch_id},
     )
     outcome = _TableOutcome()
-    for source_id, inserted, parent_id in cur.fetchall():
+    written = cur.fetchall()
+    for source_id, inserted, parent_id, _, _ in written:
         outcome.written += 1
         (outcome.inserted_ids if inserted else outcome.updated_ids).add(source_id)
         if parent_id is not None:
             outcome.touched_parents.add(parent_id)
-    if with_final_state:
+    if with_final_state and len(written) == len(df):
+        # Every row was written (a cold load): what the upsert returned is what Postgres holds.
+        outcome.final_state = pd.DataFrame(
+            [(system, source_id, sha) for source_id, _, _, system, sha in written],
+            columns=["source_system", "source_id", "row_sha256"],
+        )
+    elif with_final_state:
         cur.execute(
             f"SELECT s.source_system, s.source_id, s.row_sha256 FROM {temp} t "  # noqa: S608
             f"JOIN erp_staging.{_ident(table)} s USING (source_system, source_id) "
@@ -347,6 +355,13 @@ def _retire_removed_children(
     primary = mapped.tables.get(mapped.primary_table)
     if primary is None or primary.empty:
         return []
+    # A record whose header this batch inserted had no stored lines before it (lines are loaded
+    # only with their header, and the loader never deletes a header): nothing of it to retire.
+    inserted = outcomes.get(mapped.primary_table, _TableOutcome()).inserted_ids
+    if inserted:
+        primary = primary[~primary["source_id"].astype(str).isin(inserted)]
+        if primary.empty:
+            return []
     retired: list[tuple[str, str, str]] = []
     for table, parent_column in CHILD_PARENT_COLUMN.items():
         if table not in mapped.tables:
