@@ -25,9 +25,9 @@ The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connection
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +37,7 @@ import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
 from erp_sync.core.batch import BatchKey, Page
-from erp_sync.core.batching import gc_paused
+from erp_sync.core.batching import ReadAhead, collect_between_batches, gc_paused
 from erp_sync.core.params import InvalidParamError, parse_bool, parse_streams, parse_utc
 from erp_sync.core.reconcile import (
     METRICS_BY_TABLE,
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STREAMS: tuple[str, ...] = ("invoices", "charges", "credit_notes")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SAAS_BATCH_RECORDS = 5_000
+READ_AHEAD_PAGES = 25
 ERP_FETCH = 50_000
 REPAIR_CHUNK = 100
 REPAIRABLE_KINDS = ("missing_in_erp", "amount_mismatch", "status_mismatch")
@@ -268,23 +269,29 @@ def _read_saas_side(
         stats.outside_period += len(rows) - len(inside)
         builder.add(inside)
 
+    batches = 0
+
     def consume_and_collect(pages: list[Page]) -> None:
+        nonlocal batches
         consume(pages)
         pages.clear()  # the batch's raw pages are garbage now
-        gc.collect(1)
+        batches += 1
+        collect_between_batches(batches)
 
     pending: list[Page] = []
     count = 0
     listing = client.iter_pages(
         header_spec, mode="full", window_start=period_start - lookback, window_end=period_end
     )
-    for page in listing:
-        stats.pages += 1
-        pending.append(page)
-        count += page.extracted
-        if count >= batch_records:
-            consume_and_collect(pending)
-            pending, count = [], 0
+    # Pages are read ahead in a thread: the HTTP waits overlap the mapping of the previous batch.
+    with ReadAhead(listing, READ_AHEAD_PAGES, name="reconcile-extract") as pages:
+        for page in pages:
+            stats.pages += 1
+            pending.append(page)
+            count += page.extracted
+            if count >= batch_records:
+                consume_and_collect(pending)
+                pending, count = [], 0
     if pending:
         consume_and_collect(pending)
     return builder.frame(), stats
@@ -455,13 +462,12 @@ def reconcile_period(
     """
     sources: dict[str, Any] = {"saas": {}, "erp": {}}
     try:
-        results = [_reconcile_one(conn, client, request, name, sources) for name in request.streams]
+        results, invariants = _read_and_compare(conn, client, request, sources)
     except Exception as exc:
         conn.rollback()
         _store_error(conn, request, exc, sources, dag_id=dag_id, run_id=run_id)
         raise
     result = ReconcileResult(streams=results)
-    invariants = check_invariants(conn)
     conservation = drift.conservation_for_period(
         conn, request.period_start, request.period_end, _source_system(request.streams), request.streams
     )
@@ -500,29 +506,58 @@ def reconcile_period(
     return outcome
 
 
-def _reconcile_one(
-    conn: Any, client: Any, request: ReconcileRequest, name: str, sources: dict[str, Any]
-) -> StreamResult:
+def _read_and_compare(
+    conn: Any, client: Any, request: ReconcileRequest, sources: dict[str, Any]
+) -> tuple[list[StreamResult], dict[str, bool]]:
+    """Both sides of every stream, then the comparisons, plus the invariants' verdicts.
+
+    The SaaS re-read (HTTP, decoding, mapping: this process's CPU) runs in a background thread while
+    this thread reads the ERP side and checks the invariants on `conn` (Postgres's CPU, on the other
+    core; psycopg2 releases the GIL while it waits). At 100,000 invoices the ERP side and the
+    invariants took 1.2 s of an 8.3 s reconciliation when run one after the other.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-reread") as pool:
+        saas_sides = pool.submit(_read_saas_sides, client, request)
+        erp_sides = {name: _read_erp_side(conn, request, name, sources) for name in request.streams}
+        invariants = check_invariants(conn)
+        saas_by_stream = saas_sides.result()
+    results = []
+    for name in request.streams:
+        saas, stats = saas_by_stream[name]
+        erp, erp_t = erp_sides[name]
+        sources["saas"][name] = {"endpoint": get_stream(name).path, "listed_by": "created", **stats.__dict__}
+        log.info(
+            "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records",
+            name, len(saas), stats.pages, stats.rejected, len(erp),
+        )  # fmt: skip
+        metrics = METRICS_BY_TABLE[get_stream(name).target_tables[0]]
+        results.append(reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t))
+    return results, invariants
+
+
+def _read_saas_sides(client: Any, request: ReconcileRequest) -> dict[str, tuple[pd.DataFrame, SaasSideStats]]:
+    return {
+        name: read_saas_side(
+            client, get_stream(name), request.period_start, request.period_end, lookback=request.saas_lookback
+        )
+        for name in request.streams
+    }
+
+
+def _read_erp_side(
+    conn: Any, request: ReconcileRequest, name: str, sources: dict[str, Any]
+) -> tuple[pd.DataFrame, Any]:
     spec = get_stream(name)
-    table = spec.target_tables[0]
-    metrics = METRICS_BY_TABLE[table]
     sql = request.erp_sql.get(name)
-    saas, stats = read_saas_side(
-        client, spec, request.period_start, request.period_end, lookback=request.saas_lookback
-    )
     conn.rollback()
     with conn.cursor() as cur:  # records and aggregates from one snapshot
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
     erp = read_erp_side(conn, spec, request.period_start, request.period_end, sql)
     erp_t = erp_totals(conn, spec, request.period_start, request.period_end, sql)
     conn.rollback()
-    sources["saas"][name] = {"endpoint": spec.path, "listed_by": "created", **stats.__dict__}
+    table = spec.target_tables[0]
     sources["erp"][name] = {"sql": "configured" if sql else f"erp_staging.{table}", "records": len(erp)}
-    log.info(
-        "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records",
-        name, len(saas), stats.pages, stats.rejected, len(erp),
-    )  # fmt: skip
-    return reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t)
+    return erp, erp_t
 
 
 def _store_error(
