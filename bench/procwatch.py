@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_INTERVAL_S = 0.02
+TIMELINE_EVERY_S = 15.0
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -25,6 +26,7 @@ class ChildRun:
     wall_seconds: float
     tree_peak_rss_mb: float
     log_tail: str
+    rss_timeline: list[tuple[float, float]]  # (seconds since start, tree RSS MB), every TIMELINE_EVERY_S
 
 
 def _children_of(pid: int) -> list[int]:
@@ -65,11 +67,19 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak_kb = 0
+        self.timeline: list[tuple[float, float]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
+        started = time.monotonic()
+        next_mark = 0.0
         while not self._halt.is_set():
-            self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pid))
+            rss = tree_rss_kb(self.pid)
+            self.peak_kb = max(self.peak_kb, rss)
+            elapsed = time.monotonic() - started
+            if elapsed >= next_mark:  # a coarse timeline: is memory flat over a long stage?
+                self.timeline.append((round(elapsed, 1), round(rss / 1024, 1)))
+                next_mark += TIMELINE_EVERY_S
             self._halt.wait(SAMPLE_INTERVAL_S)
 
     def stop(self) -> None:
@@ -115,7 +125,7 @@ def run_child(
             sampler.stop()
     wall = time.monotonic() - started
     tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace")
-    return ChildRun(returncode, wall, sampler.peak_kb / 1024, tail)
+    return ChildRun(returncode, wall, sampler.peak_kb / 1024, tail, sampler.timeline)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path, abort_on: str | None) -> int:

@@ -130,6 +130,8 @@ class Bench:
         result: dict[str, Any] = json.loads(out.read_text())
         result["peak_rss_mb"] = max(child.tree_peak_rss_mb, result.get("ru_maxrss_mb", 0))
         result["wall_seconds"] = child.wall_seconds
+        if child.wall_seconds >= 60:  # long stages: RSS every TIMELINE_EVERY_S, to see it stay flat
+            result["rss_timeline_mb"] = child.rss_timeline
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
