@@ -246,7 +246,7 @@ def _read_saas_side(
     lookback: timedelta,
     batch_records: int,
 ) -> tuple[pd.DataFrame, SaasSideStats]:
-    from erp_sync.core.transform import map_pages
+    from erp_sync.core.transform import header_source_fields, map_pages
 
     table = spec.target_tables[0]
     metrics = METRICS_BY_TABLE[table]
@@ -281,7 +281,11 @@ def _read_saas_side(
     pending: list[Page] = []
     count = 0
     listing = client.iter_pages(
-        header_spec, mode="full", window_start=period_start - lookback, window_end=period_end
+        header_spec,
+        mode="full",
+        window_start=period_start - lookback,
+        window_end=period_end,
+        record_fields=header_source_fields(spec),
     )
     # Pages are read ahead in a thread: the HTTP waits overlap the mapping of the previous batch.
     with ReadAhead(listing, READ_AHEAD_PAGES, name="reconcile-extract") as pages:

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from erp_sync.clients.errors import (
 )
 from erp_sync.clients.pages import (
     Mode,
+    narrow_list_decoder,
     page_meta_for,
     page_selector,
     parse_json_body,
@@ -161,12 +162,18 @@ class SaaSClient:
         mode: Literal["full", "incremental"],
         window_start: datetime | None,
         window_end: datetime,
+        record_fields: Collection[str] | None = None,
     ) -> Iterator[Page]:
         """Yield the stream's pages for `[window_start, window_end)`, lazily, one request at a time.
 
         full: `spec.path` filtered by created window, every record versioned with the listing's
         start time; incremental: Stripe events (record = `data.object`, version = event `created`)
         or `updated_since` (version = the record's update field).
+
+        `record_fields`: a reader that needs only these top-level fields of each record (the
+        reconciliation's header re-read) gets records holding just them (plus the key, the version
+        field and the child lists), decoded without building the rest (`narrow_list_decoder`).
+        Event listings are always decoded whole. `Page.body` is the raw body either way.
         """
         for name, value in (("window_start", window_start), ("window_end", window_end)):
             if value is not None and value.utcoffset() is None:
@@ -193,6 +200,7 @@ class SaaSClient:
             self._first_request(spec, effective_mode, window_start, window_end)
         )
         selector = page_selector(spec, effective_mode)
+        decode = self._list_decoder(spec, effective_mode, selector, record_fields)
         seen: set[PageRequest] = set()
         page_no = 0
         while request is not None:
@@ -201,7 +209,7 @@ class SaaSClient:
                 raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
             seen.add(request)
             response, payload, items = self._call(
-                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector)
+                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
             )
             page_no += 1
             yield self._page(
@@ -281,10 +289,23 @@ class SaaSClient:
             params.append((spec.full_refresh.created_lt_param, _stamp(window_end, fmt)))
         return PageRequest(url=self._url(path), params=tuple(params))
 
-    def _parse_list(self, response: HttpResponse, selector: str) -> tuple[HttpResponse, Any, list[Any]]:
+    def _parse_list(
+        self, response: HttpResponse, selector: str, decode: Callable[[str, bytes], Any] = parse_json_body
+    ) -> tuple[HttpResponse, Any, list[Any]]:
         endpoint = _endpoint(response.url)
-        payload = parse_json_body(endpoint, response.body)
+        payload = decode(endpoint, response.body)
         return response, payload, select_items(endpoint, payload, selector)
+
+    @staticmethod
+    def _list_decoder(
+        spec: StreamSpec, mode: Mode, selector: str, record_fields: Collection[str] | None
+    ) -> Callable[[str, bytes], Any]:
+        if record_fields is None or uses_events(spec, mode) or not selector or "." in selector:
+            return parse_json_body
+        needed = {*record_fields, spec.primary_key, *(child.field for child in spec.children)}
+        if spec.incremental.kind == "updated_since":
+            needed.add(spec.incremental.version_field)
+        return narrow_list_decoder(selector, needed)
 
     # --------------------------------------------------------------- children
 

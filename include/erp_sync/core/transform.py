@@ -620,6 +620,22 @@ def header_model(model: type[BaseModel], child_fields: tuple[str, ...]) -> type[
     return create_model(f"{model.__name__}Header", __base__=model, **overrides)
 
 
+def header_source_fields(spec: StreamSpec) -> frozenset[str] | None:
+    """The top-level record fields `map_pages(..., primary_only=True)` reads: the header model's
+    fields (by their JSON names), not its child lists. None when a field's name in the JSON is not
+    a plain key (an alias path): then the record must be decoded whole."""
+    mapping = MAPPINGS[spec.mapping]
+    names: set[str] = set()
+    for name, info in resolve(spec.model).model_fields.items():
+        if name in mapping.child_fields:
+            continue
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        if alias is not None and not isinstance(alias, str):
+            return None
+        names.add(alias or name)
+    return frozenset(names)
+
+
 def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:
     if spec.target_tables and set(spec.target_tables) != set(mapping.tables):
         raise ValueError(

@@ -257,3 +257,34 @@ def test_lines_fetched_once_per_invoice_state_within_one_extract(make_client: An
     )
     assert sum(1 for c in transport.calls if c.path.endswith("/lines")) == 2
     assert all(len(r["lines"]["data"]) == 15 and r["lines"]["has_more"] is False for r in page.records)
+
+
+def test_record_fields_narrow_the_records_but_not_the_body_or_the_paging(make_client: Any) -> None:
+    data = [
+        {"id": f"ch_{i}", "amount": i, "created": 1, "metadata": {"k": "v"}, "big": "x" * 100}
+        for i in range(5)
+    ]
+    transport = FakeTransport(stripe_list_handler(data, "/v1/charges"))
+    client = make_client(transport)
+    client.page_size = 2
+    pages = list(
+        client.iter_pages(
+            get_stream("charges"), mode="full", window_start=None, window_end=END, record_fields={"amount"}
+        )
+    )
+    assert [r for p in pages for r in p.records] == [{"id": f"ch_{i}", "amount": i} for i in range(5)]
+    assert len(pages) == 3  # paged by the narrowed records' ids, as with whole ones
+    assert orjson.loads(pages[0].body)["data"][0]["big"] == "x" * 100  # the raw body, untouched
+    # event listings are always decoded whole
+    event = {"id": "evt_1", "type": "charge.updated", "created": 5, "data": {"object": data[0]}}
+    events = FakeTransport(stripe_list_handler([event], "/v1/events"))
+    [page] = list(
+        make_client(events).iter_pages(
+            get_stream("charges"),
+            mode="incremental",
+            window_start=START,
+            window_end=END,
+            record_fields={"amount"},
+        )
+    )
+    assert page.records == [data[0]]

@@ -1,0 +1,95 @@
+"""Narrow decoding for the header-only re-read: records hold only the fields the header mapping
+reads, and mapping them gives exactly what mapping the whole records gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+from core_records import FIXTURES, fixture, invoices
+
+from erp_sync.clients.errors import MalformedResponseError
+from erp_sync.clients.pages import narrow_list_decoder, parse_json_body, select_records
+from erp_sync.core.batch import Page
+from erp_sync.core.transform import MAPPINGS, header_source_fields, map_pages
+from erp_sync.streams import get_stream
+from erp_sync.streams.spec import StreamSpec
+
+needs_fixtures = pytest.mark.skipif(not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES}")
+
+
+def _list_body(records: list[Any], has_more: bool = True) -> bytes:
+    return orjson.dumps({"object": "list", "data": records, "has_more": has_more, "url": "/v1/invoices"})
+
+
+def test_only_the_named_fields_are_built_and_the_envelope_is_whole() -> None:
+    decode = narrow_list_decoder("data", ["id", "total"])
+    body = _list_body([{"id": "in_1", "total": 5, "lines": {"data": [{"id": "il_1"}]}, "x": 1}])
+    payload = decode("/v1/invoices", body)
+    assert payload == {
+        "object": "list",
+        "data": [{"id": "in_1", "total": 5}],
+        "has_more": True,
+        "url": "/v1/invoices",
+    }
+
+
+def test_an_item_that_is_not_an_object_is_kept_for_record_selection_to_reject() -> None:
+    decode = narrow_list_decoder("data", ["id"])
+    payload = decode("/v1/invoices", _list_body([{"id": "in_1"}, 7, "text"]))
+    assert payload["data"] == [{"id": "in_1"}, 7, "text"]
+    selection = select_records(get_stream("invoices"), payload["data"], mode="full", default_version=1)
+    assert [r["id"] for r in selection.records] == ["in_1"]
+    assert [p.reason_code for p in selection.problems] == ["NOT_AN_OBJECT", "NOT_AN_OBJECT"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html>502 Bad Gateway</html>", "body is not JSON"),
+        (b'{"data": [1, 2', "body is not JSON"),
+        (b'{"data": 5}', "no list at 'data'"),
+        (b"[1, 2]", "no list at 'data'"),
+    ],
+)
+def test_malformed_pages_fail_like_the_whole_decoder(body: bytes, message: str) -> None:
+    with pytest.raises(MalformedResponseError, match=message):
+        narrow_list_decoder("data", ["id"])("/v1/invoices", body)
+    if message == "body is not JSON":
+        with pytest.raises(MalformedResponseError, match=message):
+            parse_json_body("/v1/invoices", body)
+
+
+def test_a_nested_selector_is_refused() -> None:
+    with pytest.raises(ValueError, match="top-level"):
+        narrow_list_decoder("data.items", ["id"])
+
+
+def _headers(spec: StreamSpec, records: list[Any], decode: Any) -> pd.DataFrame:
+    payload = decode("/v1/x", _list_body(records))
+    selection = select_records(spec, payload["data"], mode="full", default_version=100)
+    page = Page(spec.name, 1, "/v1/x", b"", selection.records, selection.versions, selection.problems)
+    return map_pages(spec, [page], primary_only=True).rows
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("stream", "records"),
+    [
+        ("invoices", lambda: invoices(40, lines_per_invoice=12)),
+        ("charges", lambda: [fixture("charge")]),
+        ("credit_notes", lambda: [fixture("credit_note")]),
+    ],
+)
+def test_narrow_records_map_to_the_same_headers_as_whole_records(stream: str, records: Any) -> None:
+    spec = get_stream(stream)
+    fields = header_source_fields(spec)
+    assert fields is not None and spec.primary_key in fields
+    assert not set(MAPPINGS[spec.mapping].child_fields) & fields
+    data = records()
+    whole = _headers(spec, data, parse_json_body)
+    narrow = _headers(spec, data, narrow_list_decoder(spec.record_selector, fields))
+    assert len(whole) == len(data)
+    pd.testing.assert_frame_equal(narrow, whole)
