@@ -253,6 +253,10 @@ def _sync_stream(
         pages = client.iter_pages(
             spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
         )
+        # An event listing is newest first: a key an earlier batch of this window carried is, when
+        # it comes again, an older snapshot -- possibly of the same second, which the version guard
+        # cannot order. Those are dropped as superseded (the in-batch rule: on a tie, first seen).
+        seen: set[str] | None = set() if _newest_first(spec, resolved.mode) else None
         with _read_ahead(pages, read_ahead_pages) as ahead:
             for batch_no, (batch_pages, is_last) in enumerate(batched_pages(ahead, batch_records), 1):
                 digest = input_sha256(batch_pages)
@@ -264,7 +268,7 @@ def _sync_stream(
                     conn,
                     ledger,
                     key,
-                    map_pages(spec, batch_pages),
+                    map_pages(spec, batch_pages, superseded_ids=seen or ()),
                     batch_pages,
                     batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
                     cursor_after=cursor_after,
@@ -272,6 +276,8 @@ def _sync_stream(
                     page_meta=meta_for_pages(batch_pages, resolved.mode),
                 )
                 batch.check_conservation()
+                if seen is not None:
+                    seen.update(_record_keys(spec, batch_pages))
                 result.add(batch)
                 if cursor_after is not None:
                     result.cursor_after = cursor_after
@@ -293,6 +299,14 @@ def _sync_stream(
                 collect_between_batches(batch_no)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _newest_first(spec: StreamSpec, mode: str) -> bool:
+    return mode == "incremental" and spec.incremental.kind == "stripe_events"
+
+
+def _record_keys(spec: StreamSpec, pages: Sequence[Page]) -> Iterator[str]:
+    return (str(record.get(spec.primary_key)) for page in pages for record in page.records)
 
 
 def _read_ahead(pages: Iterator[Page], depth: int) -> contextlib.AbstractContextManager[Iterator[Page]]:

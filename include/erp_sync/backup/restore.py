@@ -270,8 +270,13 @@ def _restore_batch(
     files: list[_VerifiedFile],
     batch: Mapping[str, Any],
     next_batch_id: Callable[[], int],
+    seen: set[str] | None = None,
 ) -> BatchResult | None:
-    """Load one original batch again; None when staging already holds all of it (nothing written)."""
+    """Load one original batch again; None when staging already holds all of it (nothing written).
+
+    `seen`: for a newest-first event listing, the keys the window's earlier batches carried; their
+    records here are older snapshots, dropped as superseded as the sync did (then `seen` grows).
+    """
     from erp_sync.clients.pages import page_from_body
     from erp_sync.core.transform import map_pages
     from erp_sync.store.loader import load_batch, plan_batch
@@ -283,7 +288,9 @@ def _restore_batch(
         )
         for f in ordered
     ]
-    mapped = map_pages(spec, pages)
+    mapped = map_pages(spec, pages, superseded_ids=seen or ())
+    if seen is not None:
+        seen.update(str(record.get(spec.primary_key)) for page in pages for record in page.records)
     key = restore_key(restore_run_id, spec, batch, pages)
     planned = plan_batch(conn, ledger, key, mapped, pages)
     if planned.loaded_new == 0 and planned.loaded_changed == 0:
@@ -346,6 +353,7 @@ def _restore_run(
     by_batch: dict[int, list[_VerifiedFile]] = {}
     for item in files:
         by_batch.setdefault(int(item.entry["batch_id"]), []).append(item)
+    seen_by_window: dict[tuple[str, Any, Any], set[str]] = {}
     for original_batch_id in sorted(by_batch):
         batch_files = by_batch[original_batch_id]
         first = batch_files[0].entry
@@ -359,14 +367,23 @@ def _restore_run(
             if (spec.source_system, spec.name) not in ctx.rebuilt:
                 ctx.ledger.rebuild_from_postgres(ctx.conn, spec.target_tables)
                 ctx.rebuilt.add((spec.source_system, spec.name))
+            window = windows.get(original_batch_id, {})
+            seen = (
+                seen_by_window.setdefault(
+                    (spec.name, window.get("window_start"), window.get("window_end")), set()
+                )
+                if mode == "incremental" and spec.incremental.kind == "stripe_events"
+                else None
+            )
             batch = _restore_batch(
                 ctx.conn,
                 ctx.ledger,
                 spec,
                 ctx.restore_run_id,
                 batch_files,
-                windows.get(original_batch_id, {}),
+                window,
                 ctx.next_batch_id,
+                seen,
             )
         out.pages += len(batch_files)
         if batch is None:

@@ -40,7 +40,7 @@ import functools
 import itertools
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal, overload
@@ -646,26 +646,44 @@ def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:
 
 @overload
 def map_pages(
-    spec: StreamSpec, pages: Sequence[Page], *, primary_only: Literal[False] = False
+    spec: StreamSpec,
+    pages: Sequence[Page],
+    *,
+    primary_only: Literal[False] = False,
+    superseded_ids: Collection[str] = (),
 ) -> MappedBatch: ...
 
 
 @overload
-def map_pages(spec: StreamSpec, pages: Sequence[Page], *, primary_only: Literal[True]) -> HeaderRows: ...
+def map_pages(
+    spec: StreamSpec,
+    pages: Sequence[Page],
+    *,
+    primary_only: Literal[True],
+    superseded_ids: Collection[str] = (),
+) -> HeaderRows: ...
 
 
 def map_pages(
-    spec: StreamSpec, pages: Sequence[Page], *, primary_only: bool = False
+    spec: StreamSpec,
+    pages: Sequence[Page],
+    *,
+    primary_only: bool = False,
+    superseded_ids: Collection[str] = (),
 ) -> MappedBatch | HeaderRows:
     """Validate, dedupe and map a batch of pages of one stream (see the module docstring).
 
     `primary_only=True` is for reconciliation: a `HeaderRows` (primary table only, child lists not
     validated or mapped, no `row_sha256`); never for loading.
+
+    `superseded_ids`: records with these keys are dropped as superseded (counted, never mapped):
+    the pipeline passes the keys an earlier batch of the same newest-first event listing already
+    carried, whose versions (whole seconds) may tie with these older snapshots.
     """
     with gc_paused():
         if primary_only:
-            return _map_headers(spec, pages)
-        return _map_pages(spec, pages)
+            return _map_headers(spec, pages, superseded_ids)
+        return _map_pages(spec, pages, superseded_ids)
 
 
 @dataclass
@@ -677,37 +695,50 @@ class _Validated:
     superseded: int
 
 
-def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseModel]) -> _Validated:
+def _validate_pages(
+    spec: StreamSpec, pages: Sequence[Page], model: type[BaseModel], superseded_ids: Collection[str] = ()
+) -> _Validated:
     """Collect the pages' records, validate them with `model` and keep the newest per key."""
     mapping = MAPPINGS[spec.mapping]
     records: list[Any] = []
     versions: list[int] = []
     rejections: list[Rejection] = []
+    dropped = 0
     for page in pages:
         if len(page.versions) != len(page.records):
             raise ValueError(
                 f"page {page.page_no} of {page.stream}: {len(page.records)} records "
                 f"but {len(page.versions)} versions"
             )
-        records.extend(page.records)
-        versions.extend(page.versions)
+        if superseded_ids:
+            kept = [
+                (record, version)
+                for record, version in zip(page.records, page.versions, strict=True)
+                if str(record.get(spec.primary_key)) not in superseded_ids
+            ]
+            dropped += len(page.records) - len(kept)
+            records.extend(record for record, _ in kept)
+            versions.extend(version for _, version in kept)
+        else:
+            records.extend(page.records)
+            versions.extend(page.versions)
         rejections.extend(page.problems)
     positions, models, invalid = validate_records(spec.name, mapping.id_source, model, records)
     rejections.extend(invalid)
     valid_versions = [versions[i] for i in positions]
     get_id = operator.attrgetter(mapping.id_source)
     keep = newest_per_key([get_id(m) for m in models], valid_versions)
-    superseded = len(models) - len(keep)
-    if superseded:
+    superseded = len(models) - len(keep) + dropped
+    if len(keep) < len(models):
         models = [models[i] for i in keep]
         valid_versions = [valid_versions[i] for i in keep]
     return _Validated(mapping, models, valid_versions, rejections, superseded)
 
 
-def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
+def _map_pages(spec: StreamSpec, pages: Sequence[Page], superseded_ids: Collection[str] = ()) -> MappedBatch:
     mapping = MAPPINGS[spec.mapping]
     _check_spec(spec, mapping)
-    valid = _validate_pages(spec, pages, resolve(spec.model))
+    valid = _validate_pages(spec, pages, resolve(spec.model), superseded_ids)
     tables = map_models(mapping, spec.source_system, valid.models, valid.versions)
     return MappedBatch(
         source_system=spec.source_system,
@@ -720,11 +751,11 @@ def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
     )
 
 
-def _map_headers(spec: StreamSpec, pages: Sequence[Page]) -> HeaderRows:
+def _map_headers(spec: StreamSpec, pages: Sequence[Page], superseded_ids: Collection[str] = ()) -> HeaderRows:
     mapping = MAPPINGS[spec.mapping]
     _check_spec(spec, mapping)
     model = header_model(resolve(spec.model), mapping.child_fields)
-    valid = _validate_pages(spec, pages, model)
+    valid = _validate_pages(spec, pages, model, superseded_ids)
     return HeaderRows(
         source_system=spec.source_system,
         stream=spec.name,

@@ -311,3 +311,35 @@ def test_dry_run_reports_and_writes_nothing(sandbox, staging, redis_namespace) -
         )
         assert cur.fetchone() == (0, 0, 0, 0)
     conn.close()
+
+
+def test_same_second_events_split_across_batches_keep_the_newest_snapshot(
+    sandbox, staging, redis_namespace
+) -> None:
+    """A new invoice emits invoice.created (draft) and invoice.finalized (open) in the same second.
+    Events are listed newest first, so when a batch boundary falls between them the older snapshot
+    arrives in a later batch with the same version: it must not overwrite the newer one."""
+    sync_in_process(sandbox, staging, redis_namespace, streams=("invoices",))
+    sandbox.admin.mutate(4, kinds=["new_invoice"])
+    time.sleep(1.1)
+    client = SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key), page_size=1)
+    redis_client = redis.Redis.from_url(REDIS_URL)
+    conn = psycopg2.connect(staging)
+    try:
+        result = sync_stream(
+            spec=get_stream("invoices"), client=client, conn=conn, redis_client=redis_client,
+            run_id="test-same-second", window=WindowRequest(), namespace=redis_namespace, batch_records=1,
+        )  # fmt: skip
+    finally:
+        conn.close()
+        redis_client.close()
+    assert result.mode == "incremental"
+    assert len(result.batch_ids) >= 8  # one event per batch: each pair straddles a boundary
+    assert result.loaded_new == 4
+    expected, actual = truth_state(sandbox), staging_state(staging)
+    for table in ("ar_invoices", "ar_invoice_lines"):
+        wrong = {
+            k: (v, actual[table].get(k)) for k, v in expected[table].items() if actual[table].get(k) != v
+        }
+        assert not wrong, f"{table}: {wrong}"
+    assert_conservation(staging)

@@ -449,6 +449,27 @@ def test_dedupe_tie_keeps_the_first_seen() -> None:
     assert batch.superseded == 1
 
 
+def test_keys_an_earlier_batch_carried_are_dropped_as_superseded() -> None:
+    """The pipeline's rule across batches of a newest-first event listing (same-second versions)."""
+    records = invoices(3)
+    records[0]["status"] = "draft"
+    batch = map_pages(
+        SPECS["stripe_invoices"],
+        [page("stripe_invoices", records, [7, 7, 7])],
+        superseded_ids={"in_gen000000000", "in_not_here"},
+    )
+    assert batch.tables["ar_invoices"]["source_id"].tolist() == ["in_gen000000001", "in_gen000000002"]
+    assert not batch.tables["ar_invoice_lines"]["invoice_source_id"].eq("in_gen000000000").any()
+    assert (batch.extracted, batch.accepted, batch.superseded) == (3, 2, 1)
+    headers = map_pages(
+        SPECS["stripe_invoices"],
+        [page("stripe_invoices", records, [7, 7, 7])],
+        primary_only=True,
+        superseded_ids={"in_gen000000002"},
+    )
+    assert headers.rows["source_id"].tolist() == ["in_gen000000000", "in_gen000000001"]
+
+
 def test_dedupe_older_copy_first_in_the_list_loses() -> None:
     records = invoices(1) * 3
     batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", records, [1, 3, 2])])
