@@ -84,6 +84,7 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "ratio_to_peer": _round(seconds / peer_seconds, 2) if peer_seconds else None,
                 "loadavg_1m": result.get("loadavg_1m"),
                 "extra": result.get("extra", {}),
+                **({"rss_timeline_mb": result["rss_timeline_mb"]} if "rss_timeline_mb" in result else {}),
             }
         )
     return rows
