@@ -164,6 +164,7 @@ def input_sha256(pages: Sequence[Page]) -> str:
     return digest.hexdigest()
 
 
+@gc_paused()
 def sync_stream(
     *,
     spec: StreamSpec,
@@ -182,41 +183,9 @@ def sync_stream(
     """Run one stream's window to completion, or raise with the cursor untouched.
 
     Pages are read `read_ahead_pages` ahead in a background thread (0: inline), so extraction
-    overlaps the load's waits on Postgres and Redis; the garbage collector is paused and run between
-    batches (see `erp_sync.core.batching`).
+    overlaps the load's waits on Postgres and Redis; the garbage collector is paused for the run
+    and run between batches (see `erp_sync.core.batching`).
     """
-    with gc_paused():
-        return _sync_stream(
-            spec=spec,
-            client=client,
-            conn=conn,
-            redis_client=redis_client,
-            run_id=run_id,
-            window=window,
-            namespace=namespace,
-            batch_records=batch_records,
-            dry_run=dry_run,
-            lock_timeout_s=lock_timeout_s,
-            on_batch=on_batch,
-            read_ahead_pages=read_ahead_pages,
-        )
-
-
-def _sync_stream(
-    *,
-    spec: StreamSpec,
-    client: Any,
-    conn: Any,
-    redis_client: Any,
-    run_id: str,
-    window: WindowRequest,
-    namespace: str,
-    batch_records: int,
-    dry_run: bool,
-    lock_timeout_s: float,
-    on_batch: Callable[[BatchResult], None] | None,
-    read_ahead_pages: int,
-) -> StreamRunResult:
     from erp_sync.clients.pages import meta_for_pages
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id

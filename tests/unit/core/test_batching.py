@@ -101,3 +101,16 @@ def test_collect_between_batches_frees_cycles_while_paused() -> None:
         del a, b
         collect_between_batches(50)  # batch 50: a full collection
         assert not any(id(o) in alive for o in gc.get_objects() if isinstance(o, Node))
+
+
+def test_gc_pause_as_a_decorator_pauses_each_call() -> None:
+    seen: list[bool] = []
+
+    @gc_paused()
+    def work() -> None:
+        seen.append(gc.isenabled())
+
+    work()
+    work()
+    assert seen == [False, False]
+    assert gc.isenabled()
