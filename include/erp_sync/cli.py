@@ -82,6 +82,7 @@ def run_sync(args: argparse.Namespace) -> dict[str, Any]:
         )
     finally:
         conn.close()
+        client.close()
     return result.summary()
 
 

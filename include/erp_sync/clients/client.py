@@ -148,6 +148,7 @@ class SaaSClient:
         self._child_tails: dict[bytes, list[Any]] = {}
         self._stats_lock = threading.Lock()
         self.child_concurrency = max(1, child_concurrency)
+        self._pool: ThreadPoolExecutor | None = None
         self.page_meta: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -365,9 +366,16 @@ class SaaSClient:
     ) -> dict[bytes | int, list[Any]]:
         if self.child_concurrency == 1 or len(jobs) == 1:
             return {key: fetch() for key, fetch in jobs.items()}
-        with ThreadPoolExecutor(max_workers=min(self.child_concurrency, len(jobs))) as pool:
-            futures = {key: pool.submit(fetch) for key, fetch in jobs.items()}
-            return {key: future.result() for key, future in futures.items()}
+        pool = self._child_pool()
+        futures = {key: pool.submit(fetch) for key, fetch in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+    def _child_pool(self) -> ThreadPoolExecutor:
+        """One pool for the client's life (not one per page: a million-invoice walk has 10,000
+        pages with truncated line lists); its idle threads end with `close()` or the process."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.child_concurrency, thread_name_prefix="child-lists")
+        return self._pool
 
     def _remember_tails(self, tails: dict[bytes, list[Any]]) -> None:
         if len(self._child_tails) + len(tails) > MAX_CACHED_CHILD_LISTS:
@@ -526,6 +534,9 @@ class SaaSClient:
         self.progress(self._stream, self.stats)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()

@@ -80,6 +80,7 @@ class SaaSStreamSyncOperator(BaseOperator):
             )
         finally:
             conn.close()
+            client.close()
         summary = result.summary()
         if params.dry_run:
             summary["samples"] = result.dry_run_samples
