@@ -186,7 +186,7 @@ def sync_stream(
     overlaps the load's waits on Postgres and Redis; the garbage collector is paused for the run
     and run between batches (see `erp_sync.core.batching`).
     """
-    from erp_sync.clients.pages import meta_for_pages
+    from erp_sync.clients.pages import meta_for_pages, record_keys, uses_events
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id
     from erp_sync.store.ledger import RedisLedger
@@ -225,7 +225,7 @@ def sync_stream(
         # An event listing is newest first: a key an earlier batch of this window carried is, when
         # it comes again, an older snapshot -- possibly of the same second, which the version guard
         # cannot order. Those are dropped as superseded (the in-batch rule: on a tie, first seen).
-        seen: set[str] | None = set() if _newest_first(spec, resolved.mode) else None
+        seen: set[str] | None = set() if uses_events(spec, resolved.mode) else None
         with _read_ahead(pages, read_ahead_pages) as ahead:
             for batch_no, (batch_pages, is_last) in enumerate(batched_pages(ahead, batch_records), 1):
                 digest = input_sha256(batch_pages)
@@ -246,7 +246,7 @@ def sync_stream(
                 )
                 batch.check_conservation()
                 if seen is not None:
-                    seen.update(_record_keys(spec, batch_pages))
+                    seen.update(record_keys(spec, batch_pages))
                 result.add(batch)
                 if cursor_after is not None:
                     result.cursor_after = cursor_after
@@ -268,14 +268,6 @@ def sync_stream(
                 collect_between_batches(batch_no)
     result.seconds = time.monotonic() - started
     return result
-
-
-def _newest_first(spec: StreamSpec, mode: str) -> bool:
-    return mode == "incremental" and spec.incremental.kind == "stripe_events"
-
-
-def _record_keys(spec: StreamSpec, pages: Sequence[Page]) -> Iterator[str]:
-    return (str(record.get(spec.primary_key)) for page in pages for record in page.records)
 
 
 def _read_ahead(pages: Iterator[Page], depth: int) -> contextlib.AbstractContextManager[Iterator[Page]]:

@@ -277,7 +277,7 @@ def _restore_batch(
     `seen`: for a newest-first event listing, the keys the window's earlier batches carried; their
     records here are older snapshots, dropped as superseded as the sync did (then `seen` grows).
     """
-    from erp_sync.clients.pages import page_from_body
+    from erp_sync.clients.pages import page_from_body, record_keys
     from erp_sync.core.transform import map_pages
     from erp_sync.store.loader import load_batch, plan_batch
 
@@ -290,7 +290,7 @@ def _restore_batch(
     ]
     mapped = map_pages(spec, pages, superseded_ids=seen or ())
     if seen is not None:
-        seen.update(str(record.get(spec.primary_key)) for page in pages for record in page.records)
+        seen.update(record_keys(spec, pages))
     key = restore_key(restore_run_id, spec, batch, pages)
     planned = plan_batch(conn, ledger, key, mapped, pages)
     if planned.loaded_new == 0 and planned.loaded_changed == 0:
@@ -346,6 +346,7 @@ def _restore_run(
     ctx: _RestoreContext, document: Mapping[str, Any], files: list[_VerifiedFile], out: RestoreResult
 ) -> None:
     """Load one run's verified files, batch by original batch."""
+    from erp_sync.clients.pages import uses_events
     from erp_sync.store.locks import stream_lock
 
     run = str(document["run_id"])
@@ -372,7 +373,7 @@ def _restore_run(
                 seen_by_window.setdefault(
                     (spec.name, window.get("window_start"), window.get("window_end")), set()
                 )
-                if mode == "incremental" and spec.incremental.kind == "stripe_events"
+                if uses_events(spec, mode)
                 else None
             )
             batch = _restore_batch(

@@ -7,7 +7,7 @@ exactly the records (and versions) the client yielded the night it was read.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
 
@@ -91,8 +91,13 @@ def select_items(endpoint: str, payload: Any, selector: str) -> list[Any]:
     return items
 
 
-def uses_events(spec: StreamSpec, mode: Mode) -> bool:
+def uses_events(spec: StreamSpec, mode: str) -> bool:
     return mode == "incremental" and spec.incremental.kind == "stripe_events"
+
+
+def record_keys(spec: StreamSpec, pages: Sequence[Page]) -> Iterator[str]:
+    """The primary key of every selected record of `pages`, as text."""
+    return (str(record.get(spec.primary_key)) for page in pages for record in page.records)
 
 
 def page_selector(spec: StreamSpec, mode: Mode) -> str:

@@ -134,35 +134,21 @@ class RedisLedger:
 
     def evict(self, table: str, source_ids: Iterable[Any], *, source_system: str) -> int:
         """Forget the given keys (before they are rewritten, or after an out-of-band change)."""
-        keys = self._keys(table, source_system, source_ids)
-        removed = 0
-        for chunk in _chunks(keys):
-            removed += int(self.redis.delete(*chunk))
-        return removed
+        return self.evict_full_keys(self._keys(table, source_system, source_ids))
 
     def evict_keys(self, keys: Iterable[tuple[str, str, str]]) -> int:
         """Forget (table, source_system, source_id) keys, in bulk."""
-        full = [self._keys(table, system, [source_id])[0] for table, system, source_id in keys]
-        removed = 0
-        for chunk in _chunks(full):
-            removed += int(self.redis.delete(*chunk))
-        return removed
-
-    def evict_full_keys(self, keys: Sequence[str]) -> int:
-        """Forget keys as `split` returns them."""
-        removed = 0
-        for chunk in _chunks(keys):
-            removed += int(self.redis.delete(*chunk))
-        return removed
+        return self.evict_full_keys(
+            [self._keys(table, system, [source_id])[0] for table, system, source_id in keys]
+        )
 
     def evict_frame(self, table: str, df: pd.DataFrame) -> int:
         """`evict` for the rows of a DataFrame (its source_system and source_id columns)."""
-        if df.empty:
-            return 0
-        removed = 0
-        for chunk in _chunks(self._frame_keys(table, df)):
-            removed += int(self.redis.delete(*chunk))
-        return removed
+        return 0 if df.empty else self.evict_full_keys(self._frame_keys(table, df))
+
+    def evict_full_keys(self, keys: Sequence[str]) -> int:
+        """Forget full Redis keys (as `split` returns them), one DEL per chunk."""
+        return sum(int(self.redis.delete(*chunk)) for chunk in _chunks(keys))
 
     def _set_many(self, keys: Sequence[str], values: Sequence[str]) -> None:
         """One MSET per chunk (a SET per key cost 82 s for 455,108 keys; entries carry no TTL, so

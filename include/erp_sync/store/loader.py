@@ -135,9 +135,8 @@ def _load_locked(
     missing = ledger.missing_tables(tables)
     if missing:
         ledger.rebuild_from_postgres(conn, missing)
-    splits = {table: ledger.split(table, mapped.tables[table]) for table in tables}
-    candidates = {table: split.candidates for table, split in splits.items()}
-    ledger.evict_full_keys([key for split in splits.values() for key in split.stale_keys])
+    candidates, stale_keys = _ledger_split(ledger, mapped, tables)
+    ledger.evict_full_keys(stale_keys)
 
     result, outcomes = _transact(
         conn,
@@ -609,13 +608,13 @@ def _tables_in_order(mapped: MappedBatch) -> list[str]:
 
 def _ledger_split(
     ledger: RedisLedger, mapped: MappedBatch, tables: Iterable[str]
-) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """Per table: the rows the ledger does not know with this row_sha256, and how many it skipped."""
-    candidates: dict[str, pd.DataFrame] = {}
-    skipped: dict[str, int] = {}
-    for table in tables:
-        candidates[table], skipped[table] = ledger.split_unchanged(table, mapped.tables[table])
-    return candidates, skipped
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Per table, the rows the ledger does not hold with this row_sha256; and the ledger keys it
+    holds with another row_sha256 (the only ones to evict before they are rewritten)."""
+    splits = [(table, ledger.split(table, mapped.tables[table])) for table in tables]
+    return {table: split.candidates for table, split in splits}, [
+        key for _, split in splits for key in split.stale_keys
+    ]
 
 
 def _check_batch(key: BatchKey, mapped: MappedBatch) -> None:
