@@ -20,14 +20,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from erp_sync.core.batch import BatchKey, BatchResult, Page
-from erp_sync.core.batching import ReadAhead, collect_between_batches, gc_paused
+from erp_sync.core.batching import READ_AHEAD_PAGES, ReadAhead, collect_between_batches, gc_paused
 from erp_sync.streams.spec import StreamSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_RECORDS = 5_000
 DEFAULT_LOOKBACK = timedelta(minutes=10)
-DEFAULT_READ_AHEAD_PAGES = 25  # half a default batch of 100-record pages
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ def sync_stream(
     dry_run: bool = False,
     lock_timeout_s: float = 600.0,
     on_batch: Callable[[BatchResult], None] | None = None,
-    read_ahead_pages: int = DEFAULT_READ_AHEAD_PAGES,
+    read_ahead_pages: int = READ_AHEAD_PAGES,
 ) -> StreamRunResult:
     """Run one stream's window to completion, or raise with the cursor untouched.
 

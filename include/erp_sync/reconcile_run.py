@@ -37,7 +37,7 @@ import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
 from erp_sync.core.batch import BatchKey, Page
-from erp_sync.core.batching import ReadAhead, collect_between_batches, gc_paused
+from erp_sync.core.batching import READ_AHEAD_PAGES, ReadAhead, collect_between_batches, gc_paused
 from erp_sync.core.params import InvalidParamError, parse_bool, parse_streams, parse_utc
 from erp_sync.core.reconcile import (
     METRICS_BY_TABLE,
@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 DEFAULT_STREAMS: tuple[str, ...] = ("invoices", "charges", "credit_notes")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SAAS_BATCH_RECORDS = 5_000
-READ_AHEAD_PAGES = 25
 ERP_FETCH = 50_000
 REPAIR_CHUNK = 100
 REPAIRABLE_KINDS = ("missing_in_erp", "amount_mismatch", "status_mismatch")

@@ -67,6 +67,7 @@ def collect_between_batches(batch_no: int, young_every: int = 10, full_every: in
 
 
 _ITEM, _DONE, _ERROR = 0, 1, 2
+READ_AHEAD_PAGES = 25  # half a default batch of 5,000 records in 100-record pages
 
 
 class ReadAhead(Generic[T]):

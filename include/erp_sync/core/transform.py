@@ -563,6 +563,19 @@ def _map_children(
     return frame, counts
 
 
+def _primary_columns(
+    mapping: TableMapping, models: Sequence[Any]
+) -> tuple[list[Any], list[int] | None, dict[str, Any]]:
+    """The records' ids, their currencies' exponents (None without a currency) and the primary
+    table's business columns."""
+    [ids] = _source_values(models, [mapping.id_source])
+    exponents = None
+    if mapping.currency_source is not None:
+        [currencies] = _source_values(models, [mapping.currency_source])
+        exponents = _exponents(currencies)
+    return ids, exponents, _map_columns(models, mapping.columns, exponents)
+
+
 def map_models(
     mapping: TableMapping,
     source_system: str,
@@ -570,12 +583,7 @@ def map_models(
     versions: Sequence[int],
 ) -> dict[str, pd.DataFrame]:
     """Map validated, deduplicated models to one DataFrame per table of `mapping`."""
-    [ids] = _source_values(models, [mapping.id_source])
-    exponents = None
-    if mapping.currency_source is not None:
-        [currencies] = _source_values(models, [mapping.currency_source])
-        exponents = _exponents(currencies)
-    business = _map_columns(models, mapping.columns, exponents)
+    ids, exponents, business = _primary_columns(mapping, models)
     tables: dict[str, pd.DataFrame] = {}
     child_digests: dict[str, list[str]] = {}
     for child in mapping.children:
@@ -595,12 +603,7 @@ def map_headers(
     mapping: TableMapping, source_system: str, models: Sequence[Any], versions: Sequence[int]
 ) -> pd.DataFrame:
     """The primary table only: business columns + `HEADER_CONTROL_COLUMNS`, no hash, no children."""
-    [ids] = _source_values(models, [mapping.id_source])
-    exponents = None
-    if mapping.currency_source is not None:
-        [currencies] = _source_values(models, [mapping.currency_source])
-        exponents = _exponents(currencies)
-    business = _map_columns(models, mapping.columns, exponents)
+    ids, _, business = _primary_columns(mapping, models)
     data = _frame_data(business, source_system, ids, versions)
     return pd.DataFrame(data, index=pd.RangeIndex(len(ids)))[[*business, *HEADER_CONTROL_COLUMNS]]
 

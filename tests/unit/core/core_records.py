@@ -12,9 +12,39 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from erp_sync.core.transform import MAPPINGS
+from erp_sync.streams.spec import StreamSpec
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = (REPO_ROOT / "../shared/reference/stripe/fixtures3.subset.json").resolve()
 CURRENCIES = ("usd", "eur", "jpy", "kwd", "gbp")
+
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES} (../shared/reference/stripe/)"
+)
+
+# One spec per mapping, named after it (the unit tests map without the stream registry).
+SPECS = {
+    key: StreamSpec(
+        name=key,
+        source_system="orders_api" if key == "orders" else "stripe",
+        path="/",
+        model=model,
+        mapping=key,
+        target_tables=MAPPINGS[key].tables,
+        primary_key=MAPPINGS[key].id_source,
+    )
+    for key, model in [
+        ("stripe_customers", "Customer"),
+        ("stripe_invoices", "Invoice"),
+        ("stripe_charges", "Charge"),
+        ("stripe_refunds", "Refund"),
+        ("stripe_credit_notes", "CreditNote"),
+        ("orders", "Order"),
+    ]
+}
 
 
 @cache

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from core_records import FIXTURES, fixture
+from core_records import fixture, needs_fixtures
 from pydantic import BaseModel, ValidationError
 
 from erp_sync.core.models import (
@@ -19,10 +19,6 @@ from erp_sync.core.models import (
     Order,
     Refund,
     resolve,
-)
-
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES} (../shared/reference/stripe/)"
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import pytest
-from core_records import FIXTURES, fixture, invoices
+from core_records import fixture, invoices, needs_fixtures
 
 from erp_sync.clients.errors import MalformedResponseError
 from erp_sync.clients.pages import narrow_list_decoder, parse_json_body, select_records
@@ -16,8 +16,6 @@ from erp_sync.core.batch import Page
 from erp_sync.core.transform import MAPPINGS, header_source_fields, map_pages
 from erp_sync.streams import get_stream
 from erp_sync.streams.spec import StreamSpec
-
-needs_fixtures = pytest.mark.skipif(not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES}")
 
 
 def _list_body(records: list[Any], has_more: bool = True) -> bytes:

@@ -11,37 +11,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from core_records import FIXTURES, REPO_ROOT, fixture, invoices
+from core_records import REPO_ROOT, SPECS, fixture, invoices, needs_fixtures
 
 from erp_sync.core.batch import CONTROL_COLUMNS, Page, Rejection
 from erp_sync.core.hashing import combine_digests, row_sha256
 from erp_sync.core.transform import MAPPINGS, map_pages
 from erp_sync.streams.spec import StreamSpec
 
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES} (../shared/reference/stripe/)"
-)
 CREATED = datetime(2009, 2, 13, 23, 31, 30, tzinfo=UTC)  # the fixtures' `created`
-
-SPECS = {
-    key: StreamSpec(
-        name=key,
-        source_system="orders_api" if key == "orders" else "stripe",
-        path="/",
-        model=model,
-        mapping=key,
-        target_tables=MAPPINGS[key].tables,
-        primary_key=MAPPINGS[key].id_source,
-    )
-    for key, model in [
-        ("stripe_customers", "Customer"),
-        ("stripe_invoices", "Invoice"),
-        ("stripe_charges", "Charge"),
-        ("stripe_refunds", "Refund"),
-        ("stripe_credit_notes", "CreditNote"),
-        ("orders", "Order"),
-    ]
-}
 
 
 def page(stream: str, records: list[Any], versions: list[int] | None = None, **kw: Any) -> Page:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from core_records import FIXTURES, fixture, invoices
+from core_records import SPECS, fixture, invoices, needs_fixtures
 
 from erp_sync.core.batch import CONTROL_COLUMNS, MappedBatch, Page
 from erp_sync.core.models import Charge, Invoice
@@ -31,27 +31,8 @@ from erp_sync.core.transform import (
 )
 from erp_sync.streams.spec import StreamSpec
 
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.exists(), reason=f"Stripe fixtures not found at {FIXTURES} (../shared/reference/stripe/)"
-)
 pytestmark = needs_fixtures
 
-SPECS = {
-    key: StreamSpec(
-        name=key,
-        source_system="stripe",
-        path="/",
-        model=model,
-        mapping=key,
-        target_tables=MAPPINGS[key].tables,
-        primary_key=MAPPINGS[key].id_source,
-    )
-    for key, model in [
-        ("stripe_invoices", "Invoice"),
-        ("stripe_charges", "Charge"),
-        ("stripe_credit_notes", "CreditNote"),
-    ]
-}
 INVOICES = SPECS["stripe_invoices"]
 
 
