@@ -30,8 +30,7 @@ def gc_paused() -> Iterator[None]:
     loop calls `collect_between_batches` so cyclic garbage from pandas and the HTTP and SQL stacks
     is still freed and memory stays bounded by the batch. The outermost pause also freezes what
     exists on entry (modules, caches: `gc.freeze`), so those collections traverse only what the
-    run itself allocated (1.5 s of collections per 50,000 invoices without it). Nested pauses are
-    harmless.
+    run itself allocated. Nested pauses are harmless.
     """
     global _pauses
     with _pauses_lock:
