@@ -22,6 +22,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg2.extensions import connection as PgConnection
 
+from erp_sync.reports.render import csv_cell
+
 from . import data, views
 
 CONN_ID = "erp_staging"
@@ -199,19 +201,6 @@ def report_page(
         cons_rows=[(name, figs, views.conservation_holds(figs, columns)) for name, figs in conservation],
         summary=report["summary"] or {},
     )
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A CSV cell; text that a spreadsheet would run as a formula (a SaaS id such as `=HYPERLINK(..)`)
-    gets a leading apostrophe. Numbers (negative amounts included) are written exactly as stored."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def _csv_line(values: list[Any]) -> str:

@@ -119,14 +119,20 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMERIC_FIELDS = frozenset({"item_no", "saas_amount", "erp_amount", "difference", "erp_batch_id"})
 
 
-def _csv_cell(field: str, value: Any) -> Any:
-    """Text that a spreadsheet would run as a formula (a source id such as `=HYPERLINK(...)`) gets a
-    leading apostrophe; amounts are left exact (a negative difference is a number, not a formula)."""
+def csv_cell(value: Any, *, numeric: bool = False) -> Any:
+    """A CSV cell: None is empty; text that a spreadsheet would run as a formula (a source id such as
+    `=HYPERLINK(...)`) gets a leading apostrophe; numbers, and `numeric` columns written as text,
+    are left exact (a negative difference is a number, not a formula). The report file and the UI's
+    CSV download both use it."""
     if value is None:
         return ""
-    if field not in _NUMERIC_FIELDS and isinstance(value, str) and value.startswith(_FORMULA_START):
+    if not numeric and isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def _csv_cell(field: str, value: Any) -> Any:
+    return csv_cell(value, numeric=field in _NUMERIC_FIELDS)
 
 
 def render_totals_csv(report: Mapping[str, Any]) -> bytes:
