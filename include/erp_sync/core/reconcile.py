@@ -17,10 +17,14 @@ tolerance; counts use only the relative tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -174,18 +178,41 @@ def _parse_tolerance(key: str, spec: Any) -> Tolerance:
 # Building a side
 
 
+SPILL_ROWS = 500_000
+"""Rows a side keeps in memory as a frame before it spills to disk; also the most rows (both sides
+together) one step of a spilled comparison holds."""
+SPILL_BUCKETS = 4096
+"""Hash buckets (crc32 of the UTF-8 source_id) that a spilled side's rows are sorted into."""
+
+_Array = np.ndarray[Any, Any]
+
+
 @dataclass
 class SideBuilder:
     """Accumulates one side of one stream chunk by chunk in compact form (bounded memory).
 
     `metrics` are the amount columns compared for the stream; the ERP side also keeps the batch
-    that last wrote each row (`sync_batch_id`).
+    that last wrote each row (`sync_batch_id`). Up to `spill_rows` rows stay in memory as a frame;
+    past that every row is written to hash-bucketed files in a private temporary directory (see
+    `Side`). As a context manager, a builder whose block raises removes its files.
     """
 
     stream: str
     metrics: tuple[str, ...]
     with_batch_id: bool = False
+    spill_rows: int = SPILL_ROWS
     _chunks: list[pd.DataFrame] = field(default_factory=list)
+    _buffered_rows: int = 0
+    _spill: _SpillWriter | None = None
+
+    def __enter__(self) -> SideBuilder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
 
     def add(self, frame: pd.DataFrame) -> None:
         """Add rows whose metric columns hold Decimals in major units."""
@@ -208,10 +235,28 @@ class SideBuilder:
         data.update(scaled)
         if self.with_batch_id:
             data["sync_batch_id"] = frame["sync_batch_id"].astype("Int64").to_numpy()
-        self._chunks.append(pd.DataFrame(data))
+        chunk = pd.DataFrame(data)
+        if self._spill is not None:
+            self._spill.add(chunk)
+            return
+        self._chunks.append(chunk)
+        self._buffered_rows += len(chunk)
+        if self._buffered_rows > self.spill_rows:
+            self._start_spilling()
+
+    def _start_spilling(self) -> None:
+        self._spill = _SpillWriter(_Layout(self.metrics, self.with_batch_id), run_rows=self.spill_rows)
+        for chunk in self._chunks:
+            self._spill.add(chunk)
+        self._chunks, self._buffered_rows = [], 0
 
     def frame(self) -> pd.DataFrame:
-        """The side as one DataFrame; one row per source_id (the last one added wins)."""
+        """The side as one DataFrame; one row per source_id (the last one added wins).
+
+        Only for a side that has not spilled; `finish` serves both.
+        """
+        if self._spill is not None:
+            raise RuntimeError(f"the {self.stream!r} side spilled to disk: use finish()")
         if not self._chunks:
             return empty_side(self.metrics, self.with_batch_id)
         frame = pd.concat(self._chunks, ignore_index=True) if len(self._chunks) > 1 else self._chunks[0]
@@ -219,10 +264,26 @@ class SideBuilder:
         for col in ("currency_code", "status"):
             if not isinstance(frame[col].dtype, pd.CategoricalDtype):
                 frame[col] = frame[col].astype("category")
-        if frame["source_id"].duplicated().any():
-            frame = frame.drop_duplicates("source_id", keep="last").reset_index(drop=True)
-            self._chunks = [frame]
+        frame = _last_copy_wins(frame)
+        self._chunks = [frame]
         return frame
+
+    def finish(self) -> Side:
+        """The side to compare: its frame, or its spilled files (which the `Side` then owns)."""
+        if self._spill is None:
+            return Side(self.metrics, self.with_batch_id, self.spill_rows, frame=self.frame())
+        return self._spill.finish(self.spill_rows)
+
+    def discard(self) -> None:
+        """Remove whatever was spilled (the read failed; nothing will compare this side)."""
+        if self._spill is not None:
+            self._spill.directory.cleanup()
+
+
+def _last_copy_wins(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame["source_id"].duplicated().any():
+        return frame.drop_duplicates("source_id", keep="last").reset_index(drop=True)
+    return frame
 
 
 def empty_side(metrics: Sequence[str], with_batch_id: bool = False) -> pd.DataFrame:
@@ -248,6 +309,250 @@ def side_from_frame(
     else:
         builder.add(frame)
     return builder.frame()
+
+
+# --------------------------------------------------------------------------------------------
+# Spilling a side: hash buckets on local disk
+
+
+@dataclass(frozen=True)
+class _Layout:
+    metrics: tuple[str, ...]
+    with_batch_id: bool
+
+    def dtype(self, id_width: int) -> np.dtype[np.void]:
+        """One spilled row: the UTF-8 source_id as fixed-width bytes, small codes, int64 amounts."""
+        fields: list[tuple[str, Any]] = [
+            ("source_id", f"S{id_width}"),
+            ("currency_code", np.int32),
+            ("status", np.int32),
+        ]
+        fields += [(metric, np.int64) for metric in self.metrics]
+        if self.with_batch_id:
+            fields += [("sync_batch_id", np.int64), ("sync_batch_missing", np.bool_)]
+        return np.dtype(fields)
+
+
+class _Codes:
+    """int32 codes for a text column's values (currency, status), in order of first appearance."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self._codes: dict[str, int] = {}
+
+    def encode(self, column: pd.Series) -> _Array:
+        codes, uniques = pd.factorize(column)
+        table = np.array([self._code(str(value)) for value in uniques], dtype=np.int32)
+        return table[codes]
+
+    def _code(self, value: str) -> int:
+        if value not in self._codes:
+            self._codes[value] = len(self.values)
+            self.values.append(value)
+        return self._codes[value]
+
+
+def _encode(
+    frame: pd.DataFrame, layout: _Layout, currencies: _Codes, statuses: _Codes
+) -> tuple[_Array, _Array]:
+    """A side's rows as a compact structured array, and each row's hash bucket."""
+    ids = [source_id.encode() for source_id in frame["source_id"]]
+    # crc32, not hash(): Python salts str hashes per process; the bucket must mean the same on both sides.
+    buckets = np.fromiter(map(zlib.crc32, ids), dtype=np.uint32, count=len(ids)) % SPILL_BUCKETS
+    source_ids = np.array(ids, dtype=bytes)
+    rows = np.empty(len(ids), dtype=layout.dtype(source_ids.dtype.itemsize))
+    rows["source_id"] = source_ids
+    rows["currency_code"] = currencies.encode(frame["currency_code"])
+    rows["status"] = statuses.encode(frame["status"])
+    for metric in layout.metrics:
+        rows[metric] = frame[metric].to_numpy(dtype=np.int64)
+    if layout.with_batch_id:
+        batch_ids = frame["sync_batch_id"].astype("Int64").array
+        rows["sync_batch_id"] = batch_ids.to_numpy(dtype=np.int64, na_value=0)
+        rows["sync_batch_missing"] = batch_ids.isna()
+    return rows, buckets
+
+
+def _decode(
+    rows: _Array, layout: _Layout, currencies: Sequence[str], statuses: Sequence[str]
+) -> pd.DataFrame:
+    """Spilled rows back in the form `SideBuilder.frame` gives (duplicates not yet removed)."""
+    data: dict[str, Any] = {
+        "source_id": np.array([raw.decode() for raw in rows["source_id"].tolist()], dtype=object),
+        "currency_code": _categorical(rows["currency_code"], currencies),
+        "status": _categorical(rows["status"], statuses),
+    }
+    for metric in layout.metrics:
+        data[metric] = rows[metric].astype(np.int64)
+    if layout.with_batch_id:
+        data["sync_batch_id"] = pd.arrays.IntegerArray(
+            rows["sync_batch_id"].astype(np.int64), rows["sync_batch_missing"].astype(bool)
+        )
+    return pd.DataFrame(data)
+
+
+def _categorical(codes: np.ndarray[Any, np.dtype[np.int32]], values: Sequence[str]) -> pd.Categorical[str]:
+    return pd.Categorical.from_codes(codes, categories=pd.Index(values))
+
+
+def _sorted_by_bucket(rows: _Array, buckets: _Array) -> tuple[_Array, _Array]:
+    """The rows ordered by bucket, and where each bucket starts (bucket b is `[starts[b], starts[b+1])`)."""
+    order = np.argsort(buckets, kind="stable")  # stable: a source_id's copies keep their order
+    starts = np.zeros(SPILL_BUCKETS + 1, dtype=np.int64)
+    np.cumsum(np.bincount(buckets, minlength=SPILL_BUCKETS), out=starts[1:])
+    return rows[order], starts
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Consecutive rows of one side sorted by bucket: a `.npy` file, or an array in memory."""
+
+    starts: _Array
+    path: str | None = None
+    rows: _Array | None = None
+
+    def has_rows(self, first: int, stop: int) -> bool:
+        return bool(self.starts[stop] > self.starts[first])
+
+    def read(self, first: int, stop: int) -> _Array:
+        """The rows of buckets `[first, stop)`, as a copy."""
+        window = slice(int(self.starts[first]), int(self.starts[stop]))
+        if self.rows is not None:
+            return self.rows[window]
+        mapped = np.load(self.path, mmap_mode="r")  # type: ignore[arg-type]
+        return np.array(mapped[window])  # the mapping is dropped on return: only the copy stays
+
+
+@dataclass(frozen=True)
+class _Buckets:
+    """A side's rows as runs sorted by hash bucket; read back one range of buckets at a time."""
+
+    layout: _Layout
+    currencies: tuple[str, ...]
+    statuses: tuple[str, ...]
+    runs: tuple[_Run, ...]
+
+    def counts(self) -> _Array:
+        total = np.zeros(SPILL_BUCKETS, dtype=np.int64)
+        for run in self.runs:
+            total += np.diff(run.starts)
+        return total
+
+    def frame(self, first: int, stop: int) -> pd.DataFrame:
+        """The side's rows in buckets `[first, stop)`, one per source_id (the last one added wins)."""
+        parts = [run.read(first, stop) for run in self.runs if run.has_rows(first, stop)]
+        if not parts:
+            return empty_side(self.layout.metrics, self.layout.with_batch_id)
+        rows = np.concatenate(parts)  # runs in the order written, so the last copy stays last
+        return _last_copy_wins(_decode(rows, self.layout, self.currencies, self.statuses))
+
+
+def _buckets_in_memory(frame: pd.DataFrame, layout: _Layout) -> _Buckets:
+    currencies, statuses = _Codes(), _Codes()
+    rows, buckets = _encode(frame, layout, currencies, statuses)
+    sorted_rows, starts = _sorted_by_bucket(rows, buckets)
+    run = _Run(starts=starts, rows=sorted_rows)
+    return _Buckets(layout, tuple(currencies.values), tuple(statuses.values), (run,))
+
+
+class _SpillWriter:
+    """Encodes a side's chunks and writes them, every `run_rows` rows, as one bucket-sorted run."""
+
+    def __init__(self, layout: _Layout, run_rows: int) -> None:
+        self.layout = layout
+        self.run_rows = run_rows
+        self.directory = tempfile.TemporaryDirectory(prefix="erp-sync-reconcile-")
+        self.currencies, self.statuses = _Codes(), _Codes()
+        self.runs: list[_Run] = []
+        self._pending: list[tuple[_Array, _Array]] = []
+        self._pending_rows = 0
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        self._pending.append(_encode(chunk, self.layout, self.currencies, self.statuses))
+        self._pending_rows += len(chunk)
+        if self._pending_rows >= self.run_rows:
+            self._write_run()
+
+    def _write_run(self) -> None:
+        rows = np.concatenate([rows for rows, _ in self._pending])
+        buckets = np.concatenate([buckets for _, buckets in self._pending])
+        self._pending, self._pending_rows = [], 0
+        sorted_rows, starts = _sorted_by_bucket(rows, buckets)
+        path = os.path.join(self.directory.name, f"run-{len(self.runs):06d}.npy")
+        np.save(path, sorted_rows, allow_pickle=False)
+        self.runs.append(_Run(starts=starts, path=path))
+
+    def finish(self, spill_rows: int) -> Side:
+        if self._pending:
+            self._write_run()
+        buckets = _Buckets(
+            self.layout, tuple(self.currencies.values), tuple(self.statuses.values), tuple(self.runs)
+        )
+        return Side(
+            self.layout.metrics,
+            self.layout.with_batch_id,
+            spill_rows,
+            buckets=buckets,
+            directory=self.directory,
+        )
+
+
+@dataclass
+class Side:
+    """One stream's side, ready to compare: the whole `frame` in memory, or (spilled) its rows
+    in runs sorted by hash bucket in a private temporary directory, read back a range of buckets at
+    a time. `close()` (or leaving a `with` block) removes the directory; `reconcile_stream` closes
+    the sides it compares."""
+
+    metrics: tuple[str, ...]
+    with_batch_id: bool
+    spill_rows: int = SPILL_ROWS
+    frame: pd.DataFrame | None = None
+    buckets: _Buckets | None = None
+    directory: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def spilled(self) -> bool:
+        return self.frame is None
+
+    def __len__(self) -> int:
+        """Records in memory (one per source_id), or rows spilled (copies of a source_id included)."""
+        if self.frame is not None:
+            return len(self.frame)
+        return int(self.bucketed().counts().sum())
+
+    def bucketed(self) -> _Buckets:
+        """The rows by hash bucket; a side in memory is bucketed in memory (it is small)."""
+        if self.frame is not None:
+            return _buckets_in_memory(self.frame, _Layout(self.metrics, self.with_batch_id))
+        if self.buckets is None:
+            raise ValueError("a Side holds either a frame or spilled buckets")
+        return self.buckets
+
+    def close(self) -> None:
+        if self.directory is not None:
+            self.directory.cleanup()
+
+    def __enter__(self) -> Side:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def bucket_ranges(counts: _Array, limit: int) -> Iterator[tuple[int, int]]:
+    """Consecutive bucket ranges `[first, stop)` of at most `limit` rows each; a bucket bigger than
+    `limit` is a range of its own. No range when every bucket is empty."""
+    first, rows = 0, 0
+    for bucket, count in enumerate(counts.tolist()):
+        if rows and rows + count > limit:
+            yield first, bucket
+            first, rows = bucket, 0
+        rows += count
+    if rows:
+        yield first, len(counts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,24 +833,86 @@ class ReconcileResult:
 
 def reconcile_stream(
     stream: str,
-    saas: pd.DataFrame,
-    erp: pd.DataFrame,
+    saas: pd.DataFrame | Side,
+    erp: pd.DataFrame | Side,
     metrics: Sequence[str],
     tolerances: ToleranceConfig,
     erp_totals: pd.DataFrame | None = None,
 ) -> StreamResult:
-    """Compare one stream's two compact sides (see `SideBuilder`).
+    """Compare one stream's two compact sides (see `SideBuilder`), closing them (their spilled
+    files are removed, also when the comparison raises).
 
-    `erp_totals` (from SQL aggregates) replaces totals computed from the ERP records when given.
+    Two sides in memory are compared whole. When either spilled, both are compared one range of
+    hash buckets at a time: a source_id falls in the same bucket on both sides, so the items and
+    totals are those of the whole comparison, and at most `spill_rows` rows of the two sides
+    together are in memory at once. `erp_totals` (from SQL aggregates) replaces totals computed
+    from the ERP records when given.
     """
-    erp_t = erp_totals if erp_totals is not None else side_totals(erp, metrics)
+    with _as_side(saas, metrics) as saas_side, _as_side(erp, metrics) as erp_side:
+        pairs = _side_pairs(saas_side, erp_side)
+        return _compare_pairs(stream, pairs, metrics, tolerances, erp_totals)
+
+
+def _as_side(side: pd.DataFrame | Side, metrics: Sequence[str]) -> Side:
+    if isinstance(side, Side):
+        return side
+    return Side(tuple(metrics), "sync_batch_id" in side.columns, frame=side)
+
+
+def _side_pairs(saas: Side, erp: Side) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The two sides whole, or (when either spilled) both cut into the same bucket ranges."""
+    if saas.frame is not None and erp.frame is not None:
+        yield saas.frame, erp.frame
+        return
+    saas_buckets, erp_buckets = saas.bucketed(), erp.bucketed()
+    limit = min(saas.spill_rows, erp.spill_rows)
+    for first, stop in bucket_ranges(saas_buckets.counts() + erp_buckets.counts(), limit):
+        yield saas_buckets.frame(first, stop), erp_buckets.frame(first, stop)
+
+
+def _compare_pairs(
+    stream: str,
+    pairs: Iterable[tuple[pd.DataFrame, pd.DataFrame]],
+    metrics: Sequence[str],
+    tolerances: ToleranceConfig,
+    erp_totals: pd.DataFrame | None,
+) -> StreamResult:
+    items: list[pd.DataFrame] = []
+    saas_totals: list[pd.DataFrame] = []
+    erp_record_totals: list[pd.DataFrame] = []
+    saas_records = erp_records = 0
+    for saas, erp in pairs:
+        items.append(diff_records(stream, saas, erp, metrics, tolerances))
+        saas_totals.append(side_totals(saas, metrics))
+        if erp_totals is None:
+            erp_record_totals.append(side_totals(erp, metrics))
+        saas_records += len(saas)
+        erp_records += len(erp)
+    erp_t = erp_totals if erp_totals is not None else _sum_totals(erp_record_totals, metrics)
     return StreamResult(
         stream=stream,
-        totals=compare_totals(stream, side_totals(saas, metrics), erp_t, metrics, tolerances),
-        items=diff_records(stream, saas, erp, metrics, tolerances),
-        saas_records=len(saas),
-        erp_records=len(erp),
+        totals=compare_totals(stream, _sum_totals(saas_totals, metrics), erp_t, metrics, tolerances),
+        items=_concat_items(items),
+        saas_records=saas_records,
+        erp_records=erp_records,
     )
+
+
+def _sum_totals(parts: list[pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:
+    """`side_totals` of the parts' union (the parts share no record)."""
+    if len(parts) == 1:
+        return parts[0]
+    filled = [part for part in parts if len(part)]
+    if not filled:
+        return side_totals(empty_side(metrics), metrics)
+    return pd.concat(filled).groupby(level=["currency_code", "status"], sort=True).sum()
+
+
+def _concat_items(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if len(parts) == 1:
+        return parts[0]
+    found = [part for part in parts if len(part)]
+    return pd.concat(found, ignore_index=True) if found else empty_items()
 
 
 def reconcile(
