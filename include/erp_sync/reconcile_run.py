@@ -26,8 +26,9 @@ The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connection
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +45,7 @@ from erp_sync.core.reconcile import (
     PERIOD_COLUMN_BY_TABLE,
     SCALE,
     ReconcileResult,
+    Side,
     SideBuilder,
     StreamResult,
     ToleranceConfig,
@@ -220,7 +222,7 @@ def read_saas_side(
     *,
     lookback: timedelta = timedelta(0),
     batch_records: int = SAAS_BATCH_RECORDS,
-) -> tuple[pd.DataFrame, SaasSideStats]:
+) -> tuple[Side, SaasSideStats]:
     """Re-read the stream's list endpoint by `created` and map its headers with the sync's mapping.
 
     Header-only: reconciliation compares the primary table's columns (`METRICS_BY_TABLE`, currency,
@@ -231,7 +233,8 @@ def read_saas_side(
 
     Only rows whose period column (issued_at, received_at, ...) falls in the period are kept, the
     same rule the ERP side applies; `lookback` widens the listing for records created before the
-    period but dated inside it.
+    period but dated inside it. A long period's side spills to local disk (`SideBuilder`); the
+    caller closes the returned `Side` (`reconcile_stream` does).
     """
     with gc_paused():
         return _read_saas_side(client, spec, period_start, period_end, lookback, batch_records)
@@ -244,7 +247,7 @@ def _read_saas_side(
     period_end: datetime,
     lookback: timedelta,
     batch_records: int,
-) -> tuple[pd.DataFrame, SaasSideStats]:
+) -> tuple[Side, SaasSideStats]:
     from erp_sync.core.transform import header_source_fields, map_pages
 
     table = spec.target_tables[0]
@@ -253,7 +256,7 @@ def _read_saas_side(
     builder = SideBuilder(stream=spec.name, metrics=metrics)
     stats = SaasSideStats()
     if period_end <= period_start:
-        return builder.frame(), stats
+        return builder.finish(), stats
 
     header_spec = replace(spec, children=())
 
@@ -287,7 +290,8 @@ def _read_saas_side(
         record_fields=header_source_fields(spec),
     )
     # Pages are read ahead in a thread: the HTTP waits overlap the mapping of the previous batch.
-    with ReadAhead(listing, READ_AHEAD_PAGES, name="reconcile-extract") as pages:
+    # A read that fails removes what the builder spilled.
+    with builder, ReadAhead(listing, READ_AHEAD_PAGES, name="reconcile-extract") as pages:
         for page in pages:
             stats.pages += 1
             pending.append(page)
@@ -295,9 +299,9 @@ def _read_saas_side(
             if count >= batch_records:
                 consume_and_collect(pending)
                 pending, count = [], 0
-    if pending:
-        consume_and_collect(pending)
-    return builder.frame(), stats
+        if pending:
+            consume_and_collect(pending)
+    return builder.finish(), stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,8 +361,9 @@ def erp_totals(
 
 def read_erp_side(
     conn: Any, spec: StreamSpec, start: datetime, end: datetime, sql: str | None = None
-) -> pd.DataFrame:
-    """The period's ERP records, streamed through a server-side cursor into compact columns."""
+) -> Side:
+    """The period's ERP records, streamed through a server-side cursor into compact columns (a long
+    period's spill to local disk; the caller closes the returned `Side`)."""
     metrics = METRICS_BY_TABLE[spec.target_tables[0]]
     builder = SideBuilder(stream=spec.name, metrics=metrics, with_batch_id=True)
     columns = ["source_id", "currency_code", "status", *metrics, "sync_batch_id"]
@@ -366,7 +371,7 @@ def read_erp_side(
         "SELECT r.source_id::text, upper(trim(r.currency_code)), r.status::text, {amounts}, r.sync_batch_id "
         "FROM ({records}) r"
     ).format(amounts=SQL(", ").join(_scaled(m) for m in metrics), records=_records_sql(spec, sql))
-    with conn.cursor(name=f"erp_side_{spec.name}") as cur:
+    with builder, conn.cursor(name=f"erp_side_{spec.name}") as cur:
         cur.itersize = ERP_FETCH
         cur.execute(query, _erp_params(spec, start, end))
         while True:
@@ -374,7 +379,7 @@ def read_erp_side(
             if not rows:
                 break
             builder.add_scaled(pd.DataFrame(rows, columns=columns))
-    return builder.frame()
+    return builder.finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,49 +522,78 @@ def _read_and_compare(
     The SaaS re-read (HTTP, decoding, mapping: this process's CPU) runs in a background thread while
     this thread reads the ERP side and checks the invariants on `conn` (Postgres's CPU, on the other
     core; psycopg2 releases the GIL while it waits). At 100,000 invoices the ERP side and the
-    invariants took 1.2 s of an 8.3 s reconciliation when run one after the other.
+    invariants took 1.2 s of an 8.3 s reconciliation when run one after the other. The thread reads
+    the streams one after another, each into its own `SideBuilder`. Sides spilled to local disk are
+    removed when their stream is compared, and on any error.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-reread") as pool:
-        saas_sides = pool.submit(_read_saas_sides, client, request)
-        erp_sides = {name: _read_erp_side(conn, request, name, sources) for name in request.streams}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-reread") as pool, ExitStack() as cleanup:
+        saas_reads = {name: pool.submit(_read_saas_stream, client, request, name) for name in request.streams}
+        cleanup.callback(_close_saas_sides, saas_reads.values())
+        erp_sides = {}
+        for name in request.streams:
+            erp, erp_t = _read_erp_side(conn, request, name, sources)
+            erp_sides[name] = (cleanup.enter_context(erp), erp_t)
         invariants = check_invariants(conn)
-        saas_by_stream = saas_sides.result()
-    results = []
-    for name in request.streams:
-        saas, stats = saas_by_stream[name]
-        erp, erp_t = erp_sides[name]
-        sources["saas"][name] = {"endpoint": get_stream(name).path, "listed_by": "created", **stats.__dict__}
-        log.info(
-            "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records",
-            name, len(saas), stats.pages, stats.rejected, len(erp),
-        )  # fmt: skip
-        metrics = METRICS_BY_TABLE[get_stream(name).target_tables[0]]
-        results.append(reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t))
+        results = [
+            _compare_stream(name, saas_reads[name].result(), erp_sides.pop(name), request, sources)
+            for name in request.streams
+        ]
     return results, invariants
 
 
-def _read_saas_sides(client: Any, request: ReconcileRequest) -> dict[str, tuple[pd.DataFrame, SaasSideStats]]:
-    return {
-        name: read_saas_side(
-            client, get_stream(name), request.period_start, request.period_end, lookback=request.saas_lookback
-        )
-        for name in request.streams
-    }
+def _read_saas_stream(client: Any, request: ReconcileRequest, name: str) -> tuple[Side, SaasSideStats]:
+    return read_saas_side(
+        client, get_stream(name), request.period_start, request.period_end, lookback=request.saas_lookback
+    )
+
+
+def _close_saas_sides(reads: Collection[Future[tuple[Side, SaasSideStats]]]) -> None:
+    """Cancel the SaaS reads not started yet and remove the spilled files of those that finished."""
+    for read in reads:
+        read.cancel()
+    for read in reads:
+        if not read.cancelled() and read.exception() is None:
+            read.result()[0].close()
+
+
+def _compare_stream(
+    name: str,
+    saas_read: tuple[Side, SaasSideStats],
+    erp_read: tuple[Side, pd.DataFrame],
+    request: ReconcileRequest,
+    sources: dict[str, Any],
+) -> StreamResult:
+    (saas, stats), (erp, erp_t) = saas_read, erp_read
+    sources["saas"][name] = {"endpoint": get_stream(name).path, "listed_by": "created", **stats.__dict__}
+    metrics = METRICS_BY_TABLE[get_stream(name).target_tables[0]]
+    result = reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t)
+    sources["erp"][name]["records"] = result.erp_records
+    log.info(
+        "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records%s",
+        name, result.saas_records, stats.pages, stats.rejected, result.erp_records,
+        " (spilled to local disk)" if saas.spilled or erp.spilled else "",
+    )  # fmt: skip
+    return result
 
 
 def _read_erp_side(
     conn: Any, request: ReconcileRequest, name: str, sources: dict[str, Any]
-) -> tuple[pd.DataFrame, Any]:
+) -> tuple[Side, pd.DataFrame]:
     spec = get_stream(name)
     sql = request.erp_sql.get(name)
     conn.rollback()
     with conn.cursor() as cur:  # records and aggregates from one snapshot
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
     erp = read_erp_side(conn, spec, request.period_start, request.period_end, sql)
-    erp_t = erp_totals(conn, spec, request.period_start, request.period_end, sql)
+    try:
+        erp_t = erp_totals(conn, spec, request.period_start, request.period_end, sql)
+    except BaseException:
+        erp.close()
+        raise
     conn.rollback()
     table = spec.target_tables[0]
-    sources["erp"][name] = {"sql": "configured" if sql else f"erp_staging.{table}", "records": len(erp)}
+    # "records" (one per source_id) is known once the stream is compared
+    sources["erp"][name] = {"sql": "configured" if sql else f"erp_staging.{table}"}
     return erp, erp_t
 
 

@@ -200,7 +200,7 @@ class SideBuilder:
     stream: str
     metrics: tuple[str, ...]
     with_batch_id: bool = False
-    spill_rows: int = SPILL_ROWS
+    spill_rows: int = field(default_factory=lambda: SPILL_ROWS)  # read when built: tests lower it
     _chunks: list[pd.DataFrame] = field(default_factory=list)
     _buffered_rows: int = 0
     _spill: _SpillWriter | None = None
@@ -356,7 +356,7 @@ def _encode(
     frame: pd.DataFrame, layout: _Layout, currencies: _Codes, statuses: _Codes
 ) -> tuple[_Array, _Array]:
     """A side's rows as a compact structured array, and each row's hash bucket."""
-    ids = [source_id.encode() for source_id in frame["source_id"]]
+    ids = [source_id.encode() for source_id in frame["source_id"].tolist()]
     # crc32, not hash(): Python salts str hashes per process; the bucket must mean the same on both sides.
     buckets = np.fromiter(map(zlib.crc32, ids), dtype=np.uint32, count=len(ids)) % SPILL_BUCKETS
     source_ids = np.array(ids, dtype=bytes)
@@ -506,7 +506,7 @@ class Side:
 
     metrics: tuple[str, ...]
     with_batch_id: bool
-    spill_rows: int = SPILL_ROWS
+    spill_rows: int = field(default_factory=lambda: SPILL_ROWS)
     frame: pd.DataFrame | None = None
     buckets: _Buckets | None = None
     directory: tempfile.TemporaryDirectory[str] | None = None

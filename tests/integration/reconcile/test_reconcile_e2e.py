@@ -309,3 +309,50 @@ def test_a_failed_read_is_stored_as_an_error_report_and_raised(sandbox, conn):
     assert report["status"] == "ERROR" and report["item_count"] == 0
     assert "AuthenticationError" in report["error_message"] and "401" in report["error_message"]
     assert "sk_test_wrong" not in report["error_message"]
+
+
+def test_a_period_spilled_to_disk_gives_the_same_report(
+    sandbox, conn, redis_client, redis_namespace, monkeypatch, tmp_path
+):
+    import tempfile
+
+    from erp_sync.core import reconcile as core
+
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    with conn.cursor() as cur:  # drift of every kind: missing, amount, status
+        cur.execute(
+            "DELETE FROM erp_staging.ar_invoice_lines WHERE invoice_source_id IN "
+            "(SELECT source_id FROM erp_staging.ar_invoices ORDER BY source_id LIMIT 2)"
+        )
+        cur.execute(
+            "DELETE FROM erp_staging.ar_invoices WHERE source_id IN "
+            "(SELECT source_id FROM erp_staging.ar_invoices ORDER BY source_id LIMIT 2)"
+        )
+        cur.execute(
+            "UPDATE erp_staging.ar_invoices SET total_amount = total_amount + 1 WHERE source_id = "
+            "(SELECT max(source_id) FROM erp_staging.ar_invoices)"
+        )
+        cur.execute(
+            "UPDATE erp_staging.ar_receipts SET status = 'failed' WHERE source_id = "
+            "(SELECT min(source_id) FROM erp_staging.ar_receipts)"
+        )
+    conn.commit()  # fmt: skip
+    period = {"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}
+    in_memory = _run(conn, sandbox, period).reports[-1]
+    assert in_memory.status == "DRIFT" and sum(in_memory.item_counts.values()) >= 4
+
+    monkeypatch.setattr(core, "SPILL_ROWS", 40)  # every side spills; compared 40 rows at a time
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spilled = _run(conn, sandbox, period).reports[-1]
+    assert any(s.saas_records > 80 for s in spilled.result.streams)
+    assert spilled.content_sha256 == in_memory.content_sha256
+    items = [drift.get_items(conn, r.report_id) for r in (spilled, in_memory)]
+    assert [[dict(i, report_id=0) for i in found] for found in items] == [
+        [dict(i, report_id=0) for i in items[1]]
+    ] * 2
+    assert list(tmp_path.iterdir()) == [], "the spilled sides' directories must be removed"
+
+    wrong_key = SaaSClient(sandbox.base_url, BearerSecretKey("sk_test_wrong"), page_size=50)
+    with pytest.raises(Exception, match="401"):  # the ERP side spilled, then the SaaS read failed
+        run_request(conn=conn, client=wrong_key, request=parse_request(period, now=datetime.now(UTC)))
+    assert list(tmp_path.iterdir()) == []

@@ -82,14 +82,14 @@ def test_invoices_side_without_line_requests_equals_the_full_read(sandbox: Sandb
     assert client.stats.child_requests == 0
     assert LINES_ROUTE not in sandbox.admin.request_counts()["by_route"]
     assert (stats.rejected, stats.records, stats.outside_period) == (0, len(expected), 0)
-    pd.testing.assert_frame_equal(_sorted(side), _sorted(expected))
+    pd.testing.assert_frame_equal(_sorted(side.frame), _sorted(expected))
 
 
 def test_invoices_side_matches_the_sandbox_truth(sandbox: SandboxHandle) -> None:
     side, _ = read_saas_side(_client(sandbox), STREAMS["invoices"], START, _end())
     got = {
         row.source_id: (str(row.currency_code), str(row.status), int(row.total_amount))
-        for row in side.itertuples()
+        for row in side.frame.itertuples()
     }
     want = {}
     for invoice in sandbox.admin.truth(objects=True)["objects"]["invoices"]:
@@ -106,7 +106,7 @@ def test_streams_without_children_give_the_same_side(sandbox: SandboxHandle, nam
     expected = _full_read_side(_client(sandbox), spec, START, end)
     side, stats = read_saas_side(_client(sandbox), spec, START, end)
     assert stats.rejected == 0 and len(side) == len(expected) > 0
-    pd.testing.assert_frame_equal(_sorted(side), _sorted(expected))
+    pd.testing.assert_frame_equal(_sorted(side.frame), _sorted(expected))
 
 
 def test_the_collector_is_restored_after_the_read(sandbox: SandboxHandle) -> None:
