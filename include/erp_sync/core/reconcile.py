@@ -1,13 +1,14 @@
 """Reconciliation: compare the SaaS side with the ERP side, totals first, then record by record.
 
-Pure and fast: no I/O, no Airflow. Each side is a DataFrame of
+Pure and fast: no network or database I/O, no Airflow. Each side is a DataFrame of
 `(stream, source_id, currency_code, status, <metric columns>)` with metrics in major units as
 `Decimal` (or already scaled integers, see `SideBuilder.add_scaled`). Internally every amount is an
 int64 count of thousandths of a major unit (`SCALE` = 3 decimal places, the precision of the
 staging NUMERIC columns), which is exact for every currency exponent 0..3: comparisons and sums are
 integer arithmetic, never floats. Status and currency are categoricals, keys are strings, and the
-record diff is one hash merge on `source_id` per stream, so a million records stay in a few hundred
-megabytes.
+record diff is one hash merge on `source_id` per stream. A side longer than `SPILL_ROWS` spills to
+hash buckets in a private temporary directory and is compared one bucket range at a time, so memory
+does not grow with the period (docs/adr/0007-reconcile-spills-by-hash-partition.md).
 
 Tolerances are configured per stream and currency: absolute in the currency's minor units, and
 relative (a fraction of the SaaS figure). A total or an item is within tolerance when
