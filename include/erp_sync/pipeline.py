@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from erp_sync.core.batch import BatchKey, BatchResult, Page
+from erp_sync.core.batch import BatchKey, BatchResult, MappedBatch, Page
 from erp_sync.core.batching import READ_AHEAD_PAGES, ReadAhead, collect_between_batches, gc_paused
 from erp_sync.streams.spec import StreamSpec
 
@@ -178,15 +179,17 @@ def sync_stream(
     lock_timeout_s: float = 600.0,
     on_batch: Callable[[BatchResult], None] | None = None,
     read_ahead_pages: int = READ_AHEAD_PAGES,
+    map_ahead: bool = True,
 ) -> StreamRunResult:
     """Run one stream's window to completion, or raise with the cursor untouched.
 
-    Pages are read `read_ahead_pages` ahead in a background thread (0: inline), so extraction
-    overlaps the load's waits on Postgres and Redis; the garbage collector is paused for the run
-    and run between batches (see `erp_sync.core.batching`).
+    Pages are read `read_ahead_pages` ahead in a background thread (0: inline), and with `map_ahead`
+    the next batch is validated and mapped in another while this thread loads the current one, so
+    extraction and mapping overlap the load's waits on Postgres and Redis (ADR 0006). Loads stay in
+    this thread, one batch after the other. The garbage collector is paused for the run and run
+    between batches (see `erp_sync.core.batching`).
     """
-    from erp_sync.clients.pages import meta_for_pages, record_keys, uses_events
-    from erp_sync.core.transform import map_pages
+    from erp_sync.clients.pages import meta_for_pages, uses_events
     from erp_sync.store.counters import next_batch_id
     from erp_sync.store.ledger import RedisLedger
     from erp_sync.store.loader import find_committed, load_batch
@@ -195,6 +198,8 @@ def sync_stream(
 
     started = time.monotonic()
     ledger = RedisLedger(redis_client, namespace=namespace)
+    mapping_ahead = threading.Event()
+    mapping_ahead.set()
     with stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s):
         cursor_before = get_cursor(conn, spec.source_system, spec.name)
         resolved = resolve_window(spec, cursor_before, window)
@@ -221,52 +226,131 @@ def sync_stream(
         pages = client.iter_pages(
             spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
         )
-        # An event listing is newest first: a key an earlier batch of this window carried is, when
-        # it comes again, an older snapshot -- possibly of the same second, which the version guard
-        # cannot order. Those are dropped as superseded (the in-batch rule: on a tie, first seen).
-        seen: set[str] | None = set() if uses_events(spec, resolved.mode) else None
-        with _read_ahead(pages, read_ahead_pages) as ahead:
-            for batch_no, (batch_pages, is_last) in enumerate(batched_pages(ahead, batch_records), 1):
-                digest = input_sha256(batch_pages)
-                key = BatchKey(run_id, spec.source_system, spec.name, resolved.start, resolved.end, digest)
-                cursor_after = resolved.end if is_last and not dry_run else None
+        with (
+            _read_ahead(pages, read_ahead_pages) as ahead,
+            _map_ahead(
+                _prepare_batches(spec, ahead, batch_records, uses_events(spec, resolved.mode), mapping_ahead),
+                enabled=map_ahead,
+            ) as prepared,
+        ):
+            for batch_no, batch in enumerate(prepared, 1):
+                key = BatchKey(
+                    run_id, spec.source_system, spec.name, resolved.start, resolved.end, batch.digest
+                )
+                cursor_after = resolved.end if batch.is_last and not dry_run else None
                 # A retry re-reading a batch an earlier try committed needs only its key: skip the mapping.
                 recorded = None if dry_run else find_committed(conn, key)
-                batch = recorded or load_batch(
+                # A retry's committed prefix is not mapped ahead: only what must be loaded is mapped.
+                (mapping_ahead.clear if recorded else mapping_ahead.set)()
+                loaded = recorded or load_batch(
                     conn,
                     ledger,
                     key,
-                    map_pages(spec, batch_pages, superseded_ids=seen or ()),
-                    batch_pages,
+                    batch.mapping(spec),
+                    batch.pages,
                     batch_id=0 if dry_run else next_batch_id(redis_client, namespace, conn),
                     cursor_after=cursor_after,
                     dry_run=dry_run,
-                    page_meta=meta_for_pages(batch_pages, resolved.mode),
+                    page_meta=meta_for_pages(batch.pages, resolved.mode),
                 )
-                batch.check_conservation()
-                if seen is not None:
-                    seen.update(record_keys(spec, batch_pages))
-                result.add(batch)
+                loaded.check_conservation()
+                result.add(loaded)
                 if cursor_after is not None:
                     result.cursor_after = cursor_after
                 if dry_run:
-                    _merge_samples(result.dry_run_samples, getattr(batch, "samples", None))
+                    _merge_samples(result.dry_run_samples, getattr(loaded, "samples", None))
                 if on_batch:
-                    on_batch(batch)
+                    on_batch(loaded)
                 log.info(
                     "stream %s batch %s: extracted %d, new %d, changed %d, unchanged %d, rejected %d%s",
                     spec.name,
-                    batch.batch_id,
-                    batch.extracted,
-                    batch.loaded_new,
-                    batch.loaded_changed,
-                    batch.skipped_unchanged,
-                    batch.rejected,
-                    " (already committed by an earlier try)" if batch.already_committed else "",
+                    loaded.batch_id,
+                    loaded.extracted,
+                    loaded.loaded_new,
+                    loaded.loaded_changed,
+                    loaded.skipped_unchanged,
+                    loaded.rejected,
+                    " (already committed by an earlier try)" if loaded.already_committed else "",
                 )
                 collect_between_batches(batch_no)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass
+class PreparedBatch:
+    """One batch of pages with its input digest, mapped ahead of its load when that was worth it."""
+
+    pages: list[Page]
+    is_last: bool
+    digest: str
+    superseded: Collection[str]  # keys an earlier batch of the same event listing carried
+    mapped: MappedBatch | None  # None: not mapped ahead
+
+    def mapping(self, spec: StreamSpec) -> MappedBatch:
+        if self.mapped is None:
+            from erp_sync.core.transform import map_pages
+
+            self.mapped = map_pages(spec, self.pages, superseded_ids=self.superseded)
+        return self.mapped
+
+
+class _EarlierBatchKeys(Collection[str]):
+    """The keys that batches before `batch_no` carried, as a view of the listing's first-seen index.
+
+    A view, not a copy: the index keeps growing while later batches are prepared ahead.
+    """
+
+    def __init__(self, first_seen: dict[str, int], batch_no: int) -> None:
+        self._first_seen = first_seen
+        self._batch_no = batch_no
+
+    def __contains__(self, key: object) -> bool:
+        first = self._first_seen.get(key)  # type: ignore[call-overload]
+        return first is not None and first < self._batch_no
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, first in list(self._first_seen.items()) if first < self._batch_no)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return self._batch_no > 1 and bool(self._first_seen)
+
+
+def _prepare_batches(
+    spec: StreamSpec,
+    pages: Iterable[Page],
+    batch_records: int,
+    events: bool,
+    mapping_ahead: threading.Event,
+) -> Iterator[PreparedBatch]:
+    """Batches with their digests, mapped while `mapping_ahead` is set.
+
+    An event listing is newest first: a key an earlier batch of this window carried is, when it comes
+    again, an older snapshot -- possibly of the same second, which the version guard cannot order.
+    Those are dropped as superseded (the in-batch rule: on a tie, the first seen).
+    """
+    from erp_sync.clients.pages import record_keys
+
+    first_seen: dict[str, int] = {}
+    for batch_no, (batch_pages, is_last) in enumerate(batched_pages(pages, batch_records), 1):
+        superseded: Collection[str] = _EarlierBatchKeys(first_seen, batch_no) if events else ()
+        batch = PreparedBatch(batch_pages, is_last, input_sha256(batch_pages), superseded, mapped=None)
+        if mapping_ahead.is_set():
+            batch.mapping(spec)
+        yield batch
+        if events:
+            for key in record_keys(spec, batch_pages):
+                first_seen.setdefault(key, batch_no)
+
+
+def _map_ahead(
+    batches: Iterator[PreparedBatch], *, enabled: bool
+) -> contextlib.AbstractContextManager[Iterator[PreparedBatch]]:
+    # One batch ahead: its pages and frames stay in memory until the loop takes it.
+    return ReadAhead(batches, 1, name="map") if enabled else contextlib.nullcontext(batches)
 
 
 def _read_ahead(pages: Iterator[Page], depth: int) -> contextlib.AbstractContextManager[Iterator[Page]]:
