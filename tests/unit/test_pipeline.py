@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -73,3 +74,37 @@ def test_conservation_violation_is_an_error(counts) -> None:
 
     with pytest.raises(ConservationError):
         BatchResult(1, *counts, {}).check_conservation()
+
+
+def keyed_page(n: int, ids: list[str]) -> Page:
+    return Page(
+        stream="invoices",
+        page_no=n,
+        url=f"u{n}",
+        body=b"x",
+        records=[{"id": i} for i in ids],
+        versions=[1] * len(ids),
+    )
+
+
+def test_an_event_listing_marks_keys_of_earlier_batches_only_as_superseded() -> None:
+    from erp_sync.pipeline import _prepare_batches
+    from erp_sync.streams import get_stream
+
+    pages = [keyed_page(1, ["in_a", "in_b"]), keyed_page(2, ["in_b", "in_c"]), keyed_page(3, ["in_a"])]
+    not_ahead = threading.Event()  # clear: nothing is mapped, only the keys are tracked
+    batches = list(_prepare_batches(get_stream("invoices"), pages, 2, True, not_ahead))
+    assert [b.mapped for b in batches] == [None, None, None]
+    assert [sorted(b.superseded) for b in batches] == [[], ["in_a", "in_b"], ["in_a", "in_b", "in_c"]]
+    assert "in_c" not in batches[1].superseded and "in_c" in batches[2].superseded
+    assert not batches[0].superseded
+    assert [b.digest for b in batches] == [input_sha256([p]) for p in pages]
+
+
+def test_a_full_listing_supersedes_nothing() -> None:
+    from erp_sync.pipeline import _prepare_batches
+    from erp_sync.streams import get_stream
+
+    pages = [keyed_page(1, ["in_a"]), keyed_page(2, ["in_a"])]
+    batches = list(_prepare_batches(get_stream("invoices"), pages, 1, False, threading.Event()))
+    assert [list(b.superseded) for b in batches] == [[], []]

@@ -77,11 +77,17 @@ class ReadAhead(Generic[T]):
     order; an exception in the source is raised to the consumer at the point it happened. `close()`
     (or leaving the `with` block) stops the thread, which closes the source generator itself (a
     generator can only be closed by the thread running it).
+
+    With `handoff`, the producer waits until the consumer has taken each item before it starts the
+    next one: at most one item is waiting, none is being built behind it (for large items).
     """
 
-    def __init__(self, source: Iterable[T], depth: int, name: str = "read-ahead") -> None:
+    def __init__(
+        self, source: Iterable[T], depth: int, name: str = "read-ahead", handoff: bool = False
+    ) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        self._handoff = handoff
         self._queue: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished = False
@@ -94,6 +100,8 @@ class ReadAhead(Generic[T]):
             for item in iterator:
                 if not self._put((_ITEM, item)):
                     return
+                if self._handoff:
+                    self._queue.join()  # until the consumer took it (close() drains too)
             self._put((_DONE, None))
         except BaseException as exc:  # handed to the consumer, raised there
             self._put((_ERROR, exc))
@@ -118,6 +126,7 @@ class ReadAhead(Generic[T]):
         if self._finished:
             raise StopIteration
         kind, value = self._queue.get()
+        self._queue.task_done()
         if kind == _ITEM:
             return value  # type: ignore[return-value]
         self._finished = True
@@ -133,6 +142,7 @@ class ReadAhead(Generic[T]):
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+            self._queue.task_done()
         self._thread.join(timeout=timeout_s)
 
     def __enter__(self) -> ReadAhead[T]:

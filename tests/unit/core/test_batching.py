@@ -114,3 +114,28 @@ def test_gc_pause_as_a_decorator_pauses_each_call() -> None:
     work()
     assert seen == [False, False]
     assert gc.isenabled()
+
+
+def test_handoff_builds_the_next_item_only_after_the_consumer_took_the_previous() -> None:
+    produced: list[int] = []
+
+    def source() -> Iterator[int]:
+        for n in range(10):
+            produced.append(n)
+            yield n
+
+    with ReadAhead(source(), depth=1, handoff=True) as ahead:
+        assert next(ahead) == 0
+        time.sleep(0.2)  # give the producer every chance to run ahead
+        assert produced == [0, 1]  # one taken, one waiting, nothing built behind it
+        assert list(ahead) == list(range(1, 10))
+
+
+def test_closing_a_handoff_with_an_item_waiting_stops_the_producer() -> None:
+    ahead = ReadAhead(iter(range(10)), depth=1, handoff=True)
+    assert next(ahead) == 0
+    time.sleep(0.1)
+    started = time.monotonic()
+    ahead.close()
+    assert not ahead._thread.is_alive()
+    assert time.monotonic() - started < 5
