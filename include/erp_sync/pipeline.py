@@ -333,6 +333,7 @@ def _prepare_batches(
     Those are dropped as superseded (the in-batch rule: on a tie, the first seen).
     """
     from erp_sync.clients.pages import record_keys
+    from erp_sync.store.loader import OUTBOX_GZIP_LEVEL
 
     first_seen: dict[str, int] = {}
     for batch_no, (batch_pages, is_last) in enumerate(batched_pages(pages, batch_records), 1):
@@ -340,6 +341,8 @@ def _prepare_batches(
         batch = PreparedBatch(batch_pages, is_last, input_sha256(batch_pages), superseded, mapped=None)
         if mapping_ahead.is_set():
             batch.mapping(spec)
+            for page in batch_pages:  # the outbox's content, off the loading thread
+                page.compressed(OUTBOX_GZIP_LEVEL)
         yield batch
         if events:
             for key in record_keys(spec, batch_pages):

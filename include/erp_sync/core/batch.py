@@ -9,6 +9,8 @@ record (one invoice with 40 lines is one record): the conservation law is
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +53,7 @@ class Page:
     # Renders the page with its completed child lists; None when nothing was completed.
     render_completed: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
     _stored: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _compressed: tuple[int, bytes, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def extracted(self) -> int:
@@ -68,6 +71,15 @@ class Page:
         if self._stored is None:
             self._stored = self.render_completed()
         return self._stored
+
+    def compressed(self, level: int) -> tuple[bytes, str]:
+        """`stored_body()` gzipped at `level` (no timestamp: the same page gives the same bytes) and
+        its sha256, computed once: the pipeline's map thread does it ahead of the load."""
+        if self._compressed is None or self._compressed[0] != level:
+            body = self.stored_body()
+            gz = gzip.compress(body, compresslevel=level, mtime=0)
+            self._compressed = (level, gz, hashlib.sha256(body).hexdigest())
+        return self._compressed[1], self._compressed[2]
 
 
 @dataclass

@@ -42,6 +42,7 @@ class LedgerSplit:
     candidates: pd.DataFrame  # rows the ledger does not hold with this row_sha256
     skipped: int  # rows it holds unchanged
     stale_keys: list[str]  # full keys of candidates it holds with another row_sha256
+    none_known: bool = False  # it holds no key of these rows at all (a cold load)
 
 
 class RedisLedger:
@@ -93,7 +94,7 @@ class RedisLedger:
         the only entries that must be evicted before they are rewritten (a key it does not hold
         cannot go stale, so a cold load evicts nothing)."""
         if df.empty:
-            return LedgerSplit(df, 0, [])
+            return LedgerSplit(df, 0, [], none_known=True)
         keys = self._frame_keys(table, df)
         remembered = self._lookup_keys(keys)
         shas = [str(sha) for sha in df["row_sha256"]]
@@ -104,7 +105,8 @@ class RedisLedger:
             if known is not None and not same
         ]
         mask = pd.Series(unchanged, index=df.index, dtype=bool)
-        return LedgerSplit(df.loc[~mask], int(mask.sum()), stale)
+        none_known = all(known is None for known in remembered)
+        return LedgerSplit(df.loc[~mask], int(mask.sum()), stale, none_known)
 
     def is_empty(self, tables: Iterable[str] | None = None) -> bool:
         """True when the ledger was never built from Postgres (or Redis lost it).
