@@ -378,3 +378,24 @@ def test_load_takes_the_stream_lock_and_passes_through_its_holder(conn, ledger, 
             assert cur.fetchone()[0] is False
         other.rollback()
     other.close()
+
+
+def _header_block(conn, source_id):
+    return _count(
+        conn,
+        f"SELECT (ctid::text::point)[0]::int FROM erp_staging.ar_invoices WHERE source_id = '{source_id}'",
+    )
+
+
+def test_a_changed_header_is_rewritten_on_its_own_page(conn, ledger):
+    # A full first page (fillfactor 100) would send the new version elsewhere, with new index entries.
+    invoices = sample_invoices(300)
+    _load(conn, ledger, invoice_batch(invoices, tag="a"))
+    assert (
+        _header_block(conn, "in_00000") == 0
+        and _count(conn, "SELECT count(*) FROM erp_staging.ar_invoices WHERE (ctid::text::point)[0] = 0") > 10
+    )
+    paid = invoices[0].bump(200, status="paid")
+    result = _load(conn, ledger, invoice_batch([paid, *invoices[1:]], tag="b"))
+    assert result.loaded_changed == 1
+    assert _header_block(conn, "in_00000") == 0
