@@ -108,3 +108,10 @@ def test_a_full_listing_supersedes_nothing() -> None:
     pages = [keyed_page(1, ["in_a"]), keyed_page(2, ["in_a"])]
     batches = list(_prepare_batches(get_stream("invoices"), pages, 1, False, threading.Event()))
     assert [list(b.superseded) for b in batches] == [[], []]
+
+
+def test_a_smaller_first_batch_then_full_ones() -> None:
+    pages = [page(n, 40) for n in range(1, 7)]
+    batches = list(batched_pages(pages, batch_records=80, first_batch_records=40))
+    assert [[p.page_no for p in b] for b, _ in batches] == [[1], [2, 3], [4, 5], [6]]
+    assert list(batched_pages(pages, 80, 40)) == batches  # the same pages form the same batches
