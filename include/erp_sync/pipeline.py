@@ -246,10 +246,13 @@ def sync_stream(
                     run_id, spec.source_system, spec.name, resolved.start, resolved.end, batch.digest
                 )
                 cursor_after = resolved.end if batch.is_last and not dry_run else None
-                # A retry re-reading a batch an earlier try committed needs only its key: skip the mapping.
+                # A retry re-reading a batch an earlier try committed needs only its key, not its mapping:
+                # while batches are found committed, the next ones are not mapped ahead either.
                 recorded = None if dry_run else find_committed(conn, key)
-                # A retry's committed prefix is not mapped ahead: only what must be loaded is mapped.
-                (mapping_ahead.clear if recorded else mapping_ahead.set)()
+                if recorded is None:
+                    mapping_ahead.set()
+                else:
+                    mapping_ahead.clear()
                 loaded = recorded or load_batch(
                     conn,
                     ledger,
