@@ -43,6 +43,7 @@ class LedgerSplit:
     skipped: int  # rows it holds unchanged
     stale_keys: list[str]  # full keys of candidates it holds with another row_sha256
     none_known: bool = False  # it holds no key of these rows at all (a cold load)
+    keys: Sequence[str] = ()  # the full key of every row looked up, in row order
 
 
 class RedisLedger:
@@ -106,7 +107,7 @@ class RedisLedger:
         ]
         mask = pd.Series(unchanged, index=df.index, dtype=bool)
         none_known = all(known is None for known in remembered)
-        return LedgerSplit(df.loc[~mask], int(mask.sum()), stale, none_known)
+        return LedgerSplit(df.loc[~mask], int(mask.sum()), stale, none_known, keys)
 
     def is_empty(self, tables: Iterable[str] | None = None) -> bool:
         """True when the ledger was never built from Postgres (or Redis lost it).
@@ -126,11 +127,17 @@ class RedisLedger:
         return [table for table, flag in zip(names, present, strict=True) if flag is None]
 
     # -- writes ----------------------------------------------------------------------------------
-    def remember(self, table: str, df: pd.DataFrame) -> int:
-        """Record each row's row_sha256 (call after COMMIT, with what Postgres holds). Returns rows set."""
+    def remember(self, table: str, df: pd.DataFrame, keys: Sequence[str] | None = None) -> int:
+        """Record each row's row_sha256 (call after COMMIT, with what Postgres holds). Returns rows set.
+
+        `keys`, when the caller has them (`LedgerSplit.keys` of the same rows in the same order), saves
+        computing the digests a second time."""
         if df.empty:
             return 0
-        keys = self._frame_keys(table, df)
+        if keys is None:
+            keys = self._frame_keys(table, df)
+        elif len(keys) != len(df):
+            raise ValueError(f"{len(keys)} keys for {len(df)} rows of {table}")
         self._set_many(keys, [str(sha) for sha in df["row_sha256"]])
         return len(keys)
 

@@ -103,3 +103,26 @@ def test_sub_microsecond_and_non_utc_timestamps_keep_their_exact_text():
 def test_refuses_what_the_row_by_row_writer_refuses(column):
     with pytest.raises((TypeError, ValueError)):
         _fast(pd.DataFrame({"c": column}))
+
+
+def test_whole_second_utc_timestamps_with_nulls_match_the_reference():
+    seconds = pd.Series(pd.to_datetime([1_700_000_000, None, 1_600_000_000], unit="s", utc=True))
+    df = pd.DataFrame({"at": seconds, "n": [1, 2, 3]})
+    assert (
+        _fast(df)
+        == _row_by_row(df)
+        == b'"2023-11-14T22:13:20+00:00","1"\n,"2"\n"2020-09-13T12:26:40+00:00","3"\n'
+    )
+
+
+@pytest.mark.parametrize("text", ["\x00", "a\x00b", '"\x00"'])
+def test_refuses_text_holding_nul_instead_of_reading_it_as_null(text):
+    df = pd.DataFrame({"c": pd.Series([text, None], dtype=object)})
+    with pytest.raises(ValueError, match="NUL"):
+        _fast(df)
+
+
+def test_non_finite_decimal_is_named_in_the_error():
+    df = pd.DataFrame({"money": pd.Series([Decimal("1.00"), None, Decimal("-Infinity")], dtype=object)})
+    with pytest.raises(ValueError, match="-Infinity"):
+        _fast(df)
