@@ -95,6 +95,9 @@ class Bench:
             "profile": str(self.results_dir / f"{self.stamp}-{name}.profile.txt")
             if name in self.args.profile
             else None,
+            "gil_profile": str(self.results_dir / f"{self.stamp}-{name}.gil.txt")
+            if name in self.args.gil_profile
+            else None,
         }
 
     @property
@@ -533,6 +536,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("BENCH_SANDBOX_CACHE", "0")),
         help="objects the sandbox keeps serialised (default: 3 per invoice, at most 4,000,000: ~6 GB at"
         " 1,000,000 invoices, so every pass after the warm-up serves pre-serialised JSON)",
+    )
+    parser.add_argument(
+        "--gil-profile",
+        type=lambda text: {name for name in text.split(",") if name},
+        default=set(),
+        help="stages to sample with py-spy --gil (every thread's CPU by function; collapsed stacks)",
     )
     parser.add_argument("--no-airflow", dest="airflow", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work files")

@@ -12,7 +12,11 @@ Pipeline stages call exactly what the DAG's tasks call: `erp_sync.pipeline.sync_
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -44,19 +48,61 @@ def _parse_time(text: str | None) -> datetime | None:
 def _timed(cfg: Config, box: dict[str, float]) -> Iterator[None]:
     """Time the block (monotonic), under pyinstrument when the config asks for a profile."""
     profiler = None
+    spy = None
     if cfg.get("profile"):
         from pyinstrument import Profiler
 
         profiler = Profiler(interval=0.005)
         profiler.start()
+    if cfg.get("gil_profile"):
+        spy = _start_gil_sampler(cfg["gil_profile"])
     started = time.perf_counter()
     try:
         yield
     finally:
         box["seconds"] = time.perf_counter() - started
+        if spy is not None:
+            _stop_gil_sampler(spy)
         if profiler is not None:
             profiler.stop()
             Path(cfg["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def _start_gil_sampler(path: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling every thread, keeping only the samples where a thread holds the GIL: the
+    process's own CPU by function, which pyinstrument (main thread, wall time) cannot show once
+    several threads share the GIL. Collapsed stacks, one per line, with counts."""
+    spy = subprocess.Popen(
+        [
+            _py_spy(),
+            "record",
+            "--gil",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "-o",
+            path,
+            "--pid",
+            str(os.getpid()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # py-spy attaches before the timed work starts
+    return spy
+
+
+def _stop_gil_sampler(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)
+    spy.wait(timeout=120)
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise RuntimeError("--gil-profile needs py-spy in the venv (scripts/bench.sh installs it)")
+    return found
 
 
 def _staging_writes_since(conn: Any, tables: list[str], since: datetime) -> dict[str, int]:

@@ -20,6 +20,8 @@ fi
 # pyinstrument profiles the stages named in --profile / BENCH_PROFILE (bench only, not a project dep).
 "$VENV/bin/python" -c "import pyinstrument" 2>/dev/null ||
   "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" pyinstrument==5.1.3
+# py-spy samples every thread's GIL holder for --gil-profile (bench only, not a project dep).
+[ -x "$VENV/bin/py-spy" ] || "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" py-spy==0.4.3
 # `airflow dags test` needs the migrated metadata DB; its backup task drains to the local SFTP server.
 "$PROJECT_DIR/scripts/airflow_init.sh"
 started_sftp=""
