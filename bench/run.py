@@ -98,6 +98,9 @@ class Bench:
             "gil_profile": str(self.results_dir / f"{self.stamp}-{name}.gil.txt")
             if name in self.args.gil_profile
             else None,
+            "sql_log": str(self.results_dir / f"{self.stamp}-{name}.sql.txt")
+            if name in self.args.sql_log
+            else None,
         }
 
     @property
@@ -542,6 +545,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: {name for name in text.split(",") if name},
         default=set(),
         help="stages to sample with py-spy --gil (every thread's CPU by function; collapsed stacks)",
+    )
+    parser.add_argument(
+        "--sql-log",
+        type=lambda text: {name for name in text.split(",") if name},
+        default=set(),
+        help="stages whose Postgres statements of 2 ms or more are logged with their durations",
     )
     parser.add_argument("--no-airflow", dest="airflow", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work files")

@@ -130,7 +130,7 @@ def stage_sync(cfg: Config) -> Result:
     params = cfg["params"]
     spec = get_stream(cfg.get("stream", "invoices"))
     client = SaaSClient(cfg["base_url"], BearerSecretKey(cfg["secret_key"]), page_size=cfg["page_size"])
-    conn = psycopg2.connect(cfg["dsn"])
+    conn = _connect(cfg)
     redis_client = redis.Redis.from_url(cfg["redis_url"], socket_timeout=60)
     window = WindowRequest(
         window_end=_parse_time(params.get("window_end")),
@@ -159,6 +159,20 @@ def stage_sync(cfg: Config) -> Result:
     summary["client"] = client.stats.as_dict()
     summary["import_seconds_untimed"] = round(import_seconds, 3)
     return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
+
+
+def _connect(cfg: Config) -> Any:
+    """The stage's Postgres connection; with `sql_log` in the config, every statement taking at least
+    `sql_log_ms` is logged there with its duration (psycopg2's MinTimeLoggingConnection; COPY is not
+    logged), to see which of the load's statements the time goes to."""
+    if not cfg.get("sql_log"):
+        return psycopg2.connect(cfg["dsn"])
+    from psycopg2.extras import MinTimeLoggingConnection
+
+    conn = psycopg2.connect(cfg["dsn"], connection_factory=MinTimeLoggingConnection)
+    log_file = Path(cfg["sql_log"]).open("w")  # noqa: SIM115 -- open for the connection's life
+    conn.initialize(log_file, mintime=float(cfg.get("sql_log_ms", 2)))
+    return conn
 
 
 def _preimport_pipeline() -> float:
