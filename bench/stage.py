@@ -26,11 +26,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import psycopg2
 import redis
 import requests
+import urllib3
 
 Config = dict[str, Any]
 CHILD_CONCURRENCY = 4  # SaaSClient's default child_concurrency
@@ -238,6 +240,10 @@ def _created_params(params: dict[str, Any]) -> list[tuple[str, str]]:
     return query
 
 
+_POOL = urllib3.PoolManager(maxsize=CHILD_CONCURRENCY + 2, retries=False)
+_TIMEOUT = urllib3.Timeout(connect=5, read=60)
+
+
 def _session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False
@@ -249,10 +255,9 @@ def _stripe_list_pages(
     path: str,
     query: list[tuple[str, str]],
     decode: Callable[[bytes], Any] = orjson.loads,
-    session: requests.Session | None = None,
 ) -> Iterator[Any]:
-    """Walk a Stripe list (`limit`/`starting_after`/`has_more`): plain requests + one decode."""
-    session = session or _session()
+    """Walk a Stripe list (`limit`/`starting_after`/`has_more`): plain urllib3 (pooled, as the client
+    uses it) + one decode."""
     headers = {"Authorization": f"Bearer {cfg['secret_key']}", "Accept": "application/json"}
     url = cfg["base_url"].rstrip("/") + path
     after: str | None = None
@@ -261,9 +266,10 @@ def _stripe_list_pages(
         params = [*session_params, ("limit", str(cfg["page_size"]))]
         if after:
             params = [p for p in params if p[0] != "starting_after"] + [("starting_after", after)]
-        response = session.get(url, params=params, headers=headers, timeout=(5, 60))
-        response.raise_for_status()
-        page = decode(response.content)
+        response = _POOL.request("GET", f"{url}?{urlencode(params)}", headers=headers, timeout=_TIMEOUT)
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {response.status}")
+        page = decode(response.data)
         yield page
         data = page["data"]
         if not page.get("has_more") or not data:
@@ -290,15 +296,11 @@ def stage_floor_http(cfg: Config) -> Result:
         decode_seconds += time.perf_counter() - started
         return page
 
-    session = _session()
-    local = threading.local()
     lock = threading.Lock()
 
     def child_pages(child_path: str, start: list[tuple[str, str]]) -> int:
-        if not hasattr(local, "session"):
-            local.session = _session()
         count = 0
-        for _ in _stripe_list_pages(cfg, child_path, start, decode_locked, local.session):
+        for _ in _stripe_list_pages(cfg, child_path, start, decode_locked):
             count += 1
         return count
 
@@ -309,7 +311,7 @@ def stage_floor_http(cfg: Config) -> Result:
     # The truncated line lists of a page are fetched CHILD_CONCURRENCY at a time, as the client
     # does (`SaaSClient.child_concurrency`), so the floor is not slowed by waiting on them in turn.
     with _timed(cfg, box), ThreadPoolExecutor(max_workers=CHILD_CONCURRENCY) as pool:
-        for page in _stripe_list_pages(cfg, path, query, decode_locked, session):
+        for page in _stripe_list_pages(cfg, path, query, decode_locked):
             pages += 1
             records += len(page["data"])
             jobs = []

@@ -42,7 +42,7 @@ from erp_sync.clients.pages import (
 from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePaginator, make_paginator
 from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
-from erp_sync.clients.transport import HttpResponse, RequestsTransport, Transport
+from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
@@ -136,7 +136,11 @@ class SaaSClient:
         self.timeout = (float(timeout[0]), float(timeout[1]))
         self.retry = retry or RetryPolicy()
         self.rate_limiter = rate_limiter
-        self.transport: Transport = transport or RequestsTransport(ca_bundle=ca_bundle)
+        self.child_concurrency = max(1, child_concurrency)
+        # A pooled connection for each child-list thread and the page thread, plus one spare.
+        self.transport: Transport = transport or Urllib3Transport(
+            ca_bundle=ca_bundle, pool_size=self.child_concurrency + 2
+        )
         self.progress = progress or log_progress
         self.progress_interval_s = progress_interval_s
         self.page_size = page_size
@@ -147,7 +151,6 @@ class SaaSClient:
         self._last_progress = clock()
         self._child_tails: dict[bytes, list[Any]] = {}
         self._stats_lock = threading.Lock()
-        self.child_concurrency = max(1, child_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self.page_meta: dict[str, Any] = {}
 
