@@ -174,7 +174,30 @@ def _connect(cfg: Config) -> Any:
     conn = psycopg2.connect(cfg["dsn"], connection_factory=MinTimeLoggingConnection)
     log_file = Path(cfg["sql_log"]).open("w")  # noqa: SIM115 -- open for the connection's life
     conn.initialize(log_file, mintime=float(cfg.get("sql_log_ms", 2)))
+    # The plans of the slow ones too: auto_explain's output comes back as NOTICEs (superuser only).
+    with conn.cursor() as cur:
+        try:
+            cur.execute("LOAD 'auto_explain'")
+            cur.execute(
+                "SET auto_explain.log_min_duration = 100; SET auto_explain.log_analyze = on;"
+                " SET auto_explain.log_buffers = on; SET auto_explain.log_level = notice"
+            )
+        except psycopg2.Error as exc:
+            log_file.write(f"(no plans: {exc})\n")
+    conn.commit()
+    conn.notices = _NoticeFile(log_file)
     return conn
+
+
+class _NoticeFile(list[str]):
+    """psycopg2 appends each server NOTICE to `conn.notices`: write them to the log instead."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__()
+        self._file = file
+
+    def append(self, notice: str) -> None:
+        self._file.write(notice)
 
 
 def _preimport_pipeline() -> float:
