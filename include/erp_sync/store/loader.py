@@ -353,11 +353,14 @@ def _upsert_table(
     cur.execute(f"ANALYZE {temp}")
     parent = CHILD_PARENT_COLUMN.get(table) if CHILD_PARENT_COLUMN.get(table) in columns else None
     # A child row older than its stored record (an out-of-order old version) is not applied at all:
-    # it could only resurrect a line the newer version no longer has.
+    # it could only resurrect a line the newer version no longer has. A scalar subquery, not NOT
+    # EXISTS: the planner turns NOT EXISTS into a hash anti-join that reads every stored header
+    # (0.4-0.9 s a batch at 1,000,000 invoices, auto_explain); a scalar subquery is never flattened
+    # into a join, so each row is one probe of the header's primary key.
     older_than_parent = (
-        f"""WHERE NOT EXISTS (SELECT 1 FROM erp_staging.{_ident(primary_table)} h
-               WHERE h.source_system = t.source_system AND h.source_id = t.{_ident(parent)}
-                 AND h.source_version > t.source_version)"""  # noqa: S608 -- _ident-checked names
+        f"""WHERE coalesce((SELECT h.source_version FROM erp_staging.{_ident(primary_table)} h
+               WHERE h.source_system = t.source_system AND h.source_id = t.{_ident(parent)}),
+             t.source_version) <= t.source_version"""  # noqa: S608 -- _ident-checked names
         if parent and table != primary_table
         else ""
     )
