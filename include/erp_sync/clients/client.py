@@ -7,7 +7,6 @@ which endpoint, which paginator, which incremental strategy and which child list
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -37,6 +36,7 @@ from erp_sync.clients.pages import (
     parse_json_body,
     select_items,
     select_records,
+    truncated_child_lists,
     uses_events,
 )
 from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePaginator, make_paginator
@@ -216,9 +216,7 @@ class SaaSClient:
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
             )
             page_no += 1
-            yield self._page(
-                spec, effective_mode, default_version, page_no, request, response, payload, items
-            )
+            yield self._page(spec, effective_mode, default_version, page_no, request, response, items)
             request = paginator.next(request, response, payload, items)
         self.stats.finished = self._clock()
         self.progress(spec.name, self.stats)
@@ -231,14 +229,13 @@ class SaaSClient:
         page_no: int,
         request: PageRequest,
         response: HttpResponse,
-        payload: Any,
         items: list[Any],
     ) -> Page:
         """Select the page's records, complete their child lists, count them.
 
         The body is the exact bytes received; when child lists were completed, the page's stored
-        body (`Page.stored_body`, what the outbox keeps) is the page re-serialised with the complete
-        lists, rendered only if the batch is loaded.
+        body (`Page.stored_body`, what the outbox keeps) is that body with the fetched tails, in an
+        envelope `page_from_body` opens.
         """
         selection = select_records(spec, items, mode=mode, default_version=default_version)
         tails = self._complete_children(spec, selection.records)
@@ -252,7 +249,6 @@ class SaaSClient:
             problems=selection.problems,
             fetched_at=self._wall_clock(),
             fetched_children=orjson.dumps(tails) if tails else b"",
-            render_completed=functools.partial(orjson.dumps, payload) if tails else None,
         )
         self._count(pages=1, records=len(page.records), problems=len(page.problems))
         for problem in page.problems:
@@ -331,12 +327,10 @@ class SaaSClient:
     def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[Any]]:
         """Complete every truncated child list of the page in place (fetching the tails with up to
         `child_concurrency` requests in flight); returns the tails appended (empty: none changed)."""
-        pending: list[tuple[dict[str, Any], bytes | None, Callable[[], list[Any]]]] = []
-        for child in spec.children:
-            for record in records:
-                embedded = record.get(child.field)
-                if isinstance(embedded, dict) and embedded.get("has_more") is True:
-                    pending.append(self._child_job(child, record, str(record[spec.primary_key]), embedded))
+        pending = [
+            self._child_job(child, record, str(record[spec.primary_key]), embedded)
+            for child, record, embedded in truncated_child_lists(spec, records)
+        ]
         if not pending:
             return []
         jobs: dict[bytes | int, Callable[[], list[Any]]] = {}

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 from typing_extensions import TypedDict
 
 from erp_sync.clients.errors import MalformedResponseError
-from erp_sync.core.batch import Page, Rejection
+from erp_sync.core.batch import Page, Rejection, open_envelope
 from erp_sync.streams.spec import StreamSpec
 
 Mode = Literal["full", "incremental"]
@@ -200,25 +200,55 @@ def page_from_body(
     spec: StreamSpec, body: bytes, url: str, page_meta: Mapping[str, Any], page_no: int
 ) -> Page:
     """Rebuild the `Page` the client yielded from its stored body and `page_meta`
-    (`{"mode": "full"|"incremental", "default_version": <unix s>}`)."""
+    (`{"mode": "full"|"incremental", "default_version": <unix s>}`). A stored page envelope (the body
+    as received plus the child-list tails the client fetched) gives back both, its lists completed."""
     mode: Mode = "incremental" if page_meta.get("mode") == "incremental" else "full"
     raw_default = page_meta.get("default_version")
     default_version = (
         int(raw_default) if isinstance(raw_default, int | float | str) and raw_default != "" else None
     )
-    payload = parse_json_body(url, body)
+    opened = open_envelope(body)
+    raw, fetched_children = opened if opened is not None else (body, b"")
+    payload = parse_json_body(url, raw)
     items = select_items(url, payload, page_selector(spec, mode))
     selection = select_records(spec, items, mode=mode, default_version=default_version)
+    if fetched_children:
+        complete_child_lists(spec, selection.records, parse_json_body(url, fetched_children))
     return Page(
         stream=spec.name,
         page_no=page_no,
         url=url,
-        body=body,
+        body=raw,
         records=selection.records,
         versions=selection.versions,
         problems=selection.problems,
         fetched_at=None,
+        fetched_children=fetched_children,
     )
+
+
+def truncated_child_lists(
+    spec: StreamSpec, records: Sequence[dict[str, Any]]
+) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
+    """(child spec, record, embedded list) of every child list marked `has_more`, in the order the
+    client fetches their tails -- and `complete_child_lists` puts them back."""
+    for child in spec.children:
+        for record in records:
+            embedded = record.get(child.field)
+            if isinstance(embedded, dict) and embedded.get("has_more") is True:
+                yield child, record, embedded
+
+
+def complete_child_lists(spec: StreamSpec, records: Sequence[dict[str, Any]], tails: Any) -> None:
+    """Append each fetched tail to its truncated list, in place (what the client did when it read
+    the page); a count that does not match is a damaged page, never a partial fill."""
+    truncated = list(truncated_child_lists(spec, records))
+    if not isinstance(tails, list) or len(tails) != len(truncated):
+        found = len(tails) if isinstance(tails, list) else type(tails).__name__
+        raise MalformedResponseError(f"stored page: {len(truncated)} truncated child lists, {found} tails")
+    for (_, _, embedded), tail in zip(truncated, tails, strict=True):
+        embedded["data"].extend(tail)
+        embedded["has_more"] = False
 
 
 def page_meta_for(mode: Mode, default_version: int | None) -> dict[str, Any]:

@@ -142,11 +142,14 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     first = page.records[0]["lines"]
     assert [ln["id"] for ln in first["data"]] == [ln["id"] for ln in all_lines["in_big"]]
     assert first["has_more"] is False
-    # the stored body holds the completed lists, so a restore sees every line too
+    # the stored body holds the body received and the fetched tail, so a restore sees every line too
     stored = page.stored_body()
     rebuilt = page_from_body(get_stream("invoices"), stored, page.url, meta_for_page(page, "full"), 1)
     assert rebuilt.records == page.records
-    assert len(orjson.loads(stored)["data"][0]["lines"]["data"]) == 25
+    assert len(rebuilt.records[0]["lines"]["data"]) == 25
+    assert (rebuilt.body, rebuilt.fetched_children) == (page.body, page.fetched_children)
+    assert orjson.loads(stored)["body"] == orjson.loads(page.body)  # one JSON document, body verbatim
+    assert page.body in stored
     # the raw body stays what was received; the fetched tail is part of the batch's identity
     assert len(orjson.loads(page.body)["data"][0]["lines"]["data"]) == 10
     assert [ln["id"] for ln in orjson.loads(page.fetched_children)[0]] == [
