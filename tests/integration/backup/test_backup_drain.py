@@ -12,7 +12,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from conftest import add_batch, open_sftp, outbox_state, stripe_list_body
+from backup_helpers import add_batch, open_sftp, outbox_state, stripe_list_body
 
 from erp_sync.backup import drain_outbox
 from erp_sync.backup.drain import backup_report

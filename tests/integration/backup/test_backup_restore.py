@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import open_sftp
+from backup_helpers import open_sftp
 
 from erp_sync.backup import RestoreIntegrityError, drain_outbox
 from erp_sync.backup.errors import BackupTargetUnavailable, ManifestError

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import add_batch, stripe_list_body
+from backup_helpers import add_batch, stripe_list_body
 
 from erp_sync.backup import drain_outbox
 from erp_sync.backup.layout import manifest_path

@@ -11,7 +11,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from conftest import PROJECT_DIR, SftpServer, free_port
+from backup_helpers import PROJECT_DIR, SftpServer, free_port
 
 pytestmark = pytest.mark.integration
 

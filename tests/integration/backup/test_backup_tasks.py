@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import add_batch, outbox_state, stripe_list_body
+from backup_helpers import add_batch, outbox_state, stripe_list_body
 
 from erp_sync.backup.tasks import backup_outbox_task, backup_report_task, restore_task
 
