@@ -143,6 +143,8 @@ def stage_sync(cfg: Config) -> Result:
     db_now = _db_now(conn)
     import_seconds = _preimport_pipeline()
     box: dict[str, float] = {}
+    timeline: list[tuple[float, int]] = []  # (seconds into the stage, records) as each batch is done
+    started = time.perf_counter()
     with _timed(cfg, box):
         result = sync_stream(
             spec=spec,
@@ -153,12 +155,15 @@ def stage_sync(cfg: Config) -> Result:
             window=window,
             namespace=cfg["namespace"],
             batch_records=cfg["batch_records"],
+            on_batch=lambda done: timeline.append((round(time.perf_counter() - started, 3), done.extracted)),
         )
     written = _staging_writes_since(conn, list(spec.target_tables), db_now)
     conn.close()
     summary = result.summary()
     summary["staging_rows_written"] = written
     summary["client"] = client.stats.as_dict()
+    if len(timeline) <= 50:  # a delta's batches, not a cold sync's 200
+        summary["batches_done_at"] = timeline
     summary["import_seconds_untimed"] = round(import_seconds, 3)
     return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
 
