@@ -235,6 +235,10 @@ def _transact(
     try:
         with conn.cursor() as cur:
             cur.execute(f"SET LOCAL ROLE {LOADER_ROLE}")
+            # Every statement here is driven by the batch's keys through indexes; JIT compiling one
+            # whose estimated cost crosses jit_above_cost (the retire, the upserts of a large batch)
+            # took 9 ms a statement, and the first in a session also loads LLVM.
+            cur.execute("SET LOCAL jit = off")
             # Two tries of the same batch at once: the second waits here, then finds the first's record.
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_batch_lock_key(key),))
             recorded = _find_committed(cur, key)
