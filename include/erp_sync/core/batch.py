@@ -76,13 +76,14 @@ class Page:
 # tails it fetched, in the order `clients.pages.truncated_child_lists` visits the truncated lists.
 # The body's length is stated up front so the exact bytes come back without re-serialising.
 ENVELOPE_KEY = b'{"erp_sync_page_envelope":1,"body_length":'
+_ENVELOPE_BODY = b',"body":'
 _ENVELOPE_TAILS = b',"fetched_children":'
 
 
 def envelope(body: bytes, fetched_children: bytes) -> bytes:
     """`body` (JSON, as received) and `fetched_children` (JSON) as one JSON document."""
     return b"".join(
-        (ENVELOPE_KEY, str(len(body)).encode(), b',"body":', body, _ENVELOPE_TAILS, fetched_children, b"}")
+        (ENVELOPE_KEY, str(len(body)).encode(), _ENVELOPE_BODY, body, _ENVELOPE_TAILS, fetched_children, b"}")
     )
 
 
@@ -90,14 +91,16 @@ def open_envelope(stored: bytes) -> tuple[bytes, bytes] | None:
     """(body, fetched_children) of an `envelope`; None when `stored` is a plain page body."""
     if not stored.startswith(ENVELOPE_KEY):
         return None
-    length_end = stored.index(b",", len(ENVELOPE_KEY))
-    length = int(stored[len(ENVELOPE_KEY) : length_end])
-    start = length_end + len(b',"body":')
-    body = stored[start : start + length]
-    tails_start = start + length + len(_ENVELOPE_TAILS)
-    if stored[start + length : tails_start] != _ENVELOPE_TAILS or not stored.endswith(b"}"):
+    length_end = stored.find(b",", len(ENVELOPE_KEY))
+    length_text = stored[len(ENVELOPE_KEY) : length_end]
+    start = length_end + len(_ENVELOPE_BODY)
+    if length_end < 0 or not length_text.isdigit() or stored[length_end:start] != _ENVELOPE_BODY:
+        raise ValueError("damaged page envelope: no body length")
+    end = start + int(length_text)
+    tails_start = end + len(_ENVELOPE_TAILS)
+    if stored[end:tails_start] != _ENVELOPE_TAILS or not stored.endswith(b"}"):
         raise ValueError("damaged page envelope: the body length does not match its contents")
-    return body, stored[tails_start:-1]
+    return stored[start:end], stored[tails_start:-1]
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from typing import Any
 
 import orjson
 import pytest
@@ -58,7 +59,15 @@ def test_a_plain_body_is_not_an_envelope() -> None:
     assert open_envelope(BODY) is None
 
 
-def test_a_damaged_envelope_is_refused() -> None:
-    stored = envelope(BODY, b"[]")
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda stored: stored.replace(b"il_1", b"il_12"),  # the body grew
+        lambda stored: stored[:-1],  # cut short
+        lambda stored: stored.replace(b'"body_length":', b'"body_length":x'),
+        lambda stored: stored.replace(b',"body":', b',"bodY":'),
+    ],
+)
+def test_a_damaged_envelope_is_refused(damage: Any) -> None:
     with pytest.raises(ValueError, match="damaged page envelope"):
-        open_envelope(stored.replace(b"il_1", b"il_12"))
+        open_envelope(damage(envelope(BODY, b"[]")))
