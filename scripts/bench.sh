@@ -7,6 +7,8 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$PROJECT_DIR"
+# The bench's own SFTP server (port, keys, data), so a `make demo` on 2222 can run beside it.
+export ERP_SFTP_PORT="${BENCH_SFTP_PORT:-2223}" ERP_SFTP_RUN_DIR="$PROJECT_DIR/.run/sftp-bench"
 export BENCH_INVOICES="${BENCH_INVOICES:-1000000}"
 
 PEERS="$PROJECT_DIR/bench/.venv-peers"
