@@ -283,34 +283,26 @@ def _stripe_list_pages(
     path: str,
     query: list[tuple[str, str]],
     decode: Callable[[bytes], Any] = orjson.loads,
-    *,
-    read_ahead: bool = False,
 ) -> Iterator[Any]:
     """Walk a Stripe list (`limit`/`starting_after`/`has_more`): plain urllib3 (pooled, as the client
-    uses it) + one decode. With `read_ahead`, the next page is requested before this one is yielded
-    (in one other thread), as the client does."""
+    uses it) + one decode."""
     headers = {"Authorization": f"Bearer {cfg['secret_key']}", "Accept": "application/json"}
     url = cfg["base_url"].rstrip("/") + path
-
-    def fetch(after: str | None) -> Any:
-        params = [*query, ("limit", str(cfg["page_size"]))]
+    after: str | None = None
+    session_params = list(query)
+    while True:
+        params = [*session_params, ("limit", str(cfg["page_size"]))]
         if after:
             params = [p for p in params if p[0] != "starting_after"] + [("starting_after", after)]
         response = _POOL.request("GET", f"{url}?{urlencode(params)}", headers=headers, timeout=_TIMEOUT)
         if response.status != 200:
             raise RuntimeError(f"GET {path}: HTTP {response.status}")
-        return decode(response.data)
-
-    with ThreadPoolExecutor(max_workers=1) as ahead:
-        page = fetch(None)
-        while True:
-            data = page["data"]
-            more = bool(page.get("has_more") and data)
-            upcoming = ahead.submit(fetch, data[-1]["id"]) if more and read_ahead else None
-            yield page
-            if not more:
-                break
-            page = upcoming.result() if upcoming is not None else fetch(data[-1]["id"])
+        page = decode(response.data)
+        yield page
+        data = page["data"]
+        if not page.get("has_more") or not data:
+            break
+        after = data[-1]["id"]
 
 
 def stage_floor_http(cfg: Config) -> Result:
@@ -347,7 +339,7 @@ def stage_floor_http(cfg: Config) -> Result:
     # The truncated line lists of a page are fetched CHILD_CONCURRENCY at a time, as the client
     # does (`SaaSClient.child_concurrency`), so the floor is not slowed by waiting on them in turn.
     with _timed(cfg, box), ThreadPoolExecutor(max_workers=CHILD_CONCURRENCY) as pool:
-        for page in _stripe_list_pages(cfg, path, query, decode_locked, read_ahead=True):
+        for page in _stripe_list_pages(cfg, path, query, decode_locked):
             pages += 1
             records += len(page["data"])
             jobs = []

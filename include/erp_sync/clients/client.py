@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -152,7 +152,6 @@ class SaaSClient:
         self._child_tails: dict[bytes, list[Any]] = {}
         self._stats_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._next_page_pool: ThreadPoolExecutor | None = None
         self.page_meta: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -208,45 +207,19 @@ class SaaSClient:
         decode = self._list_decoder(spec, effective_mode, selector, record_fields)
         seen: set[PageRequest] = set()
         page_no = 0
-        ahead: Future[tuple[HttpResponse, Any, list[Any]]] | None = None
-        try:
-            while request is not None:
-                if request in seen and not isinstance(paginator, OffsetPaginator):
-                    # An offset walk may repeat a request after backing up (see OffsetPaginator).
-                    raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
-                seen.add(request)
-                response, payload, items = (
-                    ahead.result() if ahead is not None else self._list_page(request, selector, decode)
-                )
-                ahead = None
-                page_no += 1
-                next_error: Exception | None = None
-                try:
-                    next_request = paginator.next(request, response, payload, items)
-                except Exception as exc:  # raised below, after this page is yielded, as it always was
-                    next_request, next_error = None, exc
-                if next_request is not None and (
-                    next_request not in seen or isinstance(paginator, OffsetPaginator)
-                ):
-                    # The next page is requested while this one's child lists are completed and while
-                    # it is consumed: the walk's latency is no longer a page plus its tails in turn.
-                    ahead = self._page_pool().submit(self._list_page, next_request, selector, decode)
-                yield self._page(spec, effective_mode, default_version, page_no, request, response, items)
-                if next_error is not None:
-                    raise next_error
-                request = next_request
-        finally:
-            if ahead is not None:
-                ahead.cancel()
+        while request is not None:
+            if request in seen and not isinstance(paginator, OffsetPaginator):
+                # An offset walk may repeat a request after backing up (see OffsetPaginator).
+                raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
+            seen.add(request)
+            response, payload, items = self._call(
+                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
+            )
+            page_no += 1
+            yield self._page(spec, effective_mode, default_version, page_no, request, response, items)
+            request = paginator.next(request, response, payload, items)
         self.stats.finished = self._clock()
         self.progress(spec.name, self.stats)
-
-    def _list_page(
-        self, request: PageRequest, selector: str, decode: Callable[[str, bytes], Any]
-    ) -> tuple[HttpResponse, Any, list[Any]]:
-        return self._call(
-            "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
-        )
 
     def _page(
         self,
@@ -400,13 +373,6 @@ class SaaSClient:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.child_concurrency, thread_name_prefix="child-lists")
         return self._pool
-
-    def _page_pool(self) -> ThreadPoolExecutor:
-        """One thread that reads the next list page ahead (its own: a child-list job never waits
-        behind it)."""
-        if self._next_page_pool is None:
-            self._next_page_pool = ThreadPoolExecutor(1, thread_name_prefix="next-page")
-        return self._next_page_pool
 
     def _remember_tails(self, tails: dict[bytes, list[Any]]) -> None:
         if len(self._child_tails) + len(tails) > MAX_CACHED_CHILD_LISTS:
@@ -565,10 +531,9 @@ class SaaSClient:
         self.progress(self._stream, self.stats)
 
     def close(self) -> None:
-        for pool in (self._pool, self._next_page_pool):
-            if pool is not None:
-                pool.shutdown(wait=True)
-        self._pool = self._next_page_pool = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()
