@@ -7,13 +7,12 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from erp_sync.clients import BearerSecretKey, RetryExhaustedError, RetryPolicy, SaaSClient
 from erp_sync.clients.errors import TransientNetworkError
-from erp_sync.clients.transport import RequestsTransport, Urllib3Transport
+from erp_sync.clients.transport import Urllib3Transport
 from erp_sync.streams import get_stream
 
 pytestmark = pytest.mark.integration
@@ -93,9 +92,8 @@ def test_a_read_timeout_is_retried(silent_then_ok_server: tuple[str, list[int]])
     assert client.stats.retries == 1 and len(accepted) == 2
 
 
-@pytest.mark.parametrize("make_transport", [Urllib3Transport, RequestsTransport])
-def test_the_real_transport_reports_no_response_as_transient(make_transport: Any) -> None:
-    transport = make_transport()
+def test_the_real_transport_reports_no_response_as_transient() -> None:
+    transport = Urllib3Transport()
     with pytest.raises(TransientNetworkError):
         transport.send(
             "GET", f"http://127.0.0.1:{_free_port()}/x", params=(), headers={}, data=None, timeout=(1, 1)
