@@ -752,7 +752,8 @@ def _ident(name: str) -> str:
 
 
 def _csv_field(value: Any) -> str:
-    """One CSV field: NULL is an empty unquoted field, everything else is quoted (so '' stays '')."""
+    """One CSV field: NULL is an empty unquoted field, everything else is quoted (so '' stays '').
+    The definition `_csv_lines` must match byte for byte (the tests hold it to this)."""
     text = _csv_text(value)
     return "" if text is None else '"' + text.replace('"', '""') + '"'
 
