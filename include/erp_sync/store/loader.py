@@ -254,7 +254,7 @@ def _transact(
                 copied = (
                     _copy_new_rows(cur, table, df, batch_id, unknown_keys[table])
                     if not dry_run
-                    and unknown_keys is not None
+                    and unknown_keys
                     and _may_copy(table, mapped.primary_table, unknown_keys, outcomes)
                     else None
                 )
