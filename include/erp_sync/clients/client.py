@@ -7,6 +7,7 @@ which endpoint, which paginator, which incremental strategy and which child list
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,20 +31,25 @@ from erp_sync.clients.errors import (
 )
 from erp_sync.clients.pages import (
     Mode,
-    narrow_list_decoder,
+    event_shape,
     page_meta_for,
     page_selector,
     parse_json_body,
+    record_shape,
     select_items,
     select_records,
+    shape_decoder,
     truncated_child_lists,
     uses_events,
+    whole_records,
 )
 from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePaginator, make_paginator
 from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page
+from erp_sync.core.models import resolve
+from erp_sync.core.shape import Shape, model_shape
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -174,10 +180,10 @@ class SaaSClient:
         start time; incremental: Stripe events (record = `data.object`, version = event `created`)
         or `updated_since` (version = the record's update field).
 
-        `record_fields`: a reader that needs only these top-level fields of each record (the
-        reconciliation's header re-read) gets records holding just them (plus the key, the version
-        field and the child lists), decoded without building the rest (`narrow_list_decoder`).
-        Event listings are always decoded whole. `Page.body` is the raw body either way.
+        Records hold only what the stream's model reads (and what the client reads itself), decoded
+        without building the rest (`shape_decoder`, `record_shape`); `Page.whole_record` decodes a
+        record whole again, for a rejection. `record_fields`: a reader that needs only these top-level
+        fields (the reconciliation's header re-read) gets just them. `Page.body` is the raw body.
         """
         for name, value in (("window_start", window_start), ("window_end", window_end)):
             if value is not None and value.utcoffset() is None:
@@ -205,6 +211,7 @@ class SaaSClient:
         )
         selector = page_selector(spec, effective_mode)
         decode = self._list_decoder(spec, effective_mode, selector, record_fields)
+        narrow = decode is not parse_json_body
         seen: set[PageRequest] = set()
         page_no = 0
         while request is not None:
@@ -216,7 +223,7 @@ class SaaSClient:
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
             )
             page_no += 1
-            yield self._page(spec, effective_mode, default_version, page_no, request, response, items)
+            yield self._page(spec, effective_mode, default_version, page_no, request, response, items, narrow)
             request = paginator.next(request, response, payload, items)
         self.stats.finished = self._clock()
         self.progress(spec.name, self.stats)
@@ -230,25 +237,37 @@ class SaaSClient:
         request: PageRequest,
         response: HttpResponse,
         items: list[Any],
+        narrow: bool,
     ) -> Page:
         """Select the page's records, complete their child lists, count them.
 
         The body is the exact bytes received; when child lists were completed, the page's stored
         body (`Page.stored_body`, what the outbox keeps) is that body with the fetched tails, in an
-        envelope `page_from_body` opens.
+        envelope `page_from_body` opens. Narrow items select exactly as whole ones (the shape keeps
+        what selection reads); the problems of a narrow page are taken from the whole items.
         """
         selection = select_records(spec, items, mode=mode, default_version=default_version)
+        url = _page_url(request)
+        problems = selection.problems
+        if narrow and problems:
+            whole_items = select_items(url, parse_json_body(url, response.body), page_selector(spec, mode))
+            problems = select_records(spec, whole_items, mode=mode, default_version=default_version).problems
         tails = self._complete_children(spec, selection.records)
         page = Page(
             stream=spec.name,
             page_no=page_no,
-            url=_page_url(request),
+            url=url,
             body=response.body,
             records=selection.records,
             versions=selection.versions,
-            problems=selection.problems,
+            problems=problems,
             fetched_at=self._wall_clock(),
             fetched_children=orjson.dumps(tails) if tails else b"",
+            rebuild_whole=(
+                functools.partial(whole_records, spec, url, page_meta_for(mode, default_version))
+                if narrow
+                else None
+            ),
         )
         self._count(pages=1, records=len(page.records), problems=len(page.problems))
         for problem in page.problems:
@@ -300,12 +319,11 @@ class SaaSClient:
     def _list_decoder(
         spec: StreamSpec, mode: Mode, selector: str, record_fields: Collection[str] | None
     ) -> Callable[[str, bytes], Any]:
-        if record_fields is None or uses_events(spec, mode) or not selector or "." in selector:
+        fields = _model_fields(spec) if record_fields is None else Shape.of(record_fields)
+        shape = record_shape(spec, fields)
+        if shape is None or not selector or "." in selector:
             return parse_json_body
-        needed = {*record_fields, spec.primary_key, *(child.field for child in spec.children)}
-        if spec.incremental.kind == "updated_since":
-            needed.add(spec.incremental.version_field)
-        return narrow_list_decoder(selector, needed)
+        return shape_decoder(selector, event_shape(shape) if uses_events(spec, mode) else shape)
 
     # --------------------------------------------------------------- children
 
@@ -537,6 +555,15 @@ class SaaSClient:
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()
+
+
+def _model_fields(spec: StreamSpec) -> Shape | None:
+    """What the stream's model reads; None (decode whole) when the model does not resolve -- the
+    mapping reports that, the client reads pages either way."""
+    try:
+        return model_shape(resolve(spec.model))
+    except (LookupError, ImportError):
+        return None
 
 
 def _api_message(response: HttpResponse) -> str:

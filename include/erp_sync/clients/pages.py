@@ -17,6 +17,7 @@ from typing_extensions import TypedDict
 
 from erp_sync.clients.errors import MalformedResponseError
 from erp_sync.core.batch import Page, Rejection, open_envelope
+from erp_sync.core.shape import Shape
 from erp_sync.streams.spec import StreamSpec
 
 Mode = Literal["full", "incremental"]
@@ -35,19 +36,24 @@ def parse_json_body(endpoint: str, body: bytes) -> Any:
 
 
 def narrow_list_decoder(selector: str, fields: Collection[str]) -> Callable[[str, bytes], Any]:
-    """A list-page decoder that builds, of each record under `selector`, only `fields`.
+    """`shape_decoder` keeping just these top-level `fields` of each record, each whole."""
+    return shape_decoder(selector, Shape.of(fields))
 
-    `parse_json_body` builds every field of every record as Python objects; a reader that needs
-    a few (the reconciliation's header re-read needs 11 of an invoice's ~80, and none of its
-    embedded lines) parses the page in pydantic-core instead and materialises just those:
-    ~8x faster on 100-invoice sandbox pages, and nothing large to free afterwards. The envelope's
-    other keys (`has_more`, cursors) are kept whole; an item that is not an object is kept as it
-    is, so record selection still rejects it. Not JSON, or no list under `selector`: the same
-    `MalformedResponseError` as `parse_json_body`.
+
+def shape_decoder(selector: str, shape: Shape) -> Callable[[str, bytes], Any]:
+    """A list-page decoder that builds, of each record under `selector`, only what `shape` names.
+
+    `parse_json_body` builds every field of every record as Python objects; the page is parsed in
+    pydantic-core instead and only the shape's fields are materialised (a 100-invoice Stripe page:
+    1.3 ms against orjson's 2.3 ms, and a fifth of the objects to free). The envelope's other keys
+    (`has_more`, cursors) are kept whole; a value that does not have the shape's type (an item that
+    is not an object, a list that is a string) is kept as it is, so record selection and validation
+    still reject it. Not JSON, or no list under `selector`: the same `MalformedResponseError` as
+    `parse_json_body`.
     """
     if not selector or "." in selector:
         raise ValueError(f"narrow decoding needs a top-level list key, got {selector!r}")
-    adapter = _narrow_adapter(selector, frozenset(fields))
+    adapter = _shape_adapter(selector, shape)
 
     def decode(endpoint: str, body: bytes) -> Any:
         try:
@@ -65,12 +71,28 @@ def narrow_list_decoder(selector: str, fields: Collection[str]) -> Callable[[str
 
 
 @functools.cache
-def _narrow_adapter(selector: str, fields: frozenset[str]) -> TypeAdapter[Any]:
-    record_fields = TypedDict("NarrowRecord", {name: Any for name in sorted(fields)}, total=False)  # type: ignore[misc]
-    record = with_config(ConfigDict(extra="ignore"))(record_fields)  # not the envelope's "allow"
-    item = Annotated[Union[record, Any], Field(union_mode="left_to_right")]  # type: ignore[valid-type]  # noqa: UP007
-    envelope = TypedDict("NarrowPage", {selector: list[item]}, total=False)  # type: ignore[misc]
+def _shape_adapter(selector: str, shape: Shape) -> TypeAdapter[Any]:
+    envelope = TypedDict("NarrowPage", {selector: list[_or_as_is(_object_type(shape))]}, total=False)  # type: ignore[misc]
     return TypeAdapter(with_config(ConfigDict(extra="allow"))(envelope))
+
+
+def _object_type(shape: Shape) -> Any:
+    fields = {name: Any if sub is None else _or_as_is(_shape_type(sub)) for name, sub in shape.fields}
+    record = TypedDict("NarrowRecord", fields, total=False)  # type: ignore[misc]
+    return with_config(ConfigDict(extra="ignore"))(record)  # not the page envelope's "allow"
+
+
+def _shape_type(shape: Shape) -> Any:
+    item = _object_type(Shape(shape.fields))
+    if not shape.is_list:
+        return item
+    items: Any = _or_as_is(item)
+    return list[items]
+
+
+def _or_as_is(narrow: Any) -> Any:
+    """`narrow` when the value has its type, else the value as it is (left to right: never fails)."""
+    return Annotated[Union[narrow, Any], Field(union_mode="left_to_right")]  # noqa: UP007
 
 
 def dig(payload: Any, dotted_path: str) -> Any:
@@ -225,6 +247,34 @@ def page_from_body(
         fetched_at=None,
         fetched_children=fetched_children,
     )
+
+
+def whole_records(
+    spec: StreamSpec, url: str, page_meta: Mapping[str, Any], stored: bytes
+) -> list[dict[str, Any]]:
+    """The records of a stored page decoded whole, in the order the client selected them
+    (`Page.rebuild_whole` of a page the client decoded narrow)."""
+    return page_from_body(spec, stored, url, page_meta, 0).records
+
+
+def record_shape(spec: StreamSpec, model_fields: Shape | None) -> Shape | None:
+    """What the client decodes of each record: `model_fields` (None: everything) plus what the
+    client reads itself -- the key, the version field, each child list's `has_more` and item ids,
+    and the fields that say whether a fetched child list can be reused."""
+    if model_fields is None:
+        return None
+    own: dict[str, Shape | None] = {spec.primary_key: None, "id": None}
+    if spec.incremental.kind == "updated_since":
+        own[spec.incremental.version_field] = None
+    for child in spec.children:
+        own[child.field] = Shape.of({"has_more": None, "data": Shape.of(["id"], is_list=True)})
+        own.update(dict.fromkeys(child.reuse_when_same))
+    return model_fields.merge(Shape.of(own))
+
+
+def event_shape(record: Shape) -> Shape:
+    """A Stripe event narrowed to what record selection reads, its `data.object` to `record`."""
+    return Shape.of({"id": None, "type": None, "created": None, "data": Shape.of({"object": record})})
 
 
 def truncated_child_lists(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,11 +50,26 @@ class Page:
     # Child items the client fetched beyond the embedded heads (truncated lists it completed),
     # serialised: with `body` and `url`, what identifies the batch's input (`input_sha256`).
     fetched_children: bytes = b""
+    # Set when `records` hold only what the stream's model reads (the client decodes pages narrow):
+    # rebuilds the page's records whole from `stored_body()`, for what a rejection keeps.
+    rebuild_whole: Callable[[bytes], list[dict[str, Any]]] | None = field(
+        default=None, repr=False, compare=False
+    )
     _compressed: tuple[int, bytes, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _whole: list[dict[str, Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def extracted(self) -> int:
         return len(self.records) + len(self.problems)
+
+    def whole_record(self, position: int) -> Any:
+        """`records[position]` with every field it arrived with (decoded again from the stored body
+        when the page was decoded narrow): a rejected record's raw payload loses nothing."""
+        if self.rebuild_whole is None:
+            return self.records[position]
+        if self._whole is None:
+            self._whole = self.rebuild_whole(self.stored_body())
+        return self._whole[position]
 
     def stored_body(self) -> bytes:
         """What the outbox and the SFTP backups keep: `body`, or -- when the client completed

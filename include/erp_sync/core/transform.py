@@ -40,7 +40,7 @@ import functools
 import itertools
 import json
 import operator
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal, overload
@@ -325,7 +325,9 @@ def _record_id(record: Any, primary_key: str) -> str | None:
     return None
 
 
-def _rejection(stream: str, id_field: str, record: Any, errors: list[ErrorDetails]) -> Rejection:
+def _rejection(
+    stream: str, id_field: str, record: Any, errors: list[ErrorDetails], payload: Any
+) -> Rejection:
     reasons = {_reason_for(error, id_field) for error in errors}
     reason = next(code for code in _REASON_PRIORITY if code in reasons)
     message = "; ".join(_describe(error) for error in errors[:_MAX_MESSAGE_ERRORS])
@@ -335,17 +337,23 @@ def _rejection(stream: str, id_field: str, record: Any, errors: list[ErrorDetail
         stream=stream,
         reason_code=reason,
         message=message,
-        raw_payload=raw_payload(record),
+        raw_payload=raw_payload(payload),
         source_id=_record_id(record, id_field),
     )
 
 
 def validate_records(
-    stream: str, id_field: str, model: type[BaseModel], records: Sequence[Any]
+    stream: str,
+    id_field: str,
+    model: type[BaseModel],
+    records: Sequence[Any],
+    payload_of: Callable[[int], Any] | None = None,
 ) -> tuple[list[int], list[BaseModel], list[Rejection]]:
     """Validate `records`; return (positions of the valid ones, their models, rejections).
 
     `id_field` is the model's key field (MISSING_ID when it is absent, null or empty).
+    `payload_of(position)`: what a rejection keeps as the record's raw payload, when `records` are
+    not whole (decoded narrow: only the fields the model reads); by default the record itself.
 
     Fast path: the whole list in one pydantic call. When it fails, the error locations say which
     records failed; those become rejections and the rest are validated again in one call.
@@ -360,19 +368,25 @@ def validate_records(
             if not isinstance(position, int):
                 raise TypeError(f"unexpected validation error location {error['loc']!r}") from exc
             errors_by_record.setdefault(position, []).append({**error, "loc": error["loc"][1:]})
+    payload = payload_of or records.__getitem__
     rejections = [
-        _rejection(stream, id_field, records[i], errors) for i, errors in sorted(errors_by_record.items())
+        _rejection(stream, id_field, records[i], errors, payload(i))
+        for i, errors in sorted(errors_by_record.items())
     ]
     positions = [i for i in range(len(records)) if i not in errors_by_record]
     try:
         models = adapter.validate_python([records[i] for i in positions])
     except ValidationError:  # pragma: no cover - a record valid alone should be valid in a list
-        return _validate_one_by_one(stream, id_field, model, records)
+        return _validate_one_by_one(stream, id_field, model, records, payload)
     return positions, models, rejections
 
 
 def _validate_one_by_one(
-    stream: str, id_field: str, model: type[BaseModel], records: Sequence[Any]
+    stream: str,
+    id_field: str,
+    model: type[BaseModel],
+    records: Sequence[Any],
+    payload_of: Callable[[int], Any],
 ) -> tuple[list[int], list[BaseModel], list[Rejection]]:
     positions: list[int] = []
     models: list[BaseModel] = []
@@ -382,7 +396,8 @@ def _validate_one_by_one(
             models.append(model.model_validate(record))
             positions.append(position)
         except ValidationError as exc:
-            rejections.append(_rejection(stream, id_field, record, exc.errors(include_url=False)))
+            errors = exc.errors(include_url=False)
+            rejections.append(_rejection(stream, id_field, record, errors, payload_of(position)))
     return positions, models, rejections
 
 
@@ -706,6 +721,7 @@ def _validate_pages(
     records: list[Any] = []
     versions: list[int] = []
     rejections: list[Rejection] = []
+    collected: list[tuple[Page, Sequence[int]]] = []  # per page, which of its records are in `records`
     dropped = 0
     for page in pages:
         if len(page.versions) != len(page.records):
@@ -715,18 +731,22 @@ def _validate_pages(
             )
         if superseded_ids:
             kept = [
-                (record, version)
-                for record, version in zip(page.records, page.versions, strict=True)
+                i
+                for i, record in enumerate(page.records)
                 if str(record.get(spec.primary_key)) not in superseded_ids
             ]
             dropped += len(page.records) - len(kept)
-            records.extend(record for record, _ in kept)
-            versions.extend(version for _, version in kept)
+            records.extend(page.records[i] for i in kept)
+            versions.extend(page.versions[i] for i in kept)
+            collected.append((page, kept))
         else:
             records.extend(page.records)
             versions.extend(page.versions)
+            collected.append((page, range(len(page.records))))
         rejections.extend(page.problems)
-    positions, models, invalid = validate_records(spec.name, mapping.id_source, model, records)
+    positions, models, invalid = validate_records(
+        spec.name, mapping.id_source, model, records, _whole_payloads(collected)
+    )
     rejections.extend(invalid)
     valid_versions = [versions[i] for i in positions]
     get_id = operator.attrgetter(mapping.id_source)
@@ -736,6 +756,19 @@ def _validate_pages(
         models = [models[i] for i in keep]
         valid_versions = [valid_versions[i] for i in keep]
     return _Validated(mapping, models, valid_versions, rejections, superseded)
+
+
+def _whole_payloads(collected: Sequence[tuple[Page, Sequence[int]]]) -> Callable[[int], Any]:
+    """The whole record behind a position of the collected records (`Page.whole_record`)."""
+
+    def payload_of(position: int) -> Any:
+        for page, kept in collected:
+            if position < len(kept):
+                return page.whole_record(kept[position])
+            position -= len(kept)
+        raise IndexError(position)
+
+    return payload_of
 
 
 def _map_pages(spec: StreamSpec, pages: Sequence[Page], superseded_ids: Collection[str] = ()) -> MappedBatch:

@@ -19,6 +19,7 @@ from client_fakes import (
 
 from erp_sync.clients import ClientStats, LocalTokenBucket, meta_for_page, page_from_body
 from erp_sync.clients.transport import HttpResponse
+from erp_sync.core.transform import map_pages
 from erp_sync.streams import get_stream
 
 START = datetime(2026, 11, 19, 2, 0, tzinfo=UTC)
@@ -145,7 +146,7 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     # the stored body holds the body received and the fetched tail, so a restore sees every line too
     stored = page.stored_body()
     rebuilt = page_from_body(get_stream("invoices"), stored, page.url, meta_for_page(page, "full"), 1)
-    assert rebuilt.records == page.records
+    assert rebuilt.records == [page.whole_record(i) for i in range(len(page.records))]
     assert len(rebuilt.records[0]["lines"]["data"]) == 25
     assert (rebuilt.body, rebuilt.fetched_children) == (page.body, page.fetched_children)
     assert orjson.loads(stored)["body"] == orjson.loads(page.body)  # one JSON document, body verbatim
@@ -278,7 +279,8 @@ def test_record_fields_narrow_the_records_but_not_the_body_or_the_paging(make_cl
     assert [r for p in pages for r in p.records] == [{"id": f"ch_{i}", "amount": i} for i in range(5)]
     assert len(pages) == 3  # paged by the narrowed records' ids, as with whole ones
     assert orjson.loads(pages[0].body)["data"][0]["big"] == "x" * 100  # the raw body, untouched
-    # event listings are always decoded whole
+    assert pages[0].whole_record(1) == data[1]  # what a rejection keeps: the record as it arrived
+    # event listings are narrowed too: the event to what selection reads, its object to the fields
     event = {"id": "evt_1", "type": "charge.updated", "created": 5, "data": {"object": data[0]}}
     events = FakeTransport(stripe_list_handler([event], "/v1/events"))
     [page] = list(
@@ -290,4 +292,30 @@ def test_record_fields_narrow_the_records_but_not_the_body_or_the_paging(make_cl
             record_fields={"amount"},
         )
     )
-    assert page.records == [data[0]]
+    assert page.records == [{"id": "ch_0", "amount": 0}]
+    assert page.whole_record(0) == data[0]
+
+
+def test_a_rejected_record_keeps_every_field_it_arrived_with(make_client: Any) -> None:
+    """Pages are decoded narrow (only what the model reads), yet a rejection's raw payload is the
+    record as received: both the client's (no id) and validation's (a string amount)."""
+    good = {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 5,
+        "amount_refunded": 0,
+        "currency": "usd",
+        "status": "succeeded",
+        "created": 1,
+        "receipt_url": "https://pay.example/r/1",
+    }
+    bad_amount = {**good, "id": "ch_2", "amount": "5"}
+    no_id = {**good, "id": ""}
+    transport = FakeTransport(stripe_list_handler([good, no_id, bad_amount], "/v1/charges"))
+    spec = get_stream("charges")
+    pages = list(make_client(transport).iter_pages(spec, mode="full", window_start=None, window_end=END))
+    assert "receipt_url" not in pages[0].records[0]  # decoded narrow
+    batch = map_pages(spec, pages)
+    assert batch.accepted == 1
+    raw = {r.reason_code: orjson.loads(r.raw_payload) for r in batch.rejections}
+    assert raw == {"MISSING_ID": no_id, "INVALID_FIELD": bad_amount}

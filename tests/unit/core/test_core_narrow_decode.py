@@ -1,5 +1,5 @@
-"""Narrow decoding for the header-only re-read: records hold only the fields the header mapping
-reads, and mapping them gives exactly what mapping the whole records gives."""
+"""Narrow decoding: records hold only the fields the model (or the header mapping) reads, and
+mapping them gives exactly what mapping the whole records gives."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ import pytest
 from core_records import fixture, invoices, needs_fixtures
 
 from erp_sync.clients.errors import MalformedResponseError
-from erp_sync.clients.pages import narrow_list_decoder, parse_json_body, select_records
+from erp_sync.clients.pages import (
+    event_shape,
+    narrow_list_decoder,
+    parse_json_body,
+    record_shape,
+    select_records,
+    shape_decoder,
+)
 from erp_sync.core.batch import Page
+from erp_sync.core.models import Invoice
+from erp_sync.core.shape import model_shape
 from erp_sync.core.transform import MAPPINGS, header_source_fields, map_pages
 from erp_sync.streams import get_stream
 from erp_sync.streams.spec import StreamSpec
@@ -91,3 +100,32 @@ def test_narrow_records_map_to_the_same_headers_as_whole_records(stream: str, re
     narrow = _headers(spec, data, narrow_list_decoder(spec.record_selector, fields))
     assert len(whole) == len(data)
     pd.testing.assert_frame_equal(narrow, whole)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("events", [False, True])
+def test_pages_decoded_to_the_model_shape_map_to_the_same_rows_as_whole_pages(events: bool) -> None:
+    """The sync's decoding: every table, `row_sha256` included, equals the whole decode's."""
+    spec = get_stream("invoices")
+    data = invoices(60, lines_per_invoice=7)
+    shape = record_shape(spec, model_shape(Invoice))
+    assert shape is not None
+    if events:
+        items = [
+            {"id": f"evt_{i}", "type": "invoice.updated", "created": 7, "data": {"object": r}}
+            for i, r in enumerate(data)
+        ]
+        shape = event_shape(shape)
+    body = _list_body(items if events else data)
+    mode = "incremental" if events else "full"
+
+    def mapped(decode: Any) -> Any:
+        selection = select_records(spec, decode("/v1/x", body)["data"], mode=mode, default_version=100)
+        assert not selection.problems
+        page = Page(spec.name, 1, "/v1/x", body, selection.records, selection.versions)
+        return map_pages(spec, [page])
+
+    narrow, whole = mapped(shape_decoder("data", shape)), mapped(parse_json_body)
+    assert narrow.accepted == len(data) and not narrow.rejections
+    for table, frame in whole.tables.items():
+        pd.testing.assert_frame_equal(narrow.tables[table], frame)

@@ -511,7 +511,7 @@ def test_one_by_one_fallback_gives_the_same_split() -> None:
         {**fixture("charge"), "id": "ch_2"},
     ]
     fast = validate_records("stripe_charges", "id", Charge, records)
-    slow = _validate_one_by_one("stripe_charges", "id", Charge, records)
+    slow = _validate_one_by_one("stripe_charges", "id", Charge, records, records.__getitem__)
     assert fast[0] == slow[0] == [0, 3]
     assert fast[1] == slow[1]
     assert (
