@@ -83,6 +83,7 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "peer_seconds": _round(peer_seconds),
                 "ratio_to_peer": _round(seconds / peer_seconds, 2) if peer_seconds else None,
                 "loadavg_1m": result.get("loadavg_1m"),
+                "cpu": result.get("cpu"),
                 "extra": result.get("extra", {}),
                 **({"rss_timeline_mb": result["rss_timeline_mb"]} if "rss_timeline_mb" in result else {}),
             }
@@ -261,11 +262,30 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _cpu(shares: dict[str, Any] | None) -> str:
+    return "-" if not shares else f"{shares['busy_pct']:.0f} / {shares['steal_pct']:.1f}"
+
+
+def _calibration_lines(machine: dict[str, Any]) -> list[str]:
+    """The CPU's speed at the run's start and end (bench/calibrate.py): compare seconds across runs
+    only when these agree."""
+    start, end = machine.get("calibration_at_start"), machine.get("calibration_at_end")
+    if not start:
+        return []
+    text = (
+        f"CPU calibration (best of 7; lower is faster): a Python loop {start['python_loop_s']} s, an "
+        f"orjson page {start['orjson_page_ms']} ms at the start"
+    )
+    if end:
+        text += f"; {end['python_loop_s']} s and {end['orjson_page_ms']} ms at the end"
+    return ["", text + "."]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     head = (
         "| stage | records | seconds | records/s | peak RSS MB | floor s | x floor "
-        "| peer | peer s | x peer |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+        "| peer | peer s | x peer | CPU busy / stolen % |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
     )
     lines = [
         f"### {doc['invoices']:,} invoices, {doc['created_at'][:19]}Z, commit {doc['git']['commit'][:10]}",
@@ -273,6 +293,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Machine: {doc['machine']['cpus']} cores ({doc['machine']['cpu_model']}), "
         f"{doc['machine']['memory_gb']} GB; load average at start {doc['machine']['loadavg_at_start']}, "
         f"at end {doc['machine']['loadavg_at_end']} ({doc['contention']}).",
+        *_calibration_lines(doc["machine"]),
         "",
         head,
     ]
@@ -280,7 +301,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {r['stage']} | {_fmt(r['records'])} | {_fmt(r['seconds'])} | {_fmt(r['records_per_s'])} "
             f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['floor_seconds'])} | {_fmt(r['ratio_to_floor'])} "
-            f"| {r['peer'] or '-'} | {_fmt(r['peer_seconds'])} | {_fmt(r['ratio_to_peer'])} |"
+            f"| {r['peer'] or '-'} | {_fmt(r['peer_seconds'])} | {_fmt(r['ratio_to_peer'])} "
+            f"| {_cpu(r.get('cpu'))} |"
         )
     lines += ["", "| target | wanted | measured | met |", "| --- | --- | --- | --- |"]
     for t in doc["targets"]:

@@ -41,7 +41,7 @@ from typing import Any
 import psycopg2
 import redis
 
-from bench import report
+from bench import calibrate, report
 from bench.procwatch import run_child, tree_rss_kb
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -121,6 +121,7 @@ class Bench:
         argv = [exe, *argv_tail, str(config_path)]
         print(f"[bench] {name} ...", flush=True)
         load_before = os.getloadavg()[0]
+        cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
             env=self.env(),
@@ -139,6 +140,7 @@ class Bench:
         if child.wall_seconds >= 60:  # long stages: RSS every TIMELINE_EVERY_S, to see it stay flat
             result["rss_timeline_mb"] = child.rss_timeline
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
@@ -575,11 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     bench = Bench(args=args, workdir=workdir, results_dir=results_dir)
     machine_before = report.machine_info()
+    machine_before["calibration_at_start"] = calibrate.calibrate()
     started = time.perf_counter()
     try:
         run(bench)
     finally:
         total = time.perf_counter() - started
+        machine_before["calibration_at_end"] = calibrate.calibrate()
         document = report.build(
             bench.raw,
             args=vars(args),

@@ -1,0 +1,94 @@
+"""How fast this machine's CPU is right now, and how much of it other tenants took during a stage.
+
+The machines the benchmark runs on are shared virtual machines: the same code measured 2.5x slower
+on one afternoon than on the night before, with nothing else running on the guest (host
+contention shows as `steal` in /proc/stat). Seconds from two runs are comparable only when the CPU
+was equally fast, so every run records a calibration at its start and end (a fixed pure-Python
+loop and an orjson decode of a fixed, generated Stripe-shaped page, best of several tries), and
+every stage records the share of CPU time the hypervisor stole and how busy both cores were.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+LOOP_ITERATIONS = 2_000_000
+TRIES = 7
+
+
+def _python_loop_seconds() -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(LOOP_ITERATIONS):
+        total += i & 7
+    return time.perf_counter() - started
+
+
+def _page() -> bytes:
+    """~0.4 MB: 100 invoice-like objects of 70 fields with 3 lines each (deterministic)."""
+    invoices = [
+        {
+            **{f"field_{k}": (k * n if k % 3 else f"value {k} of {n}") for k in range(60)},
+            "id": f"in_{n:08d}",
+            "metadata": {"order": str(n), "region": "eu"},
+            "lines": {
+                "data": [{"id": f"il_{n}_{j}", "amount": 100 * j, "period": {"start": n}} for j in range(3)]
+            },
+        }
+        for n in range(100)
+    ]
+    return orjson.dumps({"object": "list", "data": invoices, "has_more": True})
+
+
+def _decode_ms(page: bytes) -> float:
+    started = time.perf_counter()
+    for _ in range(10):
+        orjson.loads(page)
+    return (time.perf_counter() - started) / 10 * 1000
+
+
+def calibrate() -> dict[str, float]:
+    """Best of `TRIES`: the least-disturbed measurement of the CPU's speed."""
+    page = _page()
+    return {
+        "python_loop_s": round(min(_python_loop_seconds() for _ in range(TRIES)), 4),
+        "orjson_page_ms": round(min(_decode_ms(page) for _ in range(TRIES)), 3),
+    }
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The machine-wide counters of /proc/stat's `cpu` line, in clock ticks."""
+
+    busy: int
+    idle: int
+    steal: int
+
+    @classmethod
+    def now(cls) -> CpuTimes | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+        return cls(busy=user + nice + system + irq + softirq, idle=idle + iowait, steal=steal)
+
+
+def cpu_shares(before: CpuTimes | None, after: CpuTimes | None) -> dict[str, Any] | None:
+    """Of the CPU time that passed between `before` and `after` (all cores): % busy here, % stolen."""
+    if before is None or after is None:
+        return None
+    busy, idle, steal = after.busy - before.busy, after.idle - before.idle, after.steal - before.steal
+    total = busy + idle + steal
+    if total <= 0:
+        return None
+    return {"busy_pct": round(100 * busy / total, 1), "steal_pct": round(100 * steal / total, 1)}
+
+
+if __name__ == "__main__":
+    print(calibrate())
