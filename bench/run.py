@@ -4,7 +4,7 @@ One run on one machine, everything against real services:
   1. a sandbox seeded with N invoices (with lines, charges, refunds, credit notes), its own port;
   2. a fresh Postgres database `erp_bench_<hex>` (dropped at the end) and a Redis namespace;
   3. stages, each in its own child process (so its peak RSS is its own):
-       floor_http_full   HTTP pagination + orjson decoding of the invoice list alone
+       floor_http_full   HTTP pagination + decoding of the invoice list alone (the client's decoder)
        cold_sync         sync_stream full refresh of the window (extract, validate, map, dedupe, load)
        floor_copy        Postgres COPY of the same mapped rows into empty copies of the tables
        floor_mget        Redis MGET of every ledger key the sync wrote
