@@ -13,6 +13,7 @@ One run on one machine, everything against real services:
        peer_dlt_replay   dlt merge-load of the same rows again
        delta             1% of N mutated in the sandbox (untimed), then an incremental run
        floor_http_delta  HTTP pagination + decoding of the same events window alone
+       delta_settled     another 1% mutated, after VACUUM (ANALYZE) of staging (untimed), then a delta
        peer_dlt_delta    dlt merge-load of the rows the delta changed
        reconcile         reconcile_run.reconcile_period over the period (SaaS re-read + SQL + diff + report)
        peer_datacompy    datacompy on the same two sides (HTTP re-read + SQL + compare)
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +66,7 @@ class Bench:
     dsn: str = ""
     namespace: str = ""
     window_end: datetime | None = None
+    delta_end: datetime | None = None  # where the last delta stage's window ended
     rows: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     sandbox: subprocess.Popen[bytes] | None = None
@@ -249,6 +252,22 @@ class Bench:
         body = response.json()
         return {"at": at, "counts": body.get("counts", {})}
 
+    def vacuum_analyze(self, tables: Sequence[str]) -> None:
+        """Untimed: what autovacuum does to freshly bulk-loaded tables before the next nightly run
+        (hint bits, visibility map, planner statistics)."""
+        started = time.perf_counter()
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                for table in tables:
+                    cur.execute(f"VACUUM (ANALYZE) erp_staging.{table}")
+        finally:
+            conn.close()
+        seconds = round(time.perf_counter() - started, 1)
+        self.raw["vacuum_analyze"] = {"tables": list(tables), "seconds": seconds}
+        print(f"[bench] VACUUM (ANALYZE) {', '.join(tables)}: {seconds}s", flush=True)
+
     def dump_rows(self, table: str, where: str, params: tuple[Any, ...], path: Path) -> int:
         columns = self.business_columns(table)
         with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
@@ -348,43 +367,13 @@ def run(bench: Bench) -> None:
             "dlt_peer.py", "peer_dlt_replay", {"dataset": "bench_dlt", "tables": dlt_tables, "records": n}
         )
 
-    # 1% delta: mutate (untimed), then an incremental run from the stored cursor to just after.
-    if "delta" not in args.skip:
-        time.sleep(max(0.0, bench.window_end.timestamp() + 1 - time.time()))
-        mutation = bench.mutate(max(1, n // 100))
-        bench.raw["mutation"] = mutation
-        delta_end = datetime.fromtimestamp(mutation["at"] + 1, UTC)
-        time.sleep(max(0.0, delta_end.timestamp() - time.time()))
-        delta = bench.stage("sync", "delta", {"run_id": "bench-delta", "window_end": delta_end.isoformat()})
-        if delta:
-            summary = delta["extra"]
-            from erp_sync.streams import get_stream
-
-            events = [("types[]", t) for t in get_stream("invoices").incremental.event_types]
-            bench.stage(
-                "floor_http",
-                "floor_http_delta",
-                {
-                    "path": "/v1/events",
-                    "extra_query": events,
-                    "window_start": summary["window_start"],
-                    "window_end": summary["window_end"],
-                },
-            )
-            batch_ids = summary.get("first_batch_id"), summary.get("last_batch_id")
-            if batch_ids[0] is not None:
-                dumps = {t: bench.workdir / f"delta_{t}.csv" for t in INVOICE_TABLES}
-                for table, path in dumps.items():
-                    bench.dump_rows(table, "sync_batch_id BETWEEN %s AND %s", batch_ids, path)
-                bench.peer(
-                    "dlt_peer.py",
-                    "peer_dlt_delta",
-                    {
-                        "dataset": "bench_dlt",
-                        "tables": bench.dlt_tables(dumps),
-                        "records": delta["records"],
-                    },
-                )
+    # 1% delta: mutate (untimed), then an incremental run from the stored cursor to just after. The
+    # first runs right after the bulk loads; the second after VACUUM (ANALYZE), as autovacuum leaves
+    # the tables between nightly runs.
+    delta_stages(bench, "delta", "floor_http_delta", with_peer=True)
+    if "delta_settled" not in args.skip:
+        bench.vacuum_analyze(INVOICE_TABLES)
+        delta_stages(bench, "delta_settled", "floor_http_delta_settled", with_peer=False)
 
     period_end = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
     time.sleep(max(0.0, period_end.timestamp() - time.time()))
@@ -400,6 +389,50 @@ def run(bench: Bench) -> None:
     ui_stage(bench)
     if args.airflow:
         airflow_stage(bench)
+
+
+def delta_stages(bench: Bench, name: str, floor_name: str, *, with_peer: bool) -> None:
+    """Mutate 1% of the invoices (untimed), run the incremental sync from the stored cursor, then its
+    HTTP floor on the same events window (and dlt on the rows it changed)."""
+    if name in bench.args.skip:
+        return
+    latest_end = bench.delta_end or bench.window_end
+    if latest_end is None:
+        raise RuntimeError("the delta needs the cold sync's window end")
+    time.sleep(max(0.0, latest_end.timestamp() + 1 - time.time()))
+    mutation = bench.mutate(max(1, bench.args.invoices // 100))
+    bench.raw.setdefault("mutation", mutation)
+    bench.raw[f"{name}_mutation"] = mutation
+    delta_end = datetime.fromtimestamp(mutation["at"] + 1, UTC)
+    bench.delta_end = delta_end
+    time.sleep(max(0.0, delta_end.timestamp() - time.time()))
+    delta = bench.stage("sync", name, {"run_id": f"bench-{name}", "window_end": delta_end.isoformat()})
+    if not delta:
+        return
+    summary = delta["extra"]
+    from erp_sync.streams import get_stream
+
+    events = [("types[]", t) for t in get_stream("invoices").incremental.event_types]
+    bench.stage(
+        "floor_http",
+        floor_name,
+        {
+            "path": "/v1/events",
+            "extra_query": events,
+            "window_start": summary["window_start"],
+            "window_end": summary["window_end"],
+        },
+    )
+    batch_ids = summary.get("first_batch_id"), summary.get("last_batch_id")
+    if with_peer and batch_ids[0] is not None:
+        dumps = {t: bench.workdir / f"{name}_{t}.csv" for t in INVOICE_TABLES}
+        for table, path in dumps.items():
+            bench.dump_rows(table, "sync_batch_id BETWEEN %s AND %s", batch_ids, path)
+        bench.peer(
+            "dlt_peer.py",
+            "peer_dlt_delta",
+            {"dataset": "bench_dlt", "tables": bench.dlt_tables(dumps), "records": delta["records"]},
+        )
 
 
 def ui_stage(bench: Bench) -> None:
