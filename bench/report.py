@@ -120,20 +120,17 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
         replay and replay["ratio_to_floor"],
         None if not replay or replay["ratio_to_floor"] is None else replay["ratio_to_floor"] <= 1.2,
     )
-    delta = by.get("delta")
-    add(
-        "1% delta, right after the bulk loads",
-        "< 2 s pipeline time",
-        delta and delta["seconds"],
-        None if not delta else delta["seconds"] < 2,
-    )
-    settled = by.get("delta_settled")
-    add(
-        "1% delta, tables vacuumed",
-        "< 2 s pipeline time",
-        settled and settled["seconds"],
-        None if not settled else settled["seconds"] < 2,
-    )
+    for stage, name in (
+        ("delta", "1% delta, right after the bulk loads"),
+        ("delta_settled", "1% delta, tables vacuumed"),
+    ):
+        delta = by.get(stage)
+        add(
+            name,
+            "< 2 s pipeline time",
+            delta and delta["seconds"],
+            None if not delta else delta["seconds"] < 2,
+        )
     rec = by.get("reconcile")
     add(
         "reconciliation vs datacompy",
