@@ -519,3 +519,29 @@ def test_one_by_one_fallback_gives_the_same_split() -> None:
         == [r.reason_code for r in slow[2]]
         == ["INVALID_FIELD", "NOT_AN_OBJECT"]
     )
+
+
+def test_a_rejection_from_a_narrow_page_keeps_the_whole_record_across_pages_and_supersession() -> None:
+    """Records decoded narrow map as usual; a rejected one's raw payload is `Page.whole_record`'s,
+    found by its page and position even when earlier records were dropped as superseded."""
+    whole = invoices(4)
+    whole[3]["total"] = "12"  # invalid: a string amount
+    narrow = [{k: v for k, v in record.items() if k != "footer"} for record in whole]
+    for record in whole:
+        record["footer"] = f"kept for {record['id']}"
+
+    def narrow_page(no: int, part: slice) -> Page:
+        built = page("stripe_invoices", narrow[part], [7] * len(narrow[part]))
+        built.page_no = no
+        built.rebuild_whole = lambda _stored: whole[part]
+        return built
+
+    batch = map_pages(
+        SPECS["stripe_invoices"],
+        [narrow_page(1, slice(0, 2)), narrow_page(2, slice(2, 4))],
+        superseded_ids={"in_gen000000002"},
+    )
+    assert batch.tables["ar_invoices"]["source_id"].tolist() == ["in_gen000000000", "in_gen000000001"]
+    [rejection] = batch.rejections
+    assert rejection.source_id == "in_gen000000003"
+    assert json.loads(rejection.raw_payload) == whole[3]
