@@ -54,7 +54,7 @@ def _decode_ms(page: bytes) -> float:
 
 def calibrate() -> dict[str, float]:
     """Best and median of `TRIES`: the best is the CPU undisturbed, the median nearer what a long
-    stage gets. Neither is the whole story: on 2026-11-27 the best loop was 25% slower than the day's
+    stage gets. Neither is the whole story: on 2026-11-27 the best loop was 26-35% slower than the day's
     quickest while the peers (dlt, datacompy) took 2.1-2.2x their time of the night before, so
     compare runs by their ratios to the peers measured with them."""
     page = _page()

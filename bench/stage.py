@@ -306,19 +306,13 @@ def _stripe_list_pages(
 
 
 def _listing_decoder(path: str) -> Callable[[bytes], Any]:
-    """The client's own decoding of the invoice listing (or its events): pydantic-core building only
-    what the invoice model reads (`shape_decoder`), the cheapest decode that gives the pipeline
-    what it needs. Continuation pages of line lists are decoded whole, as the client does."""
-    from erp_sync.clients.pages import event_shape, record_shape, shape_decoder
-    from erp_sync.core.models import resolve
-    from erp_sync.core.shape import model_shape
+    """The client's own decoding of the invoice listing (or its events, `list_decoder`): the
+    cheapest decode that gives the pipeline what it needs. Continuation pages of line lists are
+    decoded whole, as the client does."""
+    from erp_sync.clients.pages import list_decoder
     from erp_sync.streams import get_stream
 
-    spec = get_stream("invoices")
-    shape = record_shape(spec, model_shape(resolve(spec.model)))
-    if shape is None:
-        raise RuntimeError("the invoice model has no narrow shape")
-    decoder = shape_decoder("data", event_shape(shape) if path == "/v1/events" else shape)
+    decoder = list_decoder(get_stream("invoices"), "incremental" if path == "/v1/events" else "full")
     return lambda body: decoder(path, body)
 
 

@@ -31,14 +31,12 @@ from erp_sync.clients.errors import (
 )
 from erp_sync.clients.pages import (
     Mode,
-    event_shape,
+    list_decoder,
     page_meta_for,
     page_selector,
     parse_json_body,
-    record_shape,
     select_items,
     select_records,
-    shape_decoder,
     truncated_child_lists,
     uses_events,
     whole_records,
@@ -48,8 +46,6 @@ from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page
-from erp_sync.core.models import resolve
-from erp_sync.core.shape import Shape, model_shape
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -181,7 +177,7 @@ class SaaSClient:
         or `updated_since` (version = the record's update field).
 
         Records hold only what the stream's model reads (and what the client reads itself), decoded
-        without building the rest (`shape_decoder`, `record_shape`); `Page.whole_record` decodes a
+        without building the rest (`list_decoder`); `Page.whole_record` decodes a
         record whole again, for a rejection. `record_fields`: a reader that needs only these top-level
         fields (the reconciliation's header re-read) gets just them. `Page.body` is the raw body.
         """
@@ -210,7 +206,7 @@ class SaaSClient:
             self._first_request(spec, effective_mode, window_start, window_end)
         )
         selector = page_selector(spec, effective_mode)
-        decode = self._list_decoder(spec, effective_mode, selector, record_fields)
+        decode = list_decoder(spec, effective_mode, record_fields)
         narrow = decode is not parse_json_body
         seen: set[PageRequest] = set()
         page_no = 0
@@ -314,16 +310,6 @@ class SaaSClient:
         endpoint = _endpoint(response.url)
         payload = decode(endpoint, response.body)
         return response, payload, select_items(endpoint, payload, selector)
-
-    @staticmethod
-    def _list_decoder(
-        spec: StreamSpec, mode: Mode, selector: str, record_fields: Collection[str] | None
-    ) -> Callable[[str, bytes], Any]:
-        fields = _model_fields(spec) if record_fields is None else Shape.of(record_fields)
-        shape = record_shape(spec, fields)
-        if shape is None or not selector or "." in selector:
-            return parse_json_body
-        return shape_decoder(selector, event_shape(shape) if uses_events(spec, mode) else shape)
 
     # --------------------------------------------------------------- children
 
@@ -555,15 +541,6 @@ class SaaSClient:
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()
-
-
-def _model_fields(spec: StreamSpec) -> Shape | None:
-    """What the stream's model reads; None (decode whole) when the model does not resolve -- the
-    mapping reports that, the client reads pages either way."""
-    try:
-        return model_shape(resolve(spec.model))
-    except (LookupError, ImportError):
-        return None
 
 
 def _api_message(response: HttpResponse) -> str:

@@ -55,6 +55,7 @@ from erp_sync.core.batching import gc_paused
 from erp_sync.core.hashing import combine_digests, frame_row_sha256
 from erp_sync.core.models import resolve
 from erp_sync.core.money import CURRENCY_EXPONENTS
+from erp_sync.core.shape import model_shape
 from erp_sync.streams.spec import StreamSpec
 
 ColumnKind = Literal["text", "currency", "money", "decimal", "unix_time", "datetime", "int", "status"]
@@ -639,19 +640,13 @@ def header_model(model: type[BaseModel], child_fields: tuple[str, ...]) -> type[
 
 
 def header_source_fields(spec: StreamSpec) -> frozenset[str] | None:
-    """The top-level record fields `map_pages(..., primary_only=True)` reads: the header model's
-    fields (by their JSON names), not its child lists. None when a field's name in the JSON is not
-    a plain key (an alias path): then the record must be decoded whole."""
-    mapping = MAPPINGS[spec.mapping]
-    names: set[str] = set()
-    for name, info in resolve(spec.model).model_fields.items():
-        if name in mapping.child_fields:
-            continue
-        alias = info.validation_alias if info.validation_alias is not None else info.alias
-        if alias is not None and not isinstance(alias, str):
-            return None
-        names.add(alias or name)
-    return frozenset(names)
+    """The top-level record fields `map_pages(..., primary_only=True)` reads: the model's fields (by
+    their JSON names, `model_shape`), not its child lists. None when the record must be decoded
+    whole (an alias path, extra fields kept, a validator that sees the raw input)."""
+    shape = model_shape(resolve(spec.model))
+    if shape is None:
+        return None
+    return shape.field_names() - frozenset(MAPPINGS[spec.mapping].child_fields)
 
 
 def _check_spec(spec: StreamSpec, mapping: TableMapping) -> None:

@@ -13,7 +13,6 @@ from core_records import fixture, invoices, needs_fixtures
 from erp_sync.clients.errors import MalformedResponseError
 from erp_sync.clients.pages import (
     event_shape,
-    narrow_list_decoder,
     parse_json_body,
     record_shape,
     select_records,
@@ -21,7 +20,7 @@ from erp_sync.clients.pages import (
 )
 from erp_sync.core.batch import Page
 from erp_sync.core.models import Invoice
-from erp_sync.core.shape import model_shape
+from erp_sync.core.shape import Shape, model_shape
 from erp_sync.core.transform import MAPPINGS, header_source_fields, map_pages
 from erp_sync.streams import get_stream
 from erp_sync.streams.spec import StreamSpec
@@ -32,7 +31,7 @@ def _list_body(records: list[Any], has_more: bool = True) -> bytes:
 
 
 def test_only_the_named_fields_are_built_and_the_envelope_is_whole() -> None:
-    decode = narrow_list_decoder("data", ["id", "total"])
+    decode = shape_decoder("data", Shape.of(["id", "total"]))
     body = _list_body([{"id": "in_1", "total": 5, "lines": {"data": [{"id": "il_1"}]}, "x": 1}])
     payload = decode("/v1/invoices", body)
     assert payload == {
@@ -44,7 +43,7 @@ def test_only_the_named_fields_are_built_and_the_envelope_is_whole() -> None:
 
 
 def test_an_item_that_is_not_an_object_is_kept_for_record_selection_to_reject() -> None:
-    decode = narrow_list_decoder("data", ["id"])
+    decode = shape_decoder("data", Shape.of(["id"]))
     payload = decode("/v1/invoices", _list_body([{"id": "in_1"}, 7, "text"]))
     assert payload["data"] == [{"id": "in_1"}, 7, "text"]
     selection = select_records(get_stream("invoices"), payload["data"], mode="full", default_version=1)
@@ -63,7 +62,7 @@ def test_an_item_that_is_not_an_object_is_kept_for_record_selection_to_reject() 
 )
 def test_malformed_pages_fail_like_the_whole_decoder(body: bytes, message: str) -> None:
     with pytest.raises(MalformedResponseError, match=message):
-        narrow_list_decoder("data", ["id"])("/v1/invoices", body)
+        shape_decoder("data", Shape.of(["id"]))("/v1/invoices", body)
     if message == "body is not JSON":
         with pytest.raises(MalformedResponseError, match=message):
             parse_json_body("/v1/invoices", body)
@@ -71,7 +70,7 @@ def test_malformed_pages_fail_like_the_whole_decoder(body: bytes, message: str) 
 
 def test_a_nested_selector_is_refused() -> None:
     with pytest.raises(ValueError, match="top-level"):
-        narrow_list_decoder("data.items", ["id"])
+        shape_decoder("data.items", Shape.of(["id"]))
 
 
 def _headers(spec: StreamSpec, records: list[Any], decode: Any) -> pd.DataFrame:
@@ -97,7 +96,7 @@ def test_narrow_records_map_to_the_same_headers_as_whole_records(stream: str, re
     assert not set(MAPPINGS[spec.mapping].child_fields) & fields
     data = records()
     whole = _headers(spec, data, parse_json_body)
-    narrow = _headers(spec, data, narrow_list_decoder(spec.record_selector, fields))
+    narrow = _headers(spec, data, shape_decoder(spec.record_selector, Shape.of(fields)))
     assert len(whole) == len(data)
     pd.testing.assert_frame_equal(narrow, whole)
 
