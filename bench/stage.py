@@ -155,6 +155,7 @@ def stage_sync(cfg: Config) -> Result:
             window=window,
             namespace=cfg["namespace"],
             batch_records=cfg["batch_records"],
+            extract_process=bool(cfg.get("extract_process")),
             on_batch=lambda done: timeline.append((round(time.perf_counter() - started, 3), done.extracted)),
         )
     written = _staging_writes_since(conn, list(spec.target_tables), db_now)

@@ -14,9 +14,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # the extraction process imports this module and never needs pandas
+    import pandas as pd
 
 # Columns every staging row carries besides its business columns (the loader adds
 # sync_batch_id, interface_status and loaded_at).
