@@ -191,16 +191,17 @@ def sync_stream(
     on_batch: Callable[[BatchResult], None] | None = None,
     read_ahead_pages: int = READ_AHEAD_PAGES,
     map_ahead: bool = True,
-    extract_process: bool = False,
+    extraction: ExtractProcess | None = None,
 ) -> StreamRunResult:
     """Run one stream's window to completion, or raise with the cursor untouched.
 
     Pages are read `read_ahead_pages` ahead in a background thread (0: inline), and with `map_ahead`
     the next batch is validated and mapped in another while this thread loads the current one, so
     extraction and mapping overlap the load's waits on Postgres and Redis (ADR 0006). Loads stay in
-    this thread, one batch after the other. With `extract_process`, the client's walk runs in a child
-    process (`erp_sync.clients.extract_process`, ADR 0011) and the read-ahead thread only receives
-    its pages. The garbage collector is paused for the run and run between batches (see
+    this thread, one batch after the other. With `extraction` (an `ExtractProcess` the caller
+    started, best before its own imports and connections, which then overlap the child's start-up),
+    the client's walk runs in that child process and the read-ahead thread only receives its pages
+    (ADR 0011); the run closes it. The garbage collector is paused for the run and run between batches (see
     `erp_sync.core.batching`).
     """
     from erp_sync.clients.pages import meta_for_pages, uses_events
@@ -215,7 +216,7 @@ def sync_stream(
     mapping_ahead = threading.Event()
     mapping_ahead.set()
     with (
-        _extraction(extract_process) as extraction,  # started first: its imports overlap the lock
+        contextlib.closing(extraction) if extraction else contextlib.nullcontext(),
         stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s),
     ):
         cursor_before = get_cursor(conn, spec.source_system, spec.name)
@@ -373,14 +374,6 @@ def _map_ahead(
 ) -> contextlib.AbstractContextManager[Iterator[PreparedBatch]]:
     # One batch ahead, none behind it: a mapped batch (pages and frames) is ~100 MB at 5,000 invoices.
     return ReadAhead(batches, 1, name="map", handoff=True) if enabled else contextlib.nullcontext(batches)
-
-
-def _extraction(in_process: bool) -> contextlib.AbstractContextManager[ExtractProcess | None]:
-    if not in_process:
-        return contextlib.nullcontext(None)
-    from erp_sync.clients.extract_process import ExtractProcess
-
-    return ExtractProcess()
 
 
 def _walk(

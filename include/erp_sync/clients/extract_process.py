@@ -34,12 +34,16 @@ from types import TracebackType
 from typing import IO, Any
 
 from erp_sync.core.batch import Page
+from erp_sync.core.batching import ReadAhead
 from erp_sync.streams.spec import StreamSpec
 
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct(">BQ")  # kind, payload length
-_PAGE, _LOG, _PROGRESS, _DONE, _ERROR = range(5)
+_READY, _PAGE, _LOG, _PROGRESS, _DONE, _ERROR = range(6)
+# The child walks in a thread this many pages ahead of the one it gzips, pickles and writes: the walk
+# mostly waits on the API with the GIL released, when those can run.
+WALK_AHEAD_PAGES = 4
 _PIPE_BYTES = 1 << 20  # a whole page in the pipe at once (Linux; the default is 64 KiB)
 _F_SETPIPE_SZ = 1031
 _STOP_TIMEOUT_S = 5.0
@@ -77,7 +81,23 @@ class ExtractProcess:
             env=env,
             close_fds=True,
         )
+        self._ready = False
         _widen_pipe(self._process.stdout)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while the child runs."""
+        return self._process.poll()
+
+    def wait_ready(self) -> None:
+        """Block until the child has imported what it walks with (~0.4 s of start-up); `iter_pages`
+        waits for this by itself."""
+        while not self._ready:
+            self._handle(*self._receive(), client=None)
 
     def __enter__(self) -> ExtractProcess:
         return self
@@ -115,17 +135,25 @@ class ExtractProcess:
                 kind, value = self._receive()
                 if kind == _PAGE:
                     yield value
-                elif kind == _LOG:
-                    logging.getLogger(value.name).handle(value)
-                elif kind == _PROGRESS:
-                    client.progress(*value)
                 elif kind == _DONE:
                     client.stats, client.page_meta = value
                     return
                 else:
-                    raise value
+                    self._handle(kind, value, client)
         finally:
             self.close()
+
+    def _handle(self, kind: int, value: Any, client: Any) -> None:
+        if kind == _READY:
+            self._ready = True
+        elif kind == _LOG:
+            logging.getLogger(value.name).handle(value)
+        elif kind == _PROGRESS and client is not None:
+            client.progress(*value)
+        elif kind == _ERROR:
+            raise value
+        else:
+            raise ExtractProcessError(f"unexpected message {kind} from the extraction process")
 
     def close(self) -> None:
         process = self._process
@@ -234,8 +262,9 @@ def _child_main() -> int:
     frames = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, not into the frames
     sys.stdout = sys.stderr
-    request: ExtractRequest = pickle.load(sys.stdin.buffer)  # noqa: S301 -- from our parent
     writer = _FrameWriter(frames)
+    writer.send(_READY, None)
+    request: ExtractRequest = pickle.load(sys.stdin.buffer)  # noqa: S301 -- from our parent
     root = logging.getLogger()
     root.handlers = [_ForwardLogs(writer)]
     root.setLevel(request.log_level)
@@ -249,10 +278,11 @@ def _child_main() -> int:
             window_end=request.window_end,
             record_fields=request.record_fields,
         )
-        for page in pages:
-            if request.gzip_level is not None:
-                page.compressed(request.gzip_level)
-            writer.send(_PAGE, page)
+        with ReadAhead(pages, WALK_AHEAD_PAGES, name="walk") as ahead:
+            for page in ahead:
+                if request.gzip_level is not None:
+                    page.compressed(request.gzip_level)
+                writer.send(_PAGE, page)
         writer.send(_DONE, (client.stats, client.page_meta))
     except BrokenPipeError:
         return 1  # the task stopped reading: it has closed the walk

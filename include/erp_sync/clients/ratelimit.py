@@ -7,6 +7,7 @@ the sleeping so waits are counted in its stats and tests can inject `sleep`.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -103,11 +104,21 @@ class RedisTokenBucket:
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy in another process connects to the same Redis with the same settings.
         pool = self._redis.connection_pool
-        settings = (pool.connection_class, pool.connection_kwargs)
+        # Settings only: redis-py also keeps its pool's own live helpers (locks) in these kwargs.
+        kwargs = {name: value for name, value in pool.connection_kwargs.items() if _picklable(value)}
+        settings = (pool.connection_class, kwargs)
         return (_rebuild_redis_bucket, (settings, self.key, self.rate_per_s, self.burst))
 
     def __repr__(self) -> str:
         return f"RedisTokenBucket(key={self.key!r}, rate_per_s={self.rate_per_s}, burst={self.burst})"
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # whatever pickling raises for a live object (TypeError, PicklingError, ...)
+        return False
+    return True
 
 
 def _rebuild_redis_bucket(
