@@ -384,15 +384,8 @@ def _walk(
             spec, mode=window.mode, window_start=window.start, window_end=window.end
         )
         return pages
-    from erp_sync.store.loader import OUTBOX_GZIP_LEVEL
-
-    return extraction.iter_pages(  # the outbox's gzip is done there too
-        client,
-        spec,
-        mode=window.mode,
-        window_start=window.start,
-        window_end=window.end,
-        gzip_level=OUTBOX_GZIP_LEVEL,
+    return extraction.iter_pages(
+        client, spec, mode=window.mode, window_start=window.start, window_end=window.end
     )
 
 

@@ -5,9 +5,7 @@ succeeds and backs the report up; drift turns the reconcile task red and its log
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,23 +21,12 @@ from erp_sync.pipeline import WindowRequest, sync_stream
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
 from erp_sync.streams import STREAMS
-from tests.integration.backup.conftest import SftpServer, free_port
+from tests.integration.backup.backup_helpers import SftpServer, free_port
+from tests.integration.dag_runs import PROJECT_DIR, connections_env, dag_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PROJECT_DIR = Path(__file__).resolve().parents[3]
-AIRFLOW = PROJECT_DIR / ".venv" / "bin" / "airflow"
 DAG_ID = "erp_drift_reconciliation"
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow_home")
-    done = subprocess.run(
-        [str(AIRFLOW), "db", "migrate"], env=_base_env(home), capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return home
 
 
 @pytest.fixture(scope="module")
@@ -56,55 +43,6 @@ def sftp() -> Iterator[SftpServer]:
         yield server
     finally:
         server.stop()
-
-
-def _base_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT_DIR / "dags"),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-        PYTHONPATH=str(PROJECT_DIR / "include"),
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    return env
-
-
-def _env(home: Path, sandbox: SandboxHandle, dsn: str, ns: str, sftp: SftpServer | None) -> dict[str, str]:
-    env = _base_env(home)
-    env["AIRFLOW_CONN_SAAS_API"] = json.dumps(
-        {"conn_type": "http", "host": sandbox.base_url, "password": sandbox.secret_key,
-         "extra": {"auth": "secret_key", "timeout": 30}}
-    )  # fmt: skip
-    env["AIRFLOW_CONN_ERP_STAGING"] = json.dumps(
-        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres",
-         "schema": dsn.rsplit("/", 1)[1]}
-    )  # fmt: skip
-    env["AIRFLOW_CONN_SYNC_STATE"] = json.dumps(
-        {"conn_type": "redis", "host": "127.0.0.1", "port": 6379, "extra": {"db": 0, "namespace": ns}}
-    )
-    if sftp is not None:
-        env["AIRFLOW_CONN_SFTP_BACKUP"] = sftp.connection_json()
-    return env
-
-
-def _dag_test(env: dict[str, str], conf: dict[str, Any]) -> tuple[dict[str, str], str]:
-    """Run the DAG once; return {task_id: state} of that run and its output."""
-    done = subprocess.run(
-        [str(AIRFLOW), "dags", "test", DAG_ID, "-c", json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
-    try:
-        rows = db.execute(
-            "SELECT task_id, state FROM task_instance WHERE run_id = "
-            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
-            (DAG_ID,),
-        ).fetchall()
-    finally:
-        db.close()
-    return dict(rows), done.stdout + done.stderr
 
 
 def _report_link(env: dict[str, str]) -> str | None:
@@ -138,9 +76,9 @@ def _full_sync(sandbox: SandboxHandle, dsn: str, redis_client: Any, ns: str) -> 
 
 def test_impossible_period_fails_in_check_params_before_any_read(airflow_home, sandbox, migrated_pg_dsn):
     sandbox.admin.reset_counts()
-    env = _env(airflow_home, sandbox, migrated_pg_dsn, "unused", None)
-    states, output = _dag_test(
-        env, {"period_start": "2026-11-10T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"}
+    env = connections_env(airflow_home, sandbox, migrated_pg_dsn, "unused", None)
+    states, output = dag_test(
+        env, DAG_ID, {"period_start": "2026-11-10T00:00:00Z", "period_end": "2026-11-01T00:00:00Z"}
     )
     assert states["check_params"] == "failed"
     assert states["reconcile"] == "upstream_failed"
@@ -152,10 +90,10 @@ def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
     airflow_home, sandbox, sftp, migrated_pg_dsn, redis_client, redis_namespace
 ):
     end = _full_sync(sandbox, migrated_pg_dsn, redis_client, redis_namespace)
-    env = _env(airflow_home, sandbox, migrated_pg_dsn, redis_namespace, sftp)
+    env = connections_env(airflow_home, sandbox, migrated_pg_dsn, redis_namespace, sftp)
     conf = {"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}
 
-    states, output = _dag_test(env, conf)
+    states, output = dag_test(env, DAG_ID, conf)
     assert states["reconcile"] == "success", output[-3000:]
     assert "within tolerance" in output
     assert all(state == "success" for task, state in states.items() if task.startswith("table_invariants."))
@@ -183,7 +121,7 @@ def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
     finally:
         conn.close()
 
-    states, output = _dag_test(env, conf)
+    states, output = dag_test(env, DAG_ID, conf)
     assert states["reconcile"] == "failed"
     assert "DRIFT beyond tolerance" in output
     assert "invoices KWD open total_amount: SaaS" in output and "difference 1.500" in output

@@ -1,0 +1,5 @@
+"""Fixtures shared by the integration tests of several folders."""
+
+from __future__ import annotations
+
+from tests.integration.dag_runs import airflow_home  # noqa: F401  (fixture)

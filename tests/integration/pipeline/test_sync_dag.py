@@ -1,0 +1,58 @@
+"""The saas_to_erp_sync DAG run for real (`airflow dags test`): its sync tasks walk the API in their
+extraction child processes (the operator's default) under Airflow's task runner, and staging ends
+equal to the sandbox's truth, with the child's progress lines in the task log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_end_to_end import assert_conservation, assert_staging_equals_truth
+
+from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
+from tests.integration.backup.backup_helpers import SftpServer, free_port
+from tests.integration.dag_runs import PROJECT_DIR, connections_env, dag_test
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYNC_DAG_ID = "saas_to_erp_sync"
+STRIPE_STREAMS = ["charges", "credit_notes", "customers", "invoices", "refunds"]
+
+
+@pytest.fixture(scope="module")
+def dag_sandbox() -> Iterator[SandboxHandle]:
+    with running_sandbox(invoices=160, seed=12) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def sftp() -> Iterator[SftpServer]:
+    server = SftpServer(port=free_port(), run_dir=PROJECT_DIR / ".run" / f"sftp-sync-{uuid.uuid4().hex[:8]}")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_nightly_dag_syncs_through_extraction_processes(
+    airflow_home: Path,
+    dag_sandbox: SandboxHandle,
+    migrated_pg_dsn: str,
+    redis_namespace: str,
+    sftp: SftpServer,
+) -> None:
+    env = connections_env(airflow_home, dag_sandbox, migrated_pg_dsn, redis_namespace, sftp)
+    states, output = dag_test(env, SYNC_DAG_ID, {"full_refresh": True})
+
+    syncs = {task: state for task, state in states.items() if task.startswith("sync_stream[")}
+    assert len(syncs) == len(STRIPE_STREAMS) and set(syncs.values()) == {"success"}, (states, output[-3000:])
+    assert states["backup_raw_pages"] == "success", (states, output[-3000:])
+    # each child's own progress line reached its task's log
+    for stream in STRIPE_STREAMS:
+        assert f"extract {stream}: pages=" in output, output[-3000:]
+    assert_staging_equals_truth(migrated_pg_dsn, dag_sandbox)
+    assert_conservation(migrated_pg_dsn)
+    assert dag_sandbox.secret_key not in output
