@@ -243,7 +243,6 @@ def build(
         "created_at": datetime.now(UTC).isoformat(),
         "invoices": args.get("invoices"),
         "batch_records": args.get("batch_records"),
-        "extract_in": args.get("extract_in"),
         "total_seconds": round(total_seconds, 1),
         "machine": machine,
         "versions": versions(dsn, raw),

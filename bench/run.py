@@ -92,7 +92,6 @@ class Bench:
             "namespace": self.namespace,
             "page_size": 100,
             "batch_records": self.args.batch_records,
-            "extract_process": self.args.extract_in == "process",
             "workdir": str(self.workdir),
             "project_dir": str(PROJECT_DIR),
             "out": str(self.workdir / f"{name}.result.json"),
@@ -568,12 +567,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument(
         "--batch-records", type=int, default=int(os.environ.get("BENCH_BATCH_RECORDS", "5000"))
-    )
-    parser.add_argument(
-        "--extract-in",
-        choices=("process", "thread"),
-        default=os.environ.get("BENCH_EXTRACT_IN", "process"),
-        help="where the sync's client walks: a child process (the DAG's default) or a thread of the task",
     )
     parser.add_argument(
         "--skip", default=os.environ.get("BENCH_SKIP", ""), help="comma-separated stage names"

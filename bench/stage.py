@@ -141,9 +141,6 @@ def stage_sync(cfg: Config) -> Result:
         lookback=timedelta(seconds=float(params.get("lookback_s", 600))),
     )
     db_now = _db_now(conn)
-    # Start-up is not pipeline work: the extraction process is started, and this process imports
-    # the pipeline's modules, before the clock starts (the operator overlaps the two; ADR 0011).
-    extraction, start_seconds = _started_extraction(bool(cfg.get("extract_process")))
     import_seconds = _preimport_pipeline()
     box: dict[str, float] = {}
     timeline: list[tuple[float, int]] = []  # (seconds into the stage, records) as each batch is done
@@ -158,7 +155,6 @@ def stage_sync(cfg: Config) -> Result:
             window=window,
             namespace=cfg["namespace"],
             batch_records=cfg["batch_records"],
-            extraction=extraction,
             on_batch=lambda done: timeline.append((round(time.perf_counter() - started, 3), done.extracted)),
         )
     written = _staging_writes_since(conn, list(spec.target_tables), db_now)
@@ -169,9 +165,6 @@ def stage_sync(cfg: Config) -> Result:
     if len(timeline) <= 50:  # a delta's batches, not a cold sync's 200
         summary["batches_done_at"] = timeline
     summary["import_seconds_untimed"] = round(import_seconds, 3)
-    summary["extract_in"] = "process" if extraction else "thread"
-    if extraction:
-        summary["extract_process_start_seconds_untimed"] = round(start_seconds, 3)
     return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
 
 
@@ -210,17 +203,6 @@ class _NoticeFile(list[str]):
 
     def append(self, notice: str) -> None:
         self._file.write(notice)
-
-
-def _started_extraction(in_process: bool) -> tuple[Any, float]:
-    if not in_process:
-        return None, 0.0
-    from erp_sync.clients.extract_process import ExtractProcess
-
-    started = time.perf_counter()
-    extraction = ExtractProcess()
-    extraction.wait_ready()
-    return extraction, time.perf_counter() - started
 
 
 def _preimport_pipeline() -> float:

@@ -18,14 +18,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from erp_sync.core.batch import BatchKey, BatchResult, MappedBatch, Page
 from erp_sync.core.batching import READ_AHEAD_PAGES, ReadAhead, collect_between_batches, gc_paused
 from erp_sync.streams.spec import StreamSpec
-
-if TYPE_CHECKING:
-    from erp_sync.clients.extract_process import ExtractProcess
 
 log = logging.getLogger(__name__)
 
@@ -191,18 +188,14 @@ def sync_stream(
     on_batch: Callable[[BatchResult], None] | None = None,
     read_ahead_pages: int = READ_AHEAD_PAGES,
     map_ahead: bool = True,
-    extraction: ExtractProcess | None = None,
 ) -> StreamRunResult:
     """Run one stream's window to completion, or raise with the cursor untouched.
 
     Pages are read `read_ahead_pages` ahead in a background thread (0: inline), and with `map_ahead`
     the next batch is validated and mapped in another while this thread loads the current one, so
     extraction and mapping overlap the load's waits on Postgres and Redis (ADR 0006). Loads stay in
-    this thread, one batch after the other. With `extraction` (an `ExtractProcess` the caller
-    started, best before its own imports and connections, which then overlap the child's start-up),
-    the client's walk runs in that child process and the read-ahead thread only receives its pages
-    (ADR 0011); the run closes it. The garbage collector is paused for the run and run between batches (see
-    `erp_sync.core.batching`).
+    this thread, one batch after the other. The garbage collector is paused for the run and run
+    between batches (see `erp_sync.core.batching`).
     """
     from erp_sync.clients.pages import meta_for_pages, uses_events
     from erp_sync.store.counters import next_batch_id
@@ -215,10 +208,7 @@ def sync_stream(
     ledger = RedisLedger(redis_client, namespace=namespace)
     mapping_ahead = threading.Event()
     mapping_ahead.set()
-    with (
-        contextlib.closing(extraction) if extraction else contextlib.nullcontext(),
-        stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s),
-    ):
+    with stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s):
         cursor_before = get_cursor(conn, spec.source_system, spec.name)
         resolved = resolve_window(spec, cursor_before, window)
         log.info(
@@ -241,7 +231,9 @@ def sync_stream(
             cursor_before=cursor_before,
             cursor_after=cursor_before,
         )
-        pages = _walk(client, extraction, spec, resolved)
+        pages = client.iter_pages(
+            spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
+        )
         with (
             _read_ahead(pages, read_ahead_pages) as ahead,
             _map_ahead(
@@ -374,19 +366,6 @@ def _map_ahead(
 ) -> contextlib.AbstractContextManager[Iterator[PreparedBatch]]:
     # One batch ahead, none behind it: a mapped batch (pages and frames) is ~100 MB at 5,000 invoices.
     return ReadAhead(batches, 1, name="map", handoff=True) if enabled else contextlib.nullcontext(batches)
-
-
-def _walk(
-    client: Any, extraction: ExtractProcess | None, spec: StreamSpec, window: ResolvedWindow
-) -> Iterator[Page]:
-    if extraction is None:
-        pages: Iterator[Page] = client.iter_pages(
-            spec, mode=window.mode, window_start=window.start, window_end=window.end
-        )
-        return pages
-    return extraction.iter_pages(
-        client, spec, mode=window.mode, window_start=window.start, window_end=window.end
-    )
 
 
 def _read_ahead(pages: Iterator[Page], depth: int) -> contextlib.AbstractContextManager[Iterator[Page]]:

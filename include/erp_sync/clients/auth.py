@@ -10,7 +10,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import orjson
 
@@ -110,15 +110,6 @@ class OAuth2ClientCredentials:
         self._expires_at = 0.0
         self._lock = threading.Lock()  # child lists are fetched from a few threads
         self.tokens_fetched = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (

@@ -107,10 +107,6 @@ class ClientStats:
 ProgressCallback = Callable[[str, ClientStats], None]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def log_progress(stream: str, stats: ClientStats) -> None:
     log.info("extract %s: %s", stream, stats.line())
 
@@ -133,7 +129,7 @@ class SaaSClient:
         page_size: int | None = None,
         child_concurrency: int = 4,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], datetime] = _utc_now,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
@@ -162,22 +158,6 @@ class SaaSClient:
 
     def __repr__(self) -> str:
         return f"SaaSClient(base_url={self.base_url!r}, auth={self.auth!r})"
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The client's settings, for a copy in the extraction process (`extract_process`): its
-        auth, rate limiter, retry policy and transport settings travel; its threads, locks, cached
-        tails and progress callback do not (the copy reports progress back to this one)."""
-        state = self.__dict__.copy()
-        for local in ("_pool", "_stats_lock", "progress", "_child_tails"):
-            del state[local]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._pool = None
-        self._stats_lock = threading.Lock()
-        self._child_tails = {}
-        self.progress = log_progress
 
     # ------------------------------------------------------------------ pages
 

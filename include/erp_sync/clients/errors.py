@@ -7,25 +7,9 @@ error text so the task log says what went wrong without a debugger.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class SaaSClientError(Exception):
     """Base class of everything the client raises."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The default pickles only `args` (the formatted message) and calls __init__ with it, which
-        # the subclasses' signatures refuse: the extraction process sends its errors to the task.
-        return (_restore_error, (type(self), self.args, self.__dict__))
-
-
-def _restore_error(
-    cls: type[SaaSClientError], args: tuple[Any, ...], state: dict[str, Any]
-) -> SaaSClientError:
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(state)
-    return error
 
 
 class RetriableError(SaaSClientError):

@@ -7,7 +7,6 @@ the sleeping so waits are counted in its stats and tests can inject `sleep`.
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -42,15 +41,6 @@ class LocalTokenBucket:
                 self._tokens -= 1.0
                 return 0.0
             return (1.0 - self._tokens) / self.rate_per_s
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 # KEYS[1] = bucket hash; ARGV = rate_per_s, burst. Uses the server's clock (TIME) so workers with
@@ -94,38 +84,11 @@ class RedisTokenBucket:
         self.key = key
         self.rate_per_s = rate_per_s
         self.burst = burst
-        self._redis = redis_client
         self._script = redis_client.register_script(_BUCKET_SCRIPT_LUA)
 
     def try_acquire(self) -> float:
         wait_us = int(self._script(keys=[self.key], args=[repr(self.rate_per_s), str(self.burst)]))
         return wait_us / 1_000_000
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A copy in another process connects to the same Redis with the same settings.
-        pool = self._redis.connection_pool
-        # Settings only: redis-py also keeps its pool's own live helpers (locks) in these kwargs.
-        kwargs = {name: value for name, value in pool.connection_kwargs.items() if _picklable(value)}
-        settings = (pool.connection_class, kwargs)
-        return (_rebuild_redis_bucket, (settings, self.key, self.rate_per_s, self.burst))
-
     def __repr__(self) -> str:
         return f"RedisTokenBucket(key={self.key!r}, rate_per_s={self.rate_per_s}, burst={self.burst})"
-
-
-def _picklable(value: Any) -> bool:
-    try:
-        pickle.dumps(value)
-    except Exception:  # whatever pickling raises for a live object (TypeError, PicklingError, ...)
-        return False
-    return True
-
-
-def _rebuild_redis_bucket(
-    settings: tuple[type, dict[str, Any]], key: str, rate_per_s: float, burst: int
-) -> RedisTokenBucket:
-    import redis
-
-    connection_class, kwargs = settings
-    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))
-    return RedisTokenBucket(client, key, rate_per_s, burst)

@@ -15,12 +15,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_system_random = _random.SystemRandom()
-
-
-def _jitter() -> float:
-    # A module function, not a bound method: the policy is pickled into the extraction process.
-    return _system_random.random()
 
 
 @dataclass(frozen=True)
@@ -31,7 +25,7 @@ class RetryPolicy:
     max_delay_s: float = 30.0
     malformed_attempts: int = 3  # a broken body is retried this many times in all
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-    random: Callable[[], float] = field(default=_jitter, repr=False)
+    random: Callable[[], float] = field(default=_random.SystemRandom().random, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def is_retriable_status(self, status: int) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlencode
 
 import certifi
@@ -60,7 +60,6 @@ class Urllib3Transport:
     here (the client's policy decides), TLS always verified against `ca_bundle` or certifi's CAs."""
 
     def __init__(self, *, ca_bundle: str | None = None, pool_size: int = 8) -> None:
-        self._settings = {"ca_bundle": ca_bundle, "pool_size": pool_size}
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=pool_size,
@@ -114,14 +113,6 @@ class Urllib3Transport:
 
     def close(self) -> None:
         self._pool.clear()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A copy in another process (the extraction process) opens its own connections.
-        return (_rebuild_urllib3_transport, (self._settings,))
-
-
-def _rebuild_urllib3_transport(settings: dict[str, Any]) -> Urllib3Transport:
-    return Urllib3Transport(**settings)
 
 
 def _strip_query(url: str) -> str:

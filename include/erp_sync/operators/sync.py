@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from erp_sync.core.params import parse_sync_params
-
-if TYPE_CHECKING:
-    from erp_sync.clients.extract_process import ExtractProcess
 
 # Which Airflow connection serves each source system's streams (override per task with saas_conn_id).
 SOURCE_CONNECTIONS = {"stripe": "saas_api", "orders_api": "orders_api"}
@@ -27,13 +23,7 @@ def window_inputs(context: Context) -> dict[str, Any]:
 
 
 class SaaSStreamSyncOperator(BaseOperator):
-    """Sync one declared stream for this run's window: extract, validate, transform, dedupe, load.
-
-    `extract_process` (default on): the client walks the API in a child process of the task, with
-    its own GIL, while the task validates, maps and loads (ADR 0011). The child is started first,
-    so its start-up overlaps the task's own imports and connections. Off: the walk is a thread of
-    the task.
-    """
+    """Sync one declared stream for this run's window: extract, validate, transform, dedupe, load."""
 
     template_fields: Sequence[str] = ("stream",)
     ui_color = "#d8ecf3"
@@ -47,7 +37,6 @@ class SaaSStreamSyncOperator(BaseOperator):
         state_conn_id: str = "sync_state",
         batch_records: int = 5_000,
         lookback: timedelta = timedelta(minutes=10),
-        extract_process: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -57,15 +46,8 @@ class SaaSStreamSyncOperator(BaseOperator):
         self.state_conn_id = state_conn_id
         self.batch_records = batch_records
         self.lookback = lookback
-        self.extract_process = extract_process
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from erp_sync.clients.extract_process import ExtractProcess
-
-        with ExtractProcess() if self.extract_process else contextlib.nullcontext() as extraction:
-            return self._sync(context, extraction)
-
-    def _sync(self, context: Context, extraction: ExtractProcess | None) -> dict[str, Any]:
         from erp_sync.hooks.erp import erp_connection, sync_state
         from erp_sync.hooks.saas import SaaSApiHook
         from erp_sync.pipeline import WindowRequest, sync_stream
@@ -95,7 +77,6 @@ class SaaSStreamSyncOperator(BaseOperator):
                 namespace=namespace,
                 batch_records=self.batch_records,
                 dry_run=params.dry_run,
-                extraction=extraction,
             )
         finally:
             conn.close()

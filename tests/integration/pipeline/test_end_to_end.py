@@ -26,7 +26,6 @@ import redis
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
-from erp_sync.clients.extract_process import ExtractProcess
 from erp_sync.core.money import to_minor
 from erp_sync.pipeline import StreamRunResult, WindowRequest, sync_stream
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
@@ -165,7 +164,6 @@ def sync_in_process(
     namespace: str,
     streams: tuple[str, ...] = STRIPE_STREAMS,
     full_refresh: bool = False,
-    extract_process: bool = False,
     **kwargs: Any,
 ) -> dict[str, StreamRunResult]:
     client = SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key))
@@ -176,8 +174,7 @@ def sync_in_process(
         for name in streams:
             results[name] = sync_stream(
                 spec=get_stream(name), client=client, conn=conn, redis_client=redis_client,
-                run_id=f"test-{uuid.uuid4().hex[:8]}", window=WindowRequest(full_refresh=full_refresh), namespace=namespace,
-                extraction=ExtractProcess() if extract_process else None, **kwargs,
+                run_id=f"test-{uuid.uuid4().hex[:8]}", window=WindowRequest(full_refresh=full_refresh), namespace=namespace, **kwargs,
             )  # fmt: skip
     finally:
         conn.close()
@@ -206,11 +203,8 @@ def sync_subprocess(
 # -- the scenarios ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extract_process", [False, True], ids=["walk-in-thread", "walk-in-child-process"])
-def test_full_then_incremental_syncs_equal_the_truth(
-    sandbox, staging, redis_namespace, extract_process
-) -> None:
-    first = sync_in_process(sandbox, staging, redis_namespace, extract_process=extract_process)
+def test_full_then_incremental_syncs_equal_the_truth(sandbox, staging, redis_namespace) -> None:
+    first = sync_in_process(sandbox, staging, redis_namespace)
     assert all(r.mode == "full" for r in first.values())
     assert first["invoices"].loaded_new == 150
     assert_staging_equals_truth(staging, sandbox)
@@ -218,7 +212,7 @@ def test_full_then_incremental_syncs_equal_the_truth(
     for _ in range(3):
         sandbox.admin.mutate(25)
         time.sleep(1.1)  # the window ends at a whole second: let the mutation's second pass
-        later = sync_in_process(sandbox, staging, redis_namespace, extract_process=extract_process)
+        later = sync_in_process(sandbox, staging, redis_namespace)
         assert all(r.mode == "incremental" for r in later.values()), {
             k: r.window_reason for k, r in later.items()
         }

@@ -1,6 +1,6 @@
-"""The saas_to_erp_sync DAG run for real (`airflow dags test`): its sync tasks walk the API in their
-extraction child processes (the operator's default) under Airflow's task runner, and staging ends
-equal to the sandbox's truth, with the child's progress lines in the task log."""
+"""The saas_to_erp_sync DAG run for real (`airflow dags test`): one mapped sync task per Stripe
+stream under Airflow's task runner, the outbox backed up to SFTP, and staging equal to the sandbox's
+truth, with each stream's extract progress in the task logs and no secret in them."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def sftp() -> Iterator[SftpServer]:
         server.stop()
 
 
-def test_the_nightly_dag_syncs_through_extraction_processes(
+def test_the_nightly_dag_syncs_every_stripe_stream_and_backs_the_pages_up(
     airflow_home: Path,
     dag_sandbox: SandboxHandle,
     migrated_pg_dsn: str,
@@ -50,7 +50,7 @@ def test_the_nightly_dag_syncs_through_extraction_processes(
     syncs = {task: state for task, state in states.items() if task.startswith("sync_stream[")}
     assert len(syncs) == len(STRIPE_STREAMS) and set(syncs.values()) == {"success"}, (states, output[-3000:])
     assert states["backup_raw_pages"] == "success", (states, output[-3000:])
-    # each child's own progress line reached its task's log
+    # each stream's extract progress reached its task's log
     for stream in STRIPE_STREAMS:
         assert f"extract {stream}: pages=" in output, output[-3000:]
     assert_staging_equals_truth(migrated_pg_dsn, dag_sandbox)
