@@ -22,8 +22,8 @@ from paramiko import SFTPClient
 
 from erp_sync.backup import manifest as manifest_mod
 from erp_sync.backup.errors import DrainBusy, OutboxCorruptError
-from erp_sync.backup.layout import manifest_path, raw_page_path, report_path
-from erp_sync.backup.remote import RemoteFile, describe_target, put_verified
+from erp_sync.backup.layout import manifest_path, parent, raw_page_path, report_path
+from erp_sync.backup.remote import RemoteFile, describe_target, put_verified, sweep_stale_uploads
 from erp_sync.store import outbox
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class DrainResult:
     records: int = 0
     rows_marked: int = 0
     manifests: list[str] = field(default_factory=list)
+    stale_uploads_removed: int = 0  # `.tmp-` files earlier, interrupted uploads left behind
 
     def as_dict(self) -> dict[str, Any]:
         """Small and JSON-safe, for XCom and the task log."""
@@ -51,6 +52,7 @@ class DrainResult:
             "records": self.records,
             "rows_marked": self.rows_marked,
             "manifests": self.manifests[:20],
+            "stale_uploads_removed": self.stale_uploads_removed,
         }
 
 
@@ -72,10 +74,20 @@ def _checked_page(row: outbox.OutboxRow, gz: bytes) -> int:
 
 
 def backup_run(
-    sftp: SFTPClient, conn: Any, run_id: str, now: datetime, known_dirs: set[str] | None = None
+    sftp: SFTPClient,
+    conn: Any,
+    run_id: str,
+    now: datetime,
+    known_dirs: set[str] | None = None,
+    swept_dirs: set[str] | None = None,
 ) -> DrainResult:
-    """Upload and verify every page and the manifest of one run, then mark its pending rows and commit."""
+    """Upload and verify every page and the manifest of one run, then mark its pending rows and commit.
+
+    Each directory it writes to is first swept of stale temporary files (`sweep_stale_uploads`,
+    once per directory in `swept_dirs`): a run redone after an interrupted upload is where they are.
+    """
     dirs = known_dirs if known_dirs is not None else set()
+    swept = swept_dirs if swept_dirs is not None else set()
     rows = outbox.rows_for_run(conn, run_id)
     result = DrainResult(runs=[run_id])
     entries: list[manifest_mod.FileEntry] = []
@@ -84,6 +96,7 @@ def backup_run(
         gz = outbox.read_content(conn, row.outbox_id)
         raw_size = _checked_page(row, gz)
         path = raw_page_path(row.source_system, row.stream, row.created_at, run_id, row.batch_id, row.page_no)
+        result.stale_uploads_removed += _sweep_once(sftp, parent(path), swept)
         remote = put_verified(sftp, path, gz, dirs)
         entries.append(manifest_mod.file_entry(row, path, gz, remote.sha256, raw_size))
         if row.pending:
@@ -93,6 +106,7 @@ def backup_run(
         result.records += row.record_count
     batches = outbox.batches_for(conn, sorted({r.batch_id for r in rows}))
     document = manifest_mod.build_manifest(run_id, rows, entries, batches, written_at=now)
+    result.stale_uploads_removed += _sweep_once(sftp, parent(manifest_path(run_id)), swept)
     put_verified(sftp, manifest_path(run_id), manifest_mod.dumps(document), dirs)
     result.manifests.append(manifest_path(run_id))
     result.rows_marked = outbox.mark_backed_up(conn, marks)
@@ -118,8 +132,15 @@ def drain_outbox(
     known_dirs: set[str] = set()
     describe_target(sftp)  # remember host:port while the link is up, for error messages later
     with _drain_lock(conn):
-        _drain(sftp, conn, total, known_dirs, clock, max_runs)
+        _drain(sftp, conn, total, known_dirs, set(), clock, max_runs)
     return total
+
+
+def _sweep_once(sftp: SFTPClient, directory: str, swept: set[str]) -> int:
+    if directory in swept:
+        return 0
+    swept.add(directory)
+    return sweep_stale_uploads(sftp, directory)
 
 
 @contextmanager
@@ -146,6 +167,7 @@ def _drain(
     conn: Any,
     total: DrainResult,
     known_dirs: set[str],
+    swept_dirs: set[str],
     clock: Callable[[], datetime],
     max_runs: int | None,
 ) -> None:
@@ -153,7 +175,7 @@ def _drain(
         run_ids = outbox.pending_run_ids(conn, limit=max_runs)
         conn.rollback()  # do not hold a snapshot open across uploads
         for run_id in run_ids:
-            done = backup_run(sftp, conn, run_id, clock(), known_dirs)
+            done = backup_run(sftp, conn, run_id, clock(), known_dirs, swept_dirs)
             log.info(
                 "backed up run %s: %d files, %d bytes, %d records, %d rows marked",
                 run_id,
@@ -168,6 +190,7 @@ def _drain(
             total.records += done.records
             total.rows_marked += done.rows_marked
             total.manifests.extend(done.manifests)
+            total.stale_uploads_removed += done.stale_uploads_removed
     except BaseException:
         conn.rollback()
         raise

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import socket
+import stat
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -20,6 +23,12 @@ from paramiko import SFTPClient
 
 from erp_sync.backup.errors import BackupTargetUnavailable, PinnedHostKeyMismatch, RemoteVerificationError
 from erp_sync.backup.layout import TMP_PREFIX, parent
+
+log = logging.getLogger(__name__)
+
+# An upload's temporary file lives for seconds; one an hour old was left by an upload that never
+# finished (a killed worker, a dropped link), never by one still running on another machine.
+STALE_UPLOAD_S = 3600.0
 
 CHUNK = 1 << 20
 # Failures that mean "the server or the link is not working", as opposed to a bug in our code.
@@ -197,6 +206,29 @@ def _remove_quietly(sftp: SFTPClient, path: str) -> None:
         sftp.remove(path)
     except Exception:  # cleanup after a failure must not hide the failure
         return
+
+
+def sweep_stale_uploads(
+    sftp: SFTPClient, directory: str, *, older_than_s: float = STALE_UPLOAD_S, now: float | None = None
+) -> int:
+    """Delete the temporary files interrupted uploads left in `directory` (`put_verified`'s
+    `.tmp-` names, last modified over `older_than_s` ago); how many. An absent directory has none."""
+    with sftp_errors(sftp, f"listing of {directory or '.'}"):
+        try:
+            entries = sftp.listdir_attr(directory or ".")
+        except FileNotFoundError:
+            return 0
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = 0
+    for entry in entries:
+        is_file = stat.S_ISREG(entry.st_mode or 0)
+        if entry.filename.startswith(TMP_PREFIX) and is_file and (entry.st_mtime or 0) < cutoff:
+            path = f"{directory}/{entry.filename}" if directory else entry.filename
+            with sftp_errors(sftp, f"removal of {path}"):
+                if remove(sftp, path):
+                    removed += 1
+                    log.info("removed %s, left by an upload that did not finish", path)
+    return removed
 
 
 def listdir(sftp: SFTPClient, directory: str) -> list[str]:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from erp_sync.backup import drain_outbox
 from erp_sync.backup.drain import backup_report
 from erp_sync.backup.errors import BackupTargetUnavailable, OutboxCorruptError, PinnedHostKeyMismatch
 from erp_sync.backup.layout import manifest_path
-from erp_sync.backup.remote import put_verified, read_back
+from erp_sync.backup.remote import makedirs, put_verified, read_back
 from erp_sync.store.outbox import pending_summary
 
 pytestmark = pytest.mark.integration
@@ -99,6 +100,31 @@ def test_drain_uploads_verifies_and_marks_every_page(sftp: Any, db: Any) -> None
     assert "manual__" in state[3][1] and "+00:00" in state[3][1] and "/2026/11/21/" in state[3][1]
     assert pending_summary(db) == []
     assert drain_outbox(sftp, db).runs == []  # nothing pending: a no-op
+
+
+def test_a_redone_run_sweeps_what_interrupted_uploads_left(sftp: Any, db: Any) -> None:
+    """A run whose upload died half-way left `.tmp-` files where it was writing; the drain that redoes
+    it deletes those an hour old, and never a temporary file young enough to be an upload in flight."""
+    run_a, _ = _two_runs(db)
+    run_dir = f"raw/stripe/customers/2026/11/20/{run_a}"
+    makedirs(sftp, run_dir)
+    makedirs(sftp, "manifests")
+    two_hours_ago = time.time() - 7200
+    leftovers = [f"{run_dir}/.tmp-101-1.json.gz-0a1b2c3d4e5f", "manifests/.tmp-old.json-000000000000"]
+    for path in [*leftovers, f"{run_dir}/.tmp-101-2.json.gz-ffffffffffff", f"{run_dir}/notes.txt"]:
+        with sftp.open(path, "wb") as handle:
+            handle.write(b"partial")
+    for path in [*leftovers, f"{run_dir}/notes.txt"]:
+        sftp.utime(path, (two_hours_ago, two_hours_ago))
+
+    result = drain_outbox(sftp, db)
+
+    assert result.stale_uploads_removed == 2 and result.as_dict()["stale_uploads_removed"] == 2
+    names = set(sftp.listdir(run_dir))
+    assert ".tmp-101-1.json.gz-0a1b2c3d4e5f" not in names
+    assert {".tmp-101-2.json.gz-ffffffffffff", "notes.txt", "101-1.json.gz", "101-2.json.gz"} <= names
+    assert not any(name.startswith(".tmp-") for name in sftp.listdir("manifests"))
+    assert drain_outbox(sftp, db).stale_uploads_removed == 0  # nothing pending: nothing swept
 
 
 def test_manifest_hashes_counts_and_cursors_verify(sftp: Any, db: Any) -> None:
