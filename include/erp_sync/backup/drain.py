@@ -21,9 +21,16 @@ from typing import Any
 from paramiko import SFTPClient
 
 from erp_sync.backup import manifest as manifest_mod
-from erp_sync.backup.errors import DrainBusy, OutboxCorruptError
+from erp_sync.backup.errors import DrainBusy, OutboxCorruptError, RemoteVerificationError
 from erp_sync.backup.layout import manifest_path, parent, raw_page_path, report_path
-from erp_sync.backup.remote import RemoteFile, describe_target, put_verified, sweep_stale_uploads
+from erp_sync.backup.remote import (
+    RemoteFile,
+    describe_target,
+    put_verified,
+    remote_sha256,
+    sftp_errors,
+    sweep_stale_uploads,
+)
 from erp_sync.store import outbox
 
 log = logging.getLogger(__name__)
@@ -93,14 +100,17 @@ def backup_run(
     entries: list[manifest_mod.FileEntry] = []
     marks: list[outbox.BackupMark] = []
     for row in rows:
-        gz = outbox.read_content(conn, row.outbox_id)
+        gz = None if row.pruned else outbox.read_content(conn, row.outbox_id)
+        if gz is None:  # pruned after an earlier backup: the copy on the server is the page now
+            entries.append(_pruned_entry(sftp, row))
+            continue
         raw_size = _checked_page(row, gz)
         path = raw_page_path(row.source_system, row.stream, row.created_at, run_id, row.batch_id, row.page_no)
         result.stale_uploads_removed += _sweep_once(sftp, parent(path), swept)
         remote = put_verified(sftp, path, gz, dirs)
-        entries.append(manifest_mod.file_entry(row, path, gz, remote.sha256, raw_size))
+        entries.append(manifest_mod.file_entry(row, path, len(gz), remote.sha256, raw_size))
         if row.pending:
-            marks.append(outbox.BackupMark(row.outbox_id, path, remote.sha256))
+            marks.append(outbox.BackupMark(row.outbox_id, path, remote.sha256, remote.size, raw_size))
         result.files += 1
         result.bytes += remote.size
         result.records += row.record_count
@@ -134,6 +144,32 @@ def drain_outbox(
     with _drain_lock(conn):
         _drain(sftp, conn, total, known_dirs, set(), clock, max_runs)
     return total
+
+
+def _pruned_entry(sftp: SFTPClient, row: outbox.OutboxRow) -> manifest_mod.FileEntry:
+    """The manifest entry of a page whose outbox content was pruned, after proving that its backup
+    still reads back as it did (a run re-opened after retention deleted its files fails here)."""
+    if (
+        row.remote_path is None
+        or row.backup_sha256 is None
+        or row.backup_size is None
+        or row.raw_size is None
+    ):
+        raise OutboxCorruptError(
+            f"outbox row {row.outbox_id} (run {row.run_id}) was pruned without its backup record"
+        )
+    with sftp_errors(sftp, f"verification of {row.remote_path}"):
+        try:
+            digest, size = remote_sha256(sftp, row.remote_path)
+        except FileNotFoundError:
+            digest, size = "absent", 0
+    if (digest, size) != (row.backup_sha256, row.backup_size):
+        raise RemoteVerificationError(
+            f"SFTP {describe_target(sftp)}: {row.remote_path} (run {row.run_id}, batch {row.batch_id} page "
+            f"{row.page_no}) reads back as sha256 {digest} ({size} bytes), backed up as {row.backup_sha256} "
+            f"({row.backup_size} bytes); its outbox copy was pruned, so the run's manifest cannot be rebuilt"
+        )
+    return manifest_mod.file_entry(row, row.remote_path, row.backup_size, row.backup_sha256, row.raw_size)
 
 
 def _sweep_once(sftp: SFTPClient, directory: str, swept: set[str]) -> int:

@@ -51,10 +51,10 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def file_entry(row: OutboxRow, path: str, gz: bytes, sha256_gz: str, raw_size: int) -> FileEntry:
+def file_entry(row: OutboxRow, path: str, size: int, sha256_gz: str, raw_size: int) -> FileEntry:
     return FileEntry(
         path=path,
-        size=len(gz),
+        size=size,
         sha256_gz=sha256_gz,
         sha256_raw=row.sha256,
         raw_size=raw_size,

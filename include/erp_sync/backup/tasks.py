@@ -20,11 +20,14 @@ from erp_sync.backup.errors import BackupError
 from erp_sync.backup.remote import connect
 from erp_sync.backup.restore import restore, validate_restore_params
 from erp_sync.backup.retention import apply_retention
+from erp_sync.store.outbox import prune_contents
 
 log = logging.getLogger(__name__)
 
 KEEP_DAYS_VARIABLE = "erp_sync_backup_keep_days"
 DEFAULT_KEEP_DAYS = 30
+# How long a page's content stays in the outbox after its SFTP copy was verified.
+OUTBOX_KEEP_DAYS_VARIABLE = "erp_sync_outbox_keep_days"
 
 
 def require_pinned_host_key(hook: Any, conn_id: str) -> None:
@@ -57,19 +60,18 @@ def backup_target(sftp_conn_id: str = "sftp_backup") -> Iterator[Any]:
             hook.client.close()
 
 
-def keep_days_setting() -> int:
-    """Retention in days from the Airflow Variable `erp_sync_backup_keep_days` (default 30)."""
+def keep_days_setting(variable: str = KEEP_DAYS_VARIABLE) -> int:
+    """Days from an Airflow Variable (default 30): backup retention (`erp_sync_backup_keep_days`) or
+    how long the outbox keeps a backed-up page's content (`erp_sync_outbox_keep_days`)."""
     from airflow.sdk import Variable
 
-    raw = Variable.get(KEEP_DAYS_VARIABLE, default=str(DEFAULT_KEEP_DAYS))
+    raw = Variable.get(variable, default=str(DEFAULT_KEEP_DAYS))
     try:
         days = int(raw)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"Variable {KEEP_DAYS_VARIABLE} must be a whole number of days, not {raw!r}"
-        ) from None
+        raise ValueError(f"Variable {variable} must be a whole number of days, not {raw!r}") from None
     if days < 1:
-        raise ValueError(f"Variable {KEEP_DAYS_VARIABLE} must be at least 1, not {days}")
+        raise ValueError(f"Variable {variable} must be at least 1, not {days}")
     return days
 
 
@@ -79,11 +81,16 @@ def backup_outbox_task(
     erp_conn_id: str = "erp_staging",
     keep_days: int | None = None,
     apply_retention_after: bool = True,
+    outbox_keep_days: int | None = None,
 ) -> dict[str, Any]:
-    """Drain the outbox to SFTP (verified, then marked), then apply retention; a small summary for XCom."""
+    """Drain the outbox to SFTP (verified, then marked), apply retention, then prune the outbox of
+    page contents backed up more than `outbox_keep_days` ago; a small summary for XCom."""
     from erp_sync.hooks.erp import erp_connection
 
     days = keep_days if keep_days is not None else keep_days_setting()
+    outbox_days = (
+        outbox_keep_days if outbox_keep_days is not None else keep_days_setting(OUTBOX_KEEP_DAYS_VARIABLE)
+    )
     conn = erp_connection(erp_conn_id)
     try:
         with backup_target(sftp_conn_id) as sftp:
@@ -94,6 +101,12 @@ def backup_outbox_task(
                 kept = apply_retention(sftp, conn, days)
                 log.info("retention (%d days): %s", days, kept.as_dict())
                 summary["retention"] = kept.as_dict()
+        pruned = prune_contents(conn, outbox_days)
+        conn.commit()
+        log.info(
+            "outbox: cleared the content of %d pages backed up over %d days ago", pruned.pages, outbox_days
+        )
+        summary["outbox_pruned"] = pruned.as_dict()
     finally:
         conn.close()
     return summary

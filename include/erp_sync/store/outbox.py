@@ -2,8 +2,9 @@
 
 The loader writes a batch's pages here in the batch's own transaction; the backup drains them to
 SFTP and marks each row only after the remote copy was read back and its hash matched. Rows are
-never deleted here: a backed-up row keeps its content until an operator prunes it, so a lost SFTP
-server can be refilled from Postgres.
+never deleted here. A backed-up row keeps its content for `keep_days` after its backup was verified
+(so a lost SFTP server can be refilled from Postgres meanwhile), then `prune_contents` clears it;
+the row keeps what a later manifest of its run must say about the page (path, hashes, sizes).
 
 Functions take a DB-API (psycopg2) connection and do not commit, except `mark_backed_up`'s caller
 decides when: the drain commits once per run, after the run's manifest verified.
@@ -11,6 +12,7 @@ decides when: the drain commits once per run, after the run's manifest verified.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +20,8 @@ from typing import Any
 
 _ROW_COLUMNS = (
     "outbox_id, batch_id, run_id, source_system, stream, page_no, url, page_meta, record_count, "
-    "sha256, created_at, backed_up_at, remote_path, backup_sha256"
+    "sha256, created_at, backed_up_at, remote_path, backup_sha256, backup_size, raw_size, "
+    "content_gzip IS NULL"
 )
 
 
@@ -40,6 +43,9 @@ class OutboxRow:
     backed_up_at: datetime | None
     remote_path: str | None
     backup_sha256: str | None
+    backup_size: int | None = None  # bytes of the verified gzip (recorded since V031)
+    raw_size: int | None = None  # bytes of the raw page (recorded since V031)
+    pruned: bool = False  # its content was cleared after its backup (`prune_contents`)
 
     @property
     def pending(self) -> bool:
@@ -53,6 +59,17 @@ class BackupMark:
     outbox_id: int
     remote_path: str
     backup_sha256: str
+    backup_size: int
+    raw_size: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    pages: int = 0
+    bytes: int = 0  # of gzip content cleared
+
+    def as_dict(self) -> dict[str, int]:
+        return {"pages": self.pages, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,9 @@ def _row(values: Sequence[Any]) -> OutboxRow:
         backed_up_at=values[11],
         remote_path=values[12],
         backup_sha256=values[13].strip() if values[13] else None,
+        backup_size=values[14],
+        raw_size=values[15],
+        pruned=bool(values[16]),
     )
 
 
@@ -122,14 +142,57 @@ def rows_for_run(conn: Any, run_id: str) -> list[OutboxRow]:
         return [_row(r) for r in cur.fetchall()]
 
 
-def read_content(conn: Any, outbox_id: int) -> bytes:
-    """The stored gzip of one page."""
+def read_content(conn: Any, outbox_id: int) -> bytes | None:
+    """The stored gzip of one page; None once `prune_contents` cleared it."""
     with conn.cursor() as cur:
         cur.execute("SELECT content_gzip FROM erp_sync.outbox WHERE outbox_id = %s", (outbox_id,))
         found = cur.fetchone()
     if found is None:
         raise LookupError(f"outbox row {outbox_id} does not exist")
-    return bytes(found[0])
+    return None if found[0] is None else bytes(found[0])
+
+
+def prune_contents(conn: Any, keep_days: int, *, limit: int = 50_000) -> PruneResult:
+    """Clear the content of pages whose backup was verified more than `keep_days` ago (at most
+    `limit` per call, oldest first); the caller commits. Pages marked before V031, which lack their
+    sizes, get them first: the next manifest of their run must still list them."""
+    if keep_days < 1:
+        raise ValueError(f"keep_days must be at least 1, not {keep_days}")
+    _record_missing_sizes(conn, keep_days, limit)
+    with conn.cursor() as cur:
+        cur.execute(
+            "WITH doomed AS ("
+            " SELECT outbox_id, octet_length(content_gzip) AS size FROM erp_sync.outbox"
+            " WHERE content_gzip IS NOT NULL AND backed_up_at < now() - make_interval(days => %s)"
+            " AND backup_size IS NOT NULL AND raw_size IS NOT NULL"
+            " ORDER BY backed_up_at LIMIT %s FOR UPDATE)"
+            " UPDATE erp_sync.outbox o SET content_gzip = NULL, content_pruned_at = now()"
+            " FROM doomed WHERE o.outbox_id = doomed.outbox_id RETURNING doomed.size",
+            (keep_days, limit),
+        )
+        sizes = [int(r[0]) for r in cur.fetchall()]
+    return PruneResult(len(sizes), sum(sizes))
+
+
+def _record_missing_sizes(conn: Any, keep_days: int, limit: int, chunk: int = 200) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT outbox_id FROM erp_sync.outbox"
+            " WHERE content_gzip IS NOT NULL AND backed_up_at < now() - make_interval(days => %s)"
+            " AND (backup_size IS NULL OR raw_size IS NULL) ORDER BY backed_up_at LIMIT %s",
+            (keep_days, limit),
+        )
+        ids = [int(r[0]) for r in cur.fetchall()]
+        for start in range(0, len(ids), chunk):  # a few hundred pages' content in memory at a time
+            cur.execute(
+                "SELECT outbox_id, content_gzip FROM erp_sync.outbox WHERE outbox_id = ANY(%s)",
+                (ids[start : start + chunk],),
+            )
+            for outbox_id, gz in cur.fetchall():
+                cur.execute(
+                    "UPDATE erp_sync.outbox SET backup_size = %s, raw_size = %s WHERE outbox_id = %s",
+                    (len(gz), len(gzip.decompress(bytes(gz))), outbox_id),
+                )
 
 
 def mark_backed_up(conn: Any, marks: Iterable[BackupMark]) -> int:
@@ -138,9 +201,9 @@ def mark_backed_up(conn: Any, marks: Iterable[BackupMark]) -> int:
     with conn.cursor() as cur:
         for mark in marks:
             cur.execute(
-                "UPDATE erp_sync.outbox SET backed_up_at = now(), remote_path = %s, backup_sha256 = %s "
-                "WHERE outbox_id = %s AND backed_up_at IS NULL",
-                (mark.remote_path, mark.backup_sha256, mark.outbox_id),
+                "UPDATE erp_sync.outbox SET backed_up_at = now(), remote_path = %s, backup_sha256 = %s,"
+                " backup_size = %s, raw_size = %s WHERE outbox_id = %s AND backed_up_at IS NULL",
+                (mark.remote_path, mark.backup_sha256, mark.backup_size, mark.raw_size, mark.outbox_id),
             )
             updated += cur.rowcount
     return updated

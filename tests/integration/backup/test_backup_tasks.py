@@ -60,9 +60,10 @@ def test_backup_task_drains_and_restore_task_rebuilds(airflow_conns: None, db: A
     add_batch(db, batch_id=1, run_id="scheduled__tasks", pages=[stripe_list_body(customers[:4]),
                                                                stripe_list_body(customers[4:])])  # fmt: skip
 
-    summary = backup_outbox_task(keep_days=30)
+    summary = backup_outbox_task(keep_days=30, outbox_keep_days=30)
 
     assert summary["drain"]["rows_marked"] == 2 and summary["drain"]["records"] == 7
+    assert summary["outbox_pruned"] == {"pages": 0, "bytes": 0}  # backed up just now: kept
     assert summary["retention"]["anchor_run_id"] == "scheduled__tasks"
     assert summary["retention"]["deleted_runs"] == []
     assert all(path for _, path, _ in outbox_state(db))

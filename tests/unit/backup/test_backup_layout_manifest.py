@@ -68,7 +68,7 @@ def _row(batch_id: int, page_no: int, created: datetime) -> OutboxRow:
 
 def test_manifest_records_files_totals_and_stream_cursors() -> None:
     rows = [_row(1, 1, T), _row(1, 2, T), _row(2, 1, T + timedelta(minutes=5))]
-    files = [m.file_entry(r, f"raw/{r.outbox_id}", b"x" * r.page_no, "a" * 64, 100) for r in rows]
+    files = [m.file_entry(r, f"raw/{r.outbox_id}", r.page_no, "a" * 64, 100) for r in rows]
     batches = [
         {"batch_id": 2, "source_system": "stripe", "stream": "customers", "cursor_before": T,
          "cursor_after": T + timedelta(hours=1)},
