@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -462,15 +462,21 @@ def reconcile_period(
     run_id: str | None = None,
     backup: BackupFn | None = None,
     repair_of_report_id: int | None = None,
+    lock_timeout_s: float = 600.0,
 ) -> ReconcileOutcome:
     """Compare the SaaS and the ERP for `request`'s period and streams; store and render the report.
+
+    Both sides are read holding the streams' load locks (`store.locks.stream_lock`): a sync of one of
+    them that is running finishes first (up to `lock_timeout_s`), and none starts until the reads
+    are done, so a half-loaded window never shows as drift.
 
     A failure while reading either side is stored as an ERROR report (so the UI shows the attempt and
     its reason) and then re-raised.
     """
     sources: dict[str, Any] = {"saas": {}, "erp": {}}
     try:
-        results, invariants = _read_and_compare(conn, client, request, sources)
+        with _load_locks(conn, request.streams, lock_timeout_s):
+            results, invariants = _read_and_compare(conn, client, request, sources)
     except Exception as exc:
         conn.rollback()
         _store_error(conn, request, exc, sources, dag_id=dag_id, run_id=run_id)
@@ -512,6 +518,28 @@ def reconcile_period(
     )
     outcome.message = describe(outcome, request)
     return outcome
+
+
+@contextmanager
+def _load_locks(conn: Any, streams: Iterable[str], timeout_s: float) -> Iterator[None]:
+    """The load locks of `streams`, taken in one order (two reconciliations cannot deadlock; a sync
+    takes one lock only)."""
+    from erp_sync.store.locks import lock_holder, stream_lock, stream_lock_key
+
+    specs = sorted((get_stream(name) for name in set(streams)), key=lambda s: (s.source_system, s.name))
+    conn.rollback()
+    with ExitStack() as held:
+        for spec in specs:
+            holder = lock_holder(conn, stream_lock_key(spec.source_system, spec.name))
+            conn.rollback()
+            if holder is not None:
+                log.info(
+                    "reconcile: stream %s is being loaded (pid %s); waiting for it to finish",
+                    spec.name,
+                    holder,
+                )
+            held.enter_context(stream_lock(conn, spec.source_system, spec.name, timeout_s=timeout_s))
+        yield
 
 
 def _read_and_compare(

@@ -4,7 +4,10 @@ damaged records, an empty period is OK and an impossible period fails before any
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,9 +21,10 @@ from erp_sync.clients.client import SaaSClient
 from erp_sync.core.params import InvalidParamError
 from erp_sync.core.reconcile import currency_exponent
 from erp_sync.pipeline import WindowRequest, sync_stream
-from erp_sync.reconcile_run import parse_request, run_request
+from erp_sync.reconcile_run import parse_request, reconcile_period, run_request
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
+from erp_sync.store.locks import StreamLockedError, stream_lock
 from erp_sync.streams import STREAMS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -356,3 +360,65 @@ def test_a_period_spilled_to_disk_gives_the_same_report(
     with pytest.raises(Exception, match="401"):  # the ERP side spilled, then the SaaS read failed
         run_request(conn=conn, client=wrong_key, request=parse_request(period, now=datetime.now(UTC)))
     assert list(tmp_path.iterdir()) == []
+
+
+def _hold_invoices_lock_with_drift(dsn: str, held: threading.Event, release: threading.Event) -> None:
+    """What a sync in the middle of a window looks like from outside: the invoices load lock held and
+    three invoices already rewritten (here: one minor unit more), put back before the lock is let go."""
+    other = psycopg2.connect(dsn)
+    try:
+        with stream_lock(other, "stripe", "invoices", timeout_s=30), other.cursor() as cur:
+            cur.execute(
+                "UPDATE erp_staging.ar_invoices SET total_amount = total_amount + 1 WHERE source_id IN"
+                " (SELECT source_id FROM erp_staging.ar_invoices ORDER BY source_id LIMIT 3)"
+            )
+            other.commit()
+            held.set()
+            release.wait(30)
+            cur.execute(
+                "UPDATE erp_staging.ar_invoices SET total_amount = total_amount - 1 WHERE source_id IN"
+                " (SELECT source_id FROM erp_staging.ar_invoices ORDER BY source_id LIMIT 3)"
+            )
+            other.commit()
+    finally:
+        other.close()
+
+
+def test_a_reconciliation_waits_for_a_running_sync_of_its_streams(
+    sandbox, conn, redis_client, redis_namespace, migrated_pg_dsn
+):
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    request = parse_request({"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}, now=end)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_invoices_lock_with_drift, args=(migrated_pg_dsn, held, release))
+    holder.start()
+    assert held.wait(30)
+    with ThreadPoolExecutor(1) as pool:
+        outcome = pool.submit(reconcile_period, conn=conn, client=_client(sandbox), request=request)
+        time.sleep(1.5)
+        assert not outcome.done()  # waiting for the lock, not reading a half-loaded window
+        release.set()
+        report = outcome.result(timeout=120)
+    holder.join(30)
+    assert report.status == "OK", report.message
+
+
+def test_a_reconciliation_that_cannot_get_the_lock_stores_an_error_naming_it(
+    sandbox, conn, redis_client, redis_namespace, migrated_pg_dsn
+):
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    request = parse_request({"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}, now=end)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_invoices_lock_with_drift, args=(migrated_pg_dsn, held, release))
+    holder.start()
+    try:
+        assert held.wait(30)
+        sandbox.admin.reset_counts()
+        with pytest.raises(StreamLockedError, match="stream stripe/invoices is being loaded by another run"):
+            reconcile_period(conn=conn, client=_client(sandbox), request=request, lock_timeout_s=0.5)
+    finally:
+        release.set()
+        holder.join(30)
+    latest = _rows(conn, "SELECT status, error_message FROM erp_sync.drift_reports ORDER BY report_id DESC LIMIT 1")
+    assert latest[0][0] == "ERROR" and "stripe/invoices" in latest[0][1]
+    assert sandbox.admin.request_counts()["total"] == 0  # nothing was read
