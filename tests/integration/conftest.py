@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.integration.dag_runs import airflow_home  # noqa: F401  (fixture)
+from tests.integration.dag_runs import airflow_home, dag_sftp  # noqa: F401  (fixtures)

@@ -7,16 +7,29 @@ import json
 import os
 import sqlite3
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from erp_sync.sandbox.testing import SandboxHandle
-from tests.integration.backup.backup_helpers import SftpServer
+from tests.integration.backup.backup_helpers import SftpServer, free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 AIRFLOW = PROJECT_DIR / ".venv" / "bin" / "airflow"
+
+
+@pytest.fixture(scope="module")
+def dag_sftp() -> Iterator[SftpServer]:
+    """An OpenSSH SFTP server for a DAG's backup tasks, one per test module."""
+    server = SftpServer(port=free_port(), run_dir=PROJECT_DIR / ".run" / f"sftp-dag-{uuid.uuid4().hex[:8]}")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +82,16 @@ def dag_test(env: dict[str, str], dag_id: str, conf: dict[str, Any]) -> tuple[di
         [str(AIRFLOW), "dags", "test", dag_id, "-c", json.dumps(conf)],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
-    try:
-        rows = db.execute(
-            "SELECT task_id, map_index, state FROM task_instance WHERE run_id = "
-            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
-            (dag_id,),
-        ).fetchall()
-    finally:
-        db.close()
+    rows = latest_run_rows(env, dag_id, "SELECT task_id, map_index, state FROM task_instance")
     states = {task if index < 0 else f"{task}[{index}]": state for task, index, state in rows}
     return states, done.stdout + done.stderr
+
+
+def latest_run_rows(env: dict[str, str], dag_id: str, select: str, where: str = "") -> list[tuple[Any, ...]]:
+    """`select ... WHERE where` (a query without its WHERE) for the DAG's latest run, from the Airflow DB."""
+    latest = "run_id = (SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)"
+    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
+    try:
+        return db.execute(f"{select} WHERE {where + ' AND ' if where else ''}{latest}", (dag_id,)).fetchall()
+    finally:
+        db.close()

@@ -4,7 +4,6 @@ truth, with each stream's extract progress in the task logs and no secret in the
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import pytest
 from test_end_to_end import assert_conservation, assert_staging_equals_truth
 
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
-from tests.integration.backup.backup_helpers import SftpServer, free_port
-from tests.integration.dag_runs import PROJECT_DIR, connections_env, dag_test
+from tests.integration.backup.backup_helpers import SftpServer
+from tests.integration.dag_runs import connections_env, dag_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,24 +26,14 @@ def dag_sandbox() -> Iterator[SandboxHandle]:
         yield handle
 
 
-@pytest.fixture(scope="module")
-def sftp() -> Iterator[SftpServer]:
-    server = SftpServer(port=free_port(), run_dir=PROJECT_DIR / ".run" / f"sftp-sync-{uuid.uuid4().hex[:8]}")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_the_nightly_dag_syncs_every_stripe_stream_and_backs_the_pages_up(
     airflow_home: Path,
     dag_sandbox: SandboxHandle,
     migrated_pg_dsn: str,
     redis_namespace: str,
-    sftp: SftpServer,
+    dag_sftp: SftpServer,
 ) -> None:
-    env = connections_env(airflow_home, dag_sandbox, migrated_pg_dsn, redis_namespace, sftp)
+    env = connections_env(airflow_home, dag_sandbox, migrated_pg_dsn, redis_namespace, dag_sftp)
     states, output = dag_test(env, SYNC_DAG_ID, {"full_refresh": True})
 
     syncs = {task: state for task, state in states.items() if task.startswith("sync_stream[")}

@@ -5,11 +5,8 @@ succeeds and backs the report up; drift turns the reconcile task red and its log
 from __future__ import annotations
 
 import json
-import sqlite3
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -21,8 +18,8 @@ from erp_sync.pipeline import WindowRequest, sync_stream
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
 from erp_sync.streams import STREAMS
-from tests.integration.backup.backup_helpers import SftpServer, free_port
-from tests.integration.dag_runs import PROJECT_DIR, connections_env, dag_test
+from tests.integration.backup.backup_helpers import SftpServer
+from tests.integration.dag_runs import connections_env, dag_test, latest_run_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,27 +33,16 @@ def sandbox() -> Iterator[SandboxHandle]:
 
 
 @pytest.fixture(scope="module")
-def sftp() -> Iterator[SftpServer]:
-    server = SftpServer(port=free_port(), run_dir=PROJECT_DIR / ".run" / f"sftp-rec-{uuid.uuid4().hex[:8]}")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def sftp(dag_sftp: SftpServer) -> SftpServer:
+    return dag_sftp
 
 
 def _report_link(env: dict[str, str]) -> str | None:
     """The "Drift report" extra link the worker stored for the latest run's reconcile task."""
-    db = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
-    try:
-        row = db.execute(
-            "SELECT value FROM xcom WHERE task_id = 'reconcile' AND key = '_link_DriftReportLink' AND run_id = "
-            "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
-            (DAG_ID,),
-        ).fetchone()
-    finally:
-        db.close()
-    return None if row is None else json.loads(row[0])
+    rows = latest_run_rows(
+        env, DAG_ID, "SELECT value FROM xcom", where="task_id = 'reconcile' AND key = '_link_DriftReportLink'"
+    )
+    return json.loads(rows[0][0]) if rows else None
 
 
 def _full_sync(sandbox: SandboxHandle, dsn: str, redis_client: Any, ns: str) -> datetime:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -384,41 +385,48 @@ def _hold_invoices_lock_with_drift(dsn: str, held: threading.Event, release: thr
         other.close()
 
 
+@contextmanager
+def _sync_in_progress(dsn: str) -> Iterator[threading.Event]:
+    """A sync of invoices caught mid-window (`_hold_invoices_lock_with_drift`) until the event is set."""
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_invoices_lock_with_drift, args=(dsn, held, release))
+    holder.start()
+    try:
+        assert held.wait(30)
+        yield release
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def _synced_period(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str) -> Any:
+    end = _full_sync(sandbox, conn, redis_client, ns)
+    return parse_request({"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}, now=end)
+
+
 def test_a_reconciliation_waits_for_a_running_sync_of_its_streams(
     sandbox, conn, redis_client, redis_namespace, migrated_pg_dsn
 ):
-    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
-    request = parse_request({"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}, now=end)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_invoices_lock_with_drift, args=(migrated_pg_dsn, held, release))
-    holder.start()
-    assert held.wait(30)
-    with ThreadPoolExecutor(1) as pool:
+    request = _synced_period(sandbox, conn, redis_client, redis_namespace)
+    with _sync_in_progress(migrated_pg_dsn) as release, ThreadPoolExecutor(1) as pool:
         outcome = pool.submit(reconcile_period, conn=conn, client=_client(sandbox), request=request)
         time.sleep(1.5)
         assert not outcome.done()  # waiting for the lock, not reading a half-loaded window
         release.set()
         report = outcome.result(timeout=120)
-    holder.join(30)
     assert report.status == "OK", report.message
 
 
 def test_a_reconciliation_that_cannot_get_the_lock_stores_an_error_naming_it(
     sandbox, conn, redis_client, redis_namespace, migrated_pg_dsn
 ):
-    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
-    request = parse_request({"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat()}, now=end)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_invoices_lock_with_drift, args=(migrated_pg_dsn, held, release))
-    holder.start()
-    try:
-        assert held.wait(30)
+    request = _synced_period(sandbox, conn, redis_client, redis_namespace)
+    with _sync_in_progress(migrated_pg_dsn):
         sandbox.admin.reset_counts()
         with pytest.raises(StreamLockedError, match="stream stripe/invoices is being loaded by another run"):
             reconcile_period(conn=conn, client=_client(sandbox), request=request, lock_timeout_s=0.5)
-    finally:
-        release.set()
-        holder.join(30)
-    latest = _rows(conn, "SELECT status, error_message FROM erp_sync.drift_reports ORDER BY report_id DESC LIMIT 1")
+    latest = _rows(
+        conn, "SELECT status, error_message FROM erp_sync.drift_reports ORDER BY report_id DESC LIMIT 1"
+    )
     assert latest[0][0] == "ERROR" and "stripe/invoices" in latest[0][1]
     assert sandbox.admin.request_counts()["total"] == 0  # nothing was read
