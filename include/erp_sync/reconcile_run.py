@@ -524,20 +524,12 @@ def reconcile_period(
 def _load_locks(conn: Any, streams: Iterable[str], timeout_s: float) -> Iterator[None]:
     """The load locks of `streams`, taken in one order (two reconciliations cannot deadlock; a sync
     takes one lock only)."""
-    from erp_sync.store.locks import lock_holder, stream_lock, stream_lock_key
+    from erp_sync.store.locks import stream_lock
 
     specs = sorted((get_stream(name) for name in set(streams)), key=lambda s: (s.source_system, s.name))
     conn.rollback()
     with ExitStack() as held:
         for spec in specs:
-            holder = lock_holder(conn, stream_lock_key(spec.source_system, spec.name))
-            conn.rollback()
-            if holder is not None:
-                log.info(
-                    "reconcile: stream %s is being loaded (pid %s); waiting for it to finish",
-                    spec.name,
-                    holder,
-                )
             held.enter_context(stream_lock(conn, spec.source_system, spec.name, timeout_s=timeout_s))
         yield
 

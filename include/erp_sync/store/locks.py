@@ -9,12 +9,15 @@ The upsert's version guard covers whatever a lock cannot (a load that skipped th
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from psycopg2 import errors
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+log = logging.getLogger(__name__)
 
 
 class StreamLockedError(RuntimeError):
@@ -64,6 +67,14 @@ def _acquire(conn: Any, key: int, source_system: str, stream: str, timeout_s: fl
     timeout_ms = max(1, int(timeout_s * 1000))
     try:
         with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if cur.fetchone()[0]:
+                conn.commit()
+                return
+            log.info(
+                "stream %s/%s is being loaded by postgres backend pid %s; waiting up to %gs for it",
+                source_system, stream, lock_holder(conn, key), timeout_s,
+            )  # fmt: skip
             cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{timeout_ms}ms",))
             cur.execute("SELECT pg_advisory_lock(%s)", (key,))
         conn.commit()

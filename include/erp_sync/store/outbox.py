@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg2.extras import execute_values
+
+# Backed up more than `keep_days` (the one parameter) ago, content still stored.
+_PRUNABLE = "content_gzip IS NOT NULL AND backed_up_at < now() - make_interval(days => %s)"
 _ROW_COLUMNS = (
     "outbox_id, batch_id, run_id, source_system, stream, page_no, url, page_meta, record_count, "
     "sha256, created_at, backed_up_at, remote_path, backup_sha256, backup_size, raw_size, "
@@ -161,9 +165,8 @@ def prune_contents(conn: Any, keep_days: int, *, limit: int = 50_000) -> PruneRe
     _record_missing_sizes(conn, keep_days, limit)
     with conn.cursor() as cur:
         cur.execute(
-            "WITH doomed AS ("
-            " SELECT outbox_id, octet_length(content_gzip) AS size FROM erp_sync.outbox"
-            " WHERE content_gzip IS NOT NULL AND backed_up_at < now() - make_interval(days => %s)"
+            "WITH doomed AS ("  # noqa: S608 -- _PRUNABLE is a constant
+            f" SELECT outbox_id, octet_length(content_gzip) AS size FROM erp_sync.outbox WHERE {_PRUNABLE}"
             " AND backup_size IS NOT NULL AND raw_size IS NOT NULL"
             " ORDER BY backed_up_at LIMIT %s FOR UPDATE)"
             " UPDATE erp_sync.outbox o SET content_gzip = NULL, content_pruned_at = now()"
@@ -177,8 +180,7 @@ def prune_contents(conn: Any, keep_days: int, *, limit: int = 50_000) -> PruneRe
 def _record_missing_sizes(conn: Any, keep_days: int, limit: int, chunk: int = 200) -> None:
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT outbox_id FROM erp_sync.outbox"
-            " WHERE content_gzip IS NOT NULL AND backed_up_at < now() - make_interval(days => %s)"
+            f"SELECT outbox_id FROM erp_sync.outbox WHERE {_PRUNABLE}"  # noqa: S608 -- a constant
             " AND (backup_size IS NULL OR raw_size IS NULL) ORDER BY backed_up_at LIMIT %s",
             (keep_days, limit),
         )
@@ -188,11 +190,13 @@ def _record_missing_sizes(conn: Any, keep_days: int, limit: int, chunk: int = 20
                 "SELECT outbox_id, content_gzip FROM erp_sync.outbox WHERE outbox_id = ANY(%s)",
                 (ids[start : start + chunk],),
             )
-            for outbox_id, gz in cur.fetchall():
-                cur.execute(
-                    "UPDATE erp_sync.outbox SET backup_size = %s, raw_size = %s WHERE outbox_id = %s",
-                    (len(gz), len(gzip.decompress(bytes(gz))), outbox_id),
-                )
+            sizes = [(i, len(gz), len(gzip.decompress(bytes(gz)))) for i, gz in cur.fetchall()]
+            execute_values(
+                cur,
+                "UPDATE erp_sync.outbox o SET backup_size = v.backup_size, raw_size = v.raw_size"
+                " FROM (VALUES %s) AS v (outbox_id, backup_size, raw_size) WHERE o.outbox_id = v.outbox_id",
+                sizes,
+            )
 
 
 def mark_backed_up(conn: Any, marks: Iterable[BackupMark]) -> int:

@@ -1,5 +1,5 @@
 -- V031: a page's content leaves the outbox once its SFTP copy has been verified for a while.
--- Until now the outbox kept every page's gzip forever: ~600 MB of Postgres per million invoices of
+-- Until now the outbox kept every page's gzip forever: ~335 MB of Postgres per million invoices of
 -- cold sync, growing with every nightly delta. `erp_sync.store.outbox.prune_contents` now clears
 -- `content_gzip` of pages whose backup was verified more than N days ago (the backup task, Variable
 -- `erp_sync_outbox_keep_days`, default 30). What a later manifest of the same run must list about a
