@@ -73,12 +73,15 @@ class Bench:
     databases: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The checkout whose code the stages run (`bench.ab_delta` switches between two).
+    project_dir: Path = PROJECT_DIR
+    stage_python: Path | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = f"{PROJECT_DIR / 'include'}:{PROJECT_DIR}" + (
+        env["PYTHONPATH"] = f"{self.project_dir / 'include'}:{self.project_dir}" + (
             f":{env['PYTHONPATH']}" if env.get("PYTHONPATH") else ""
         )
         return env
@@ -93,7 +96,7 @@ class Bench:
             "page_size": 100,
             "batch_records": self.args.batch_records,
             "workdir": str(self.workdir),
-            "project_dir": str(PROJECT_DIR),
+            "project_dir": str(self.project_dir),
             "out": str(self.workdir / f"{name}.result.json"),
             "profile": str(self.results_dir / f"{self.stamp}-{name}.profile.txt")
             if name in self.args.profile
@@ -130,7 +133,7 @@ class Bench:
             env=self.env(),
             log_path=self.workdir / "stages.log",
             timeout_s=self.args.timeout,
-            cwd=PROJECT_DIR,
+            cwd=self.project_dir,
         )
         if child.returncode != 0 or not out.exists():
             self.notes.append(f"{name} FAILED (exit {child.returncode}); see the log tail in the JSON")
@@ -152,7 +155,7 @@ class Bench:
         cfg = self.base_config(name)
         cfg["params"] = params
         cfg["currency_exponents"] = _currency_exponents()
-        return self.run_stage(name, ["-m", "bench.stage", kind], cfg)
+        return self.run_stage(name, ["-m", "bench.stage", kind], cfg, python=self.stage_python)
 
     def peer(self, script: str, name: str, extra: dict[str, Any]) -> dict[str, Any] | None:
         if not PEERS_PYTHON.exists():

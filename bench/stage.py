@@ -58,11 +58,13 @@ def _timed(cfg: Config, box: dict[str, float]) -> Iterator[None]:
         profiler.start()
     if cfg.get("gil_profile"):
         spy = _start_gil_sampler(cfg["gil_profile"])
-    started = time.perf_counter()
+    started = box["started"] = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         yield
     finally:
         box["seconds"] = time.perf_counter() - started
+        box["process_cpu_seconds"] = time.process_time() - cpu_started
         if spy is not None:
             _stop_gil_sampler(spy)
         if profiler is not None:
@@ -144,7 +146,6 @@ def stage_sync(cfg: Config) -> Result:
     import_seconds = _preimport_pipeline()
     box: dict[str, float] = {}
     timeline: list[tuple[float, int]] = []  # (seconds into the stage, records) as each batch is done
-    started = time.perf_counter()
     with _timed(cfg, box):
         result = sync_stream(
             spec=spec,
@@ -155,7 +156,9 @@ def stage_sync(cfg: Config) -> Result:
             window=window,
             namespace=cfg["namespace"],
             batch_records=cfg["batch_records"],
-            on_batch=lambda done: timeline.append((round(time.perf_counter() - started, 3), done.extracted)),
+            on_batch=lambda done: timeline.append(
+                (round(time.perf_counter() - box["started"], 3), done.extracted)
+            ),
         )
     written = _staging_writes_since(conn, list(spec.target_tables), db_now)
     conn.close()
@@ -165,6 +168,8 @@ def stage_sync(cfg: Config) -> Result:
     if len(timeline) <= 50:  # a delta's batches, not a cold sync's 200
         summary["batches_done_at"] = timeline
     summary["import_seconds_untimed"] = round(import_seconds, 3)
+    # All of the process's threads: near `seconds` means the stage is bound by one core (the GIL).
+    summary["process_cpu_seconds"] = round(box["process_cpu_seconds"], 3)
     return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
 
 

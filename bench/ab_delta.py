@@ -1,0 +1,109 @@
+"""Interleaved A/B of the 1% delta between two checkouts, on one sandbox and one database:
+`python -m bench.ab_delta --invoices N --rounds R --a DIR --b DIR [--label-a NAME --label-b NAME]`.
+
+The machine's speed drifts by tens of percent within minutes (BENCHMARKS.md), so two variants are
+compared only inside one run: one sandbox seeded with N invoices, one cold sync (by checkout A), then
+R rounds in which each checkout runs a delta on its own fresh 1% mutation, the order alternating
+from round to round. Each delta is followed by its HTTP floor on the same events window, so every
+delta has a floor ratio of its own. Each checkout needs its own `.venv` (scripts/setup_venv.sh).
+Results: `<results-dir>/<stamp>-ab-delta.json` (every stage's result) and a printed summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import run as bench_run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab_delta", description=__doc__)
+    parser.add_argument("--a", type=Path, required=True, help="checkout A (also runs the cold sync)")
+    parser.add_argument("--b", type=Path, required=True, help="checkout B")
+    parser.add_argument("--label-a", default="A")
+    parser.add_argument("--label-b", default="B")
+    parser.add_argument("--rounds", type=int, default=3)
+    known, rest = parser.parse_known_args(argv)
+    args = bench_run.parse_args(rest)
+    for name, value in vars(known).items():
+        setattr(args, name, value)
+    for checkout in (args.a, args.b):
+        if not (checkout / ".venv" / "bin" / "python").exists():
+            parser.error(f"{checkout} has no .venv: run scripts/setup_venv.sh there first")
+    return args
+
+
+def use_checkout(bench: bench_run.Bench, checkout: Path) -> None:
+    bench.project_dir = checkout.resolve()
+    bench.stage_python = bench.project_dir / ".venv" / "bin" / "python"
+
+
+def summary(bench: bench_run.Bench, labels: dict[str, str]) -> dict[str, Any]:
+    by_variant: dict[str, dict[str, list[float]]] = {}
+    for name, result in bench.raw.items():
+        if not name.startswith("delta_") or result.get("failed"):
+            continue
+        variant = name.split("_")[1]
+        floor = bench.raw.get(f"floor_{name}", {})
+        numbers = by_variant.setdefault(labels[variant], {"seconds": [], "ratio_to_floor": []})
+        numbers["seconds"].append(result["seconds"])
+        if floor.get("seconds"):
+            numbers["ratio_to_floor"].append(round(result["seconds"] / floor["seconds"], 2))
+    return {
+        label: {**numbers, "median_seconds": statistics.median(numbers["seconds"])}
+        for label, numbers in by_variant.items()
+        if numbers["seconds"]
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    workdir = bench_run.BENCH_DIR / "work" / args.stamp
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = bench_run.Bench(args=args, workdir=workdir, results_dir=results_dir)
+    labels = {"a": args.label_a, "b": args.label_b}
+    checkouts = {"a": args.a, "b": args.b}
+    try:
+        bench.start_sandbox()
+        bench.dsn = bench.create_database()
+        bench.namespace = f"erpbench-{uuid.uuid4().hex[:10]}"
+        bench.namespaces.append(bench.namespace)
+        bench.window_end = datetime.now(UTC).replace(microsecond=0)
+        window_end = bench.window_end.isoformat()
+        use_checkout(bench, args.a)
+        bench.stage("floor_http", "warm_sandbox", {"window_end": window_end})
+        cold = {"run_id": "bench-cold", "full_refresh": True, "window_end": window_end}
+        bench.stage("sync", "cold_sync", cold)
+        for round_no in range(1, args.rounds + 1):
+            order = ("a", "b") if round_no % 2 else ("b", "a")
+            for variant in order:
+                use_checkout(bench, checkouts[variant])
+                name = f"delta_{variant}_{round_no}"
+                bench_run.delta_stages(bench, name, f"floor_{name}", with_peer=False, lookback_s=0)
+    finally:
+        document = {
+            "labels": labels,
+            "checkouts": {key: str(path.resolve()) for key, path in checkouts.items()},
+            "invoices": args.invoices,
+            "summary": summary(bench, labels),
+            "stages": bench.raw,
+        }
+        out = results_dir / f"{args.stamp}-ab-delta.json"
+        out.write_text(json.dumps(document, default=bench_run._json_default, indent=1))
+        bench.teardown()
+        print(json.dumps(document["summary"], indent=1))
+        print(f"[bench] results: {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
