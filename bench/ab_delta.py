@@ -46,14 +46,18 @@ def use_checkout(bench: bench_run.Bench, checkout: Path) -> None:
 
 
 def summary(bench: bench_run.Bench, labels: dict[str, str]) -> dict[str, Any]:
-    by_variant: dict[str, dict[str, list[float]]] = {}
+    by_variant: dict[str, dict[str, list[Any]]] = {}
     for name, result in bench.raw.items():
-        if not name.startswith("delta_") or result.get("failed"):
-            continue
-        variant = name.split("_")[1]
+        parts = name.split("_")
+        if len(parts) != 3 or parts[0] != "delta" or result.get("failed"):
+            continue  # not a delta stage (a floor, a mutation), or one that failed
+        variant = parts[1]
         floor = bench.raw.get(f"floor_{name}", {})
-        numbers = by_variant.setdefault(labels[variant], {"seconds": [], "ratio_to_floor": []})
+        numbers = by_variant.setdefault(
+            labels[variant], {"seconds": [], "process_cpu_seconds": [], "ratio_to_floor": []}
+        )
         numbers["seconds"].append(result["seconds"])
+        numbers["process_cpu_seconds"].append(result.get("extra", {}).get("process_cpu_seconds"))
         if floor.get("seconds"):
             numbers["ratio_to_floor"].append(round(result["seconds"] / floor["seconds"], 2))
     return {
@@ -90,19 +94,31 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"delta_{variant}_{round_no}"
                 bench_run.delta_stages(bench, name, f"floor_{name}", with_peer=False, lookback_s=0)
     finally:
-        document = {
-            "labels": labels,
-            "checkouts": {key: str(path.resolve()) for key, path in checkouts.items()},
-            "invoices": args.invoices,
-            "summary": summary(bench, labels),
-            "stages": bench.raw,
-        }
-        out = results_dir / f"{args.stamp}-ab-delta.json"
-        out.write_text(json.dumps(document, default=bench_run._json_default, indent=1))
-        bench.teardown()
-        print(json.dumps(document["summary"], indent=1))
-        print(f"[bench] results: {out}", flush=True)
+        try:
+            report(bench, args, labels, checkouts, results_dir)
+        finally:
+            bench.teardown()
     return 0
+
+
+def report(
+    bench: bench_run.Bench,
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    checkouts: dict[str, Path],
+    results_dir: Path,
+) -> None:
+    document = {
+        "labels": labels,
+        "checkouts": {key: str(path.resolve()) for key, path in checkouts.items()},
+        "invoices": args.invoices,
+        "summary": summary(bench, labels),
+        "stages": bench.raw,
+    }
+    out = results_dir / f"{args.stamp}-ab-delta.json"
+    out.write_text(json.dumps(document, default=bench_run._json_default, indent=1))
+    print(json.dumps(document["summary"], indent=1))
+    print(f"[bench] results: {out}", flush=True)
 
 
 if __name__ == "__main__":
