@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -197,7 +197,7 @@ def sync_stream(
     this thread, one batch after the other. The garbage collector is paused for the run and run
     between batches (see `erp_sync.core.batching`).
     """
-    from erp_sync.clients.pages import meta_for_pages, uses_events
+    from erp_sync.clients.pages import meta_for_pages
     from erp_sync.store.counters import next_batch_id
     from erp_sync.store.ledger import RedisLedger
     from erp_sync.store.loader import find_committed, load_batch
@@ -237,7 +237,7 @@ def sync_stream(
         with (
             _read_ahead(pages, read_ahead_pages) as ahead,
             _map_ahead(
-                _prepare_batches(spec, ahead, batch_records, uses_events(spec, resolved.mode), mapping_ahead),
+                _prepare_batches(spec, ahead, batch_records, mapping_ahead),
                 enabled=map_ahead,
             ) as prepared,
         ):
@@ -295,70 +295,34 @@ class PreparedBatch:
     pages: list[Page]
     is_last: bool
     digest: str
-    superseded: Collection[str]  # keys an earlier batch of the same event listing carried
     mapped: MappedBatch | None  # None: not mapped ahead
 
     def mapping(self, spec: StreamSpec) -> MappedBatch:
         if self.mapped is None:
             from erp_sync.core.transform import map_pages
 
-            self.mapped = map_pages(spec, self.pages, superseded_ids=self.superseded)
+            self.mapped = map_pages(spec, self.pages)
         return self.mapped
-
-
-class _EarlierBatchKeys(Collection[str]):
-    """The keys that batches before `batch_no` carried, as a view of the listing's first-seen index.
-
-    A view, not a copy: the index keeps growing while later batches are prepared ahead.
-    """
-
-    def __init__(self, first_seen: dict[str, int], batch_no: int) -> None:
-        self._first_seen = first_seen
-        self._batch_no = batch_no
-
-    def __contains__(self, key: object) -> bool:
-        first = self._first_seen.get(key)  # type: ignore[call-overload]
-        return first is not None and first < self._batch_no
-
-    def __iter__(self) -> Iterator[str]:
-        return (key for key, first in list(self._first_seen.items()) if first < self._batch_no)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def __bool__(self) -> bool:
-        return self._batch_no > 1 and bool(self._first_seen)
 
 
 def _prepare_batches(
     spec: StreamSpec,
     pages: Iterable[Page],
     batch_records: int,
-    events: bool,
     mapping_ahead: threading.Event,
 ) -> Iterator[PreparedBatch]:
-    """Batches with their digests, mapped while `mapping_ahead` is set.
-
-    An event listing is newest first: a key an earlier batch of this window carried is, when it comes
-    again, an older snapshot -- possibly of the same second, which the version guard cannot order.
-    Those are dropped as superseded (the in-batch rule: on a tie, the first seen).
-    """
-    from erp_sync.clients.pages import record_keys
+    """Batches with their digests, mapped while `mapping_ahead` is set. (An event listing's older
+    snapshots are already out of the pages, across batches too: the client drops them.)"""
     from erp_sync.store.loader import OUTBOX_GZIP_LEVEL
 
-    first_seen: dict[str, int] = {}
     first = max(1, batch_records // FIRST_BATCH_FRACTION)
-    for batch_no, (batch_pages, is_last) in enumerate(batched_pages(pages, batch_records, first), 1):
-        superseded: Collection[str] = _EarlierBatchKeys(first_seen, batch_no) if events else ()
-        batch = PreparedBatch(batch_pages, is_last, input_sha256(batch_pages), superseded, mapped=None)
+    for batch_pages, is_last in batched_pages(pages, batch_records, first):
+        batch = PreparedBatch(batch_pages, is_last, input_sha256(batch_pages), mapped=None)
         if mapping_ahead.is_set():
             batch.mapping(spec)
             for page in batch_pages:  # the outbox's content, off the loading thread
                 page.compressed(OUTBOX_GZIP_LEVEL)
         yield batch
-        if events:
-            for key in record_keys(spec, batch_pages):
-                first_seen.setdefault(key, batch_no)
 
 
 def _map_ahead(

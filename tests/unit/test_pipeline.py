@@ -87,27 +87,16 @@ def keyed_page(n: int, ids: list[str]) -> Page:
     )
 
 
-def test_an_event_listing_marks_keys_of_earlier_batches_only_as_superseded() -> None:
+def test_prepared_batches_carry_their_input_digest_and_are_mapped_only_when_asked() -> None:
     from erp_sync.pipeline import _prepare_batches
     from erp_sync.streams import get_stream
 
     pages = [keyed_page(1, ["in_a", "in_b"]), keyed_page(2, ["in_b", "in_c"]), keyed_page(3, ["in_a"])]
-    not_ahead = threading.Event()  # clear: nothing is mapped, only the keys are tracked
-    batches = list(_prepare_batches(get_stream("invoices"), pages, 2, True, not_ahead))
+    not_ahead = threading.Event()  # clear: nothing is mapped ahead
+    batches = list(_prepare_batches(get_stream("invoices"), pages, 2, not_ahead))
     assert [b.mapped for b in batches] == [None, None, None]
-    assert [sorted(b.superseded) for b in batches] == [[], ["in_a", "in_b"], ["in_a", "in_b", "in_c"]]
-    assert "in_c" not in batches[1].superseded and "in_c" in batches[2].superseded
-    assert not batches[0].superseded
     assert [b.digest for b in batches] == [input_sha256([p]) for p in pages]
-
-
-def test_a_full_listing_supersedes_nothing() -> None:
-    from erp_sync.pipeline import _prepare_batches
-    from erp_sync.streams import get_stream
-
-    pages = [keyed_page(1, ["in_a"]), keyed_page(2, ["in_a"])]
-    batches = list(_prepare_batches(get_stream("invoices"), pages, 1, False, threading.Event()))
-    assert [list(b.superseded) for b in batches] == [[], []]
+    assert [b.is_last for b in batches] == [False, False, True]
 
 
 def test_a_smaller_first_batch_then_full_ones() -> None:

@@ -274,23 +274,26 @@ def _restore_batch(
 ) -> BatchResult | None:
     """Load one original batch again; None when staging already holds all of it (nothing written).
 
-    `seen`: for a newest-first event listing, the keys the window's earlier batches carried; their
-    records here are older snapshots, dropped as superseded as the sync did (then `seen` grows).
+    `seen`: for a newest-first event listing, the keys the window's earlier pages carried; older
+    snapshots are dropped as superseded as the client dropped them (and `seen` grows).
     """
-    from erp_sync.clients.pages import page_from_body, record_keys
+    from erp_sync.clients.pages import page_from_body
     from erp_sync.core.transform import map_pages
     from erp_sync.store.loader import load_batch, plan_batch
 
     ordered = sorted(files, key=lambda f: int(f.entry["page_no"]))
     pages: list[Page] = [
         page_from_body(
-            spec, f.local.read_bytes(), str(f.entry["url"]), f.entry["page_meta"], int(f.entry["page_no"])
+            spec,
+            f.local.read_bytes(),
+            str(f.entry["url"]),
+            f.entry["page_meta"],
+            int(f.entry["page_no"]),
+            seen,
         )
         for f in ordered
     ]
-    mapped = map_pages(spec, pages, superseded_ids=seen or ())
-    if seen is not None:
-        seen.update(record_keys(spec, pages))
+    mapped = map_pages(spec, pages)
     key = restore_key(restore_run_id, spec, batch, pages)
     planned = plan_batch(conn, ledger, key, mapped, pages)
     if planned.loaded_new == 0 and planned.loaded_changed == 0:

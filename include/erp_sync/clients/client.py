@@ -31,6 +31,7 @@ from erp_sync.clients.errors import (
 )
 from erp_sync.clients.pages import (
     Mode,
+    drop_superseded,
     list_decoder,
     page_meta_for,
     page_selector,
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CHILD_PAGE_SIZE = 100  # Stripe's maximum `limit`
-MAX_CACHED_CHILD_LISTS = 2_000  # bounds memory on long extracts; a miss only costs a re-fetch
 
 
 @dataclass
@@ -151,7 +151,6 @@ class SaaSClient:
         self.stats = ClientStats(clock=clock, started=clock())
         self._stream = ""
         self._last_progress = clock()
-        self._child_tails: dict[bytes, list[Any]] = {}
         self._stats_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.page_meta: dict[str, Any] = {}
@@ -192,7 +191,6 @@ class SaaSClient:
         self.stats = ClientStats(clock=self._clock, started=self._clock())
         self._stream = spec.name
         self._last_progress = self._clock()
-        self._child_tails = {}
         default_version = int(self._wall_clock().timestamp()) if effective_mode == "full" else None
         # What the loader stores beside each outbox page so restore can rebuild it (page_from_body).
         self.page_meta = page_meta_for(effective_mode, default_version)
@@ -208,18 +206,22 @@ class SaaSClient:
         selector = page_selector(spec, effective_mode)
         decode = list_decoder(spec, effective_mode, record_fields)
         narrow = decode is not parse_json_body
-        seen: set[PageRequest] = set()
+        requested: set[PageRequest] = set()
+        # The keys an event listing met so far: the newest snapshot of each record (drop_superseded).
+        keys_met: set[str] | None = set() if uses_events(spec, effective_mode) else None
         page_no = 0
         while request is not None:
-            if request in seen and not isinstance(paginator, OffsetPaginator):
+            if request in requested and not isinstance(paginator, OffsetPaginator):
                 # An offset walk may repeat a request after backing up (see OffsetPaginator).
                 raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
-            seen.add(request)
+            requested.add(request)
             response, payload, items = self._call(
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
             )
             page_no += 1
-            yield self._page(spec, effective_mode, default_version, page_no, request, response, items, narrow)
+            yield self._page(
+                spec, effective_mode, default_version, page_no, request, response, items, narrow, keys_met
+            )
             request = paginator.next(request, response, payload, items)
         self.stats.finished = self._clock()
         self.progress(spec.name, self.stats)
@@ -234,8 +236,10 @@ class SaaSClient:
         response: HttpResponse,
         items: list[Any],
         narrow: bool,
+        keys_met: set[str] | None,
     ) -> Page:
-        """Select the page's records, complete their child lists, count them.
+        """Select the page's records, drop older snapshots (`keys_met`: the event listing's keys so
+        far), complete the child lists of the rest, count them.
 
         The body is the exact bytes received; when child lists were completed, the page's stored
         body (`Page.stored_body`, what the outbox keeps) is that body with the fetched tails, in an
@@ -248,6 +252,13 @@ class SaaSClient:
         if narrow and problems:
             whole_items = select_items(url, parse_json_body(url, response.body), page_selector(spec, mode))
             problems = select_records(spec, whole_items, mode=mode, default_version=default_version).problems
+        met_before: frozenset[str] | None = None
+        superseded = 0
+        if keys_met is not None:
+            met_before = frozenset(
+                key for key in (str(r[spec.primary_key]) for r in selection.records) if key in keys_met
+            )
+            superseded = drop_superseded(spec, selection, keys_met)
         tails = self._complete_children(spec, selection.records)
         page = Page(
             stream=spec.name,
@@ -257,15 +268,16 @@ class SaaSClient:
             records=selection.records,
             versions=selection.versions,
             problems=problems,
+            superseded=superseded,
             fetched_at=self._wall_clock(),
             fetched_children=orjson.dumps(tails) if tails else b"",
             rebuild_whole=(
-                functools.partial(whole_records, spec, url, page_meta_for(mode, default_version))
+                functools.partial(whole_records, spec, url, page_meta_for(mode, default_version), met_before)
                 if narrow
                 else None
             ),
         )
-        self._count(pages=1, records=len(page.records), problems=len(page.problems))
+        self._count(pages=1, records=page.extracted - len(page.problems), problems=len(page.problems))
         for problem in page.problems:
             log.warning(
                 "extract %s: rejected record (%s): %s", spec.name, problem.reason_code, problem.message
@@ -330,46 +342,34 @@ class SaaSClient:
 
     def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[Any]]:
         """Complete every truncated child list of the page in place (fetching the tails with up to
-        `child_concurrency` requests in flight); returns the tails appended (empty: none changed)."""
+        `child_concurrency` requests in flight); returns the tails appended (empty: none changed).
+        Each parent's tail is fetched: a walk meets a record once (an event listing's older
+        snapshots are dropped before this, ADR 0013)."""
         pending = [
-            self._child_job(child, record, str(record[spec.primary_key]), embedded)
+            (embedded, self._child_fetch(child, str(record[spec.primary_key]), embedded))
             for child, record, embedded in truncated_child_lists(spec, records)
         ]
-        if not pending:
-            return []
-        jobs: dict[bytes | int, Callable[[], list[Any]]] = {}
-        for n, (_, key, fetch) in enumerate(pending):
-            if key is None or (key not in jobs and key not in self._child_tails):
-                jobs[key if key is not None else n] = fetch
-        fetched = self._run_child_jobs(jobs)
-        tails: list[list[Any]] = []
-        for n, (embedded, key, _) in enumerate(pending):
-            job_key: bytes | int = key if key is not None else n
-            tail = fetched[job_key] if job_key in fetched else self._child_tails[key or b""]
+        tails = self._run_child_jobs([fetch for _, fetch in pending])
+        for (embedded, _), tail in zip(pending, tails, strict=True):
             embedded["data"].extend(tail)
             embedded["has_more"] = False
-            tails.append(tail)
-        self._remember_tails({k: v for k, v in fetched.items() if isinstance(k, bytes)})
         return tails
 
-    def _child_job(
-        self, child: ChildListSpec, record: dict[str, Any], parent_id: str, embedded: dict[str, Any]
-    ) -> tuple[dict[str, Any], bytes | None, Callable[[], list[Any]]]:
+    def _child_fetch(
+        self, child: ChildListSpec, parent_id: str, embedded: dict[str, Any]
+    ) -> Callable[[], list[Any]]:
         head = embedded.get("data")
         if not isinstance(head, list):
             raise MalformedResponseError(f"{child.field} of {parent_id} has has_more but no data list")
-        key = _child_cache_key(child, record, parent_id, head)
         head_copy = list(head)
-        return embedded, key, lambda: self._fetch_child_tail(child, parent_id, head_copy)
+        return lambda: self._fetch_child_tail(child, parent_id, head_copy)
 
-    def _run_child_jobs(
-        self, jobs: dict[bytes | int, Callable[[], list[Any]]]
-    ) -> dict[bytes | int, list[Any]]:
-        if self.child_concurrency == 1 or len(jobs) == 1:
-            return {key: fetch() for key, fetch in jobs.items()}
+    def _run_child_jobs(self, jobs: list[Callable[[], list[Any]]]) -> list[list[Any]]:
+        if self.child_concurrency == 1 or len(jobs) <= 1:
+            return [fetch() for fetch in jobs]
         pool = self._child_pool()
-        futures = {key: pool.submit(fetch) for key, fetch in jobs.items()}
-        return {key: future.result() for key, future in futures.items()}
+        futures = [pool.submit(fetch) for fetch in jobs]
+        return [future.result() for future in futures]
 
     def _child_pool(self) -> ThreadPoolExecutor:
         """One pool for the client's life (not one per page: a million-invoice walk has 10,000
@@ -377,11 +377,6 @@ class SaaSClient:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.child_concurrency, thread_name_prefix="child-lists")
         return self._pool
-
-    def _remember_tails(self, tails: dict[bytes, list[Any]]) -> None:
-        if len(self._child_tails) + len(tails) > MAX_CACHED_CHILD_LISTS:
-            self._child_tails.clear()
-        self._child_tails.update(tails)
 
     def _fetch_child_tail(self, child: ChildListSpec, parent_id: str, head: list[Any]) -> list[Any]:
         """The child items after the embedded head, from the child endpoint (Stripe list paging)."""
@@ -558,15 +553,6 @@ def _api_message(response: HttpResponse) -> str:
                 return str(payload[key])
     snippet = response.body[:200].decode("utf-8", "replace").strip()
     return snippet or "(empty body)"
-
-
-def _child_cache_key(
-    child: ChildListSpec, record: dict[str, Any], parent_id: str, head: list[Any]
-) -> bytes | None:
-    if not child.reuse_when_same:
-        return None
-    same = [record.get(name) for name in child.reuse_when_same]
-    return orjson.dumps([child.field, parent_id, same, head], option=orjson.OPT_SORT_KEYS)
 
 
 def _endpoint(url: str) -> str:

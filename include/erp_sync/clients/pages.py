@@ -113,11 +113,6 @@ def uses_events(spec: StreamSpec, mode: str) -> bool:
     return mode == "incremental" and spec.incremental.kind == "stripe_events"
 
 
-def record_keys(spec: StreamSpec, pages: Sequence[Page]) -> Iterator[str]:
-    """The primary key of every selected record of `pages`, as text."""
-    return (str(record.get(spec.primary_key)) for page in pages for record in page.records)
-
-
 def page_selector(spec: StreamSpec, mode: Mode) -> str:
     return EVENTS_SELECTOR if uses_events(spec, mode) else spec.record_selector
 
@@ -197,6 +192,28 @@ def select_records(
     return selection
 
 
+def drop_superseded(spec: StreamSpec, selection: RecordSelection, seen: set[str]) -> int:
+    """Drop the older snapshots of an event listing's records; returns how many were dropped.
+
+    An event listing is newest first, so a record whose key the walk already met (earlier on this
+    page or on an earlier page of the window, `seen`) is an older snapshot: it is dropped here,
+    before its child lists are fetched or it is validated. The newest snapshot of a window decides,
+    whatever becomes of it -- loaded, unchanged, or rejected into quarantine (ADR 0013). On a tie
+    of `created` seconds, the listing's order decides: the first met is the newer.
+    """
+    kept: list[int] = []
+    for position, record in enumerate(selection.records):
+        key = str(record[spec.primary_key])
+        if key not in seen:
+            seen.add(key)
+            kept.append(position)
+    dropped = len(selection.records) - len(kept)
+    if dropped:
+        selection.records = [selection.records[i] for i in kept]
+        selection.versions = [selection.versions[i] for i in kept]
+    return dropped
+
+
 def _record_version(
     spec: StreamSpec, record: dict[str, Any], mode: Mode, default_version: int | None
 ) -> int | None:
@@ -215,11 +232,21 @@ def _reject(spec: StreamSpec, code: str, message: str, item: Any, source_id: str
 
 
 def page_from_body(
-    spec: StreamSpec, body: bytes, url: str, page_meta: Mapping[str, Any], page_no: int
+    spec: StreamSpec,
+    body: bytes,
+    url: str,
+    page_meta: Mapping[str, Any],
+    page_no: int,
+    seen: set[str] | None = None,
 ) -> Page:
     """Rebuild the `Page` the client yielded from its stored body and `page_meta`
     (`{"mode": "full"|"incremental", "default_version": <unix s>}`). A stored page envelope (the body
-    as received plus the child-list tails the client fetched) gives back both, its lists completed."""
+    as received plus the child-list tails the client fetched) gives back both, its lists completed.
+
+    `seen`: for a page of an event listing, the keys its window's earlier pages carried (updated
+    here): older snapshots are dropped as the client dropped them (`drop_superseded`). None keeps
+    every record.
+    """
     mode: Mode = "incremental" if page_meta.get("mode") == "incremental" else "full"
     raw_default = page_meta.get("default_version")
     default_version = (
@@ -230,8 +257,25 @@ def page_from_body(
     payload = parse_json_body(url, raw)
     items = select_items(url, payload, page_selector(spec, mode))
     selection = select_records(spec, items, mode=mode, default_version=default_version)
-    if fetched_children:
-        complete_child_lists(spec, selection.records, parse_json_body(url, fetched_children))
+    tails = parse_json_body(url, fetched_children) if fetched_children else None
+    superseded = 0
+    if seen is not None and uses_events(spec, mode):
+        if tails is not None and _tails_for_every_list(spec, selection.records, tails):
+            # Stored before the client dropped older snapshots first: their tails are here too.
+            complete_child_lists(spec, selection.records, tails)
+            tails = None
+        superseded = drop_superseded(spec, selection, seen)
+    if tails is not None:
+        if (
+            seen is None
+            and uses_events(spec, mode)
+            and not _tails_for_every_list(spec, selection.records, tails)
+        ):
+            raise MalformedResponseError(
+                f"{url}: an event page's stored tails are for its newest snapshots only; rebuild its"
+                " window's pages in order with their `seen` keys"
+            )
+        complete_child_lists(spec, selection.records, tails)
     return Page(
         stream=spec.name,
         page_no=page_no,
@@ -240,23 +284,33 @@ def page_from_body(
         records=selection.records,
         versions=selection.versions,
         problems=selection.problems,
+        superseded=superseded,
         fetched_at=None,
         fetched_children=fetched_children,
     )
 
 
+def _tails_for_every_list(spec: StreamSpec, records: Sequence[dict[str, Any]], tails: Any) -> bool:
+    return isinstance(tails, list) and len(tails) == sum(1 for _ in truncated_child_lists(spec, records))
+
+
 def whole_records(
-    spec: StreamSpec, url: str, page_meta: Mapping[str, Any], stored: bytes
+    spec: StreamSpec,
+    url: str,
+    page_meta: Mapping[str, Any],
+    seen_before: frozenset[str] | None,
+    stored: bytes,
 ) -> list[dict[str, Any]]:
     """The records of a stored page decoded whole, in the order the client selected them
-    (`Page.rebuild_whole` of a page the client decoded narrow)."""
-    return page_from_body(spec, stored, url, page_meta, 0).records
+    (`Page.rebuild_whole` of a page the client decoded narrow). `seen_before`: of the page's keys,
+    those the walk met on earlier pages (None: not an event listing)."""
+    seen = None if seen_before is None else set(seen_before)
+    return page_from_body(spec, stored, url, page_meta, 0, seen).records
 
 
 def record_shape(spec: StreamSpec, model_fields: Shape | None) -> Shape | None:
     """What the client decodes of each record: `model_fields` (None: everything) plus what the
-    client reads itself -- the key, the version field, each child list's `has_more` and item ids,
-    and the fields that say whether a fetched child list can be reused."""
+    client reads itself -- the key, the version field, each child list's `has_more` and item ids."""
     if model_fields is None:
         return None
     own: dict[str, Shape | None] = {spec.primary_key: None, "id": None}
@@ -264,7 +318,6 @@ def record_shape(spec: StreamSpec, model_fields: Shape | None) -> Shape | None:
         own[spec.incremental.version_field] = None
     for child in spec.children:
         own[child.field] = Shape.of({"has_more": None, "data": Shape.of(["id"], is_list=True)})
-        own.update(dict.fromkeys(child.reuse_when_same))
     return model_fields.merge(Shape.of(own))
 
 

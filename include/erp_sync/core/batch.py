@@ -47,6 +47,9 @@ class Page:
     records: list[dict[str, Any]]  # selected records; for events, the event's data.object
     versions: list[int]  # per record: event `created`, the record's version field, or listing start
     problems: list[Rejection] = field(default_factory=list)  # records the client could not select
+    # Older snapshots of an event listing the client dropped (`clients.pages.drop_superseded`): in
+    # `body`, counted as extracted, never in `records`.
+    superseded: int = 0
     fetched_at: datetime | None = None
     # Child items the client fetched beyond the embedded heads (truncated lists it completed),
     # serialised: with `body` and `url`, what identifies the batch's input (`input_sha256`).
@@ -61,7 +64,7 @@ class Page:
 
     @property
     def extracted(self) -> int:
-        return len(self.records) + len(self.problems)
+        return len(self.records) + len(self.problems) + self.superseded
 
     def whole_record(self, position: int) -> Any:
         """`records[position]` with every field it arrived with (decoded again from the stored body

@@ -40,7 +40,7 @@ import functools
 import itertools
 import json
 import operator
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal, overload
@@ -663,7 +663,6 @@ def map_pages(
     pages: Sequence[Page],
     *,
     primary_only: Literal[False] = False,
-    superseded_ids: Collection[str] = (),
 ) -> MappedBatch: ...
 
 
@@ -673,7 +672,6 @@ def map_pages(
     pages: Sequence[Page],
     *,
     primary_only: Literal[True],
-    superseded_ids: Collection[str] = (),
 ) -> HeaderRows: ...
 
 
@@ -682,21 +680,20 @@ def map_pages(
     pages: Sequence[Page],
     *,
     primary_only: bool = False,
-    superseded_ids: Collection[str] = (),
 ) -> MappedBatch | HeaderRows:
     """Validate, dedupe and map a batch of pages of one stream (see the module docstring).
 
     `primary_only=True` is for reconciliation: a `HeaderRows` (primary table only, child lists not
     validated or mapped, no `row_sha256`); never for loading.
 
-    `superseded_ids`: records with these keys are dropped as superseded (counted, never mapped):
-    the pipeline passes the keys an earlier batch of the same newest-first event listing already
-    carried, whose versions (whole seconds) may tie with these older snapshots.
+    The older snapshots of an event listing are already out of the pages (`Page.superseded`, the
+    client's `drop_superseded`); they are counted here with the in-batch copies `newest_per_key`
+    drops.
     """
     with gc_paused():
         if primary_only:
-            return _map_headers(spec, pages, superseded_ids)
-        return _map_pages(spec, pages, superseded_ids)
+            return _map_headers(spec, pages)
+        return _map_pages(spec, pages)
 
 
 @dataclass
@@ -708,15 +705,12 @@ class _Validated:
     superseded: int
 
 
-def _validate_pages(
-    spec: StreamSpec, pages: Sequence[Page], model: type[BaseModel], superseded_ids: Collection[str] = ()
-) -> _Validated:
+def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseModel]) -> _Validated:
     """Collect the pages' records, validate them with `model` and keep the newest per key."""
     mapping = MAPPINGS[spec.mapping]
     records: list[Any] = []
     versions: list[int] = []
     rejections: list[Rejection] = []
-    collected: list[tuple[Page, Sequence[int]]] = []  # per page, which of its records are in `records`
     dropped = 0
     for page in pages:
         if len(page.versions) != len(page.records):
@@ -724,23 +718,12 @@ def _validate_pages(
                 f"page {page.page_no} of {page.stream}: {len(page.records)} records "
                 f"but {len(page.versions)} versions"
             )
-        if superseded_ids:
-            kept = [
-                i
-                for i, record in enumerate(page.records)
-                if str(record.get(spec.primary_key)) not in superseded_ids
-            ]
-            dropped += len(page.records) - len(kept)
-            records.extend(page.records[i] for i in kept)
-            versions.extend(page.versions[i] for i in kept)
-            collected.append((page, kept))
-        else:
-            records.extend(page.records)
-            versions.extend(page.versions)
-            collected.append((page, range(len(page.records))))
+        records.extend(page.records)
+        versions.extend(page.versions)
         rejections.extend(page.problems)
+        dropped += page.superseded
     positions, models, invalid = validate_records(
-        spec.name, mapping.id_source, model, records, _whole_payloads(collected)
+        spec.name, mapping.id_source, model, records, _whole_payloads(pages)
     )
     rejections.extend(invalid)
     valid_versions = [versions[i] for i in positions]
@@ -753,23 +736,24 @@ def _validate_pages(
     return _Validated(mapping, models, valid_versions, rejections, superseded)
 
 
-def _whole_payloads(collected: Sequence[tuple[Page, Sequence[int]]]) -> Callable[[int], Any]:
-    """The whole record behind a position of the collected records (`Page.whole_record`)."""
+def _whole_payloads(pages: Sequence[Page]) -> Callable[[int], Any]:
+    """The whole record behind a position of the pages' records, all pages in turn
+    (`Page.whole_record`)."""
 
     def payload_of(position: int) -> Any:
-        for page, kept in collected:
-            if position < len(kept):
-                return page.whole_record(kept[position])
-            position -= len(kept)
+        for page in pages:
+            if position < len(page.records):
+                return page.whole_record(position)
+            position -= len(page.records)
         raise IndexError(position)
 
     return payload_of
 
 
-def _map_pages(spec: StreamSpec, pages: Sequence[Page], superseded_ids: Collection[str] = ()) -> MappedBatch:
+def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
     mapping = MAPPINGS[spec.mapping]
     _check_spec(spec, mapping)
-    valid = _validate_pages(spec, pages, resolve(spec.model), superseded_ids)
+    valid = _validate_pages(spec, pages, resolve(spec.model))
     tables = map_models(mapping, spec.source_system, valid.models, valid.versions)
     return MappedBatch(
         source_system=spec.source_system,
@@ -782,11 +766,11 @@ def _map_pages(spec: StreamSpec, pages: Sequence[Page], superseded_ids: Collecti
     )
 
 
-def _map_headers(spec: StreamSpec, pages: Sequence[Page], superseded_ids: Collection[str] = ()) -> HeaderRows:
+def _map_headers(spec: StreamSpec, pages: Sequence[Page]) -> HeaderRows:
     mapping = MAPPINGS[spec.mapping]
     _check_spec(spec, mapping)
     model = header_model(resolve(spec.model), mapping.child_fields)
-    valid = _validate_pages(spec, pages, model, superseded_ids)
+    valid = _validate_pages(spec, pages, model)
     return HeaderRows(
         source_system=spec.source_system,
         stream=spec.name,

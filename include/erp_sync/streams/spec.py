@@ -73,9 +73,6 @@ class ChildListSpec:
 
     field: str
     path_template: str
-    # Within one extract, a parent seen again (several events of one invoice) with the same embedded
-    # head and the same values of these fields reuses the tail already fetched. Empty: always fetch.
-    reuse_when_same: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

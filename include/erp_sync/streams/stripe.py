@@ -64,12 +64,7 @@ INVOICES = StreamSpec(
         "invoice.deleted",
         "invoice.overdue",
     ),
-    # An invoice's lines change only while it is a draft, and then its totals change with them.
-    children=(
-        ChildListSpec(
-            field="lines", path_template="/v1/invoices/{id}/lines", reuse_when_same=("total", "subtotal")
-        ),
-    ),
+    children=(ChildListSpec(field="lines", path_template="/v1/invoices/{id}/lines"),),
 )
 
 CHARGES = _stripe_stream(

@@ -270,16 +270,21 @@ def test_restored_pages_equal_the_extracted_ones(sandbox: SandboxHandle) -> None
     spec = get_stream("invoices")
     end = datetime.now(UTC)
     for mode, start in (("full", None), ("incremental", end - timedelta(days=20))):
+        seen: set[str] | None = set() if mode == "incremental" else None  # the window's keys so far
+        superseded = 0
         for page in client.iter_pages(spec, mode=mode, window_start=start, window_end=end):  # type: ignore[arg-type]
             rebuilt = page_from_body(
-                spec, page.stored_body(), page.url, meta_for_page(page, mode), page.page_no
+                spec, page.stored_body(), page.url, meta_for_page(page, mode), page.page_no, seen
             )  # type: ignore[arg-type]
             whole = [page.whole_record(i) for i in range(len(page.records))]  # the client decodes narrow
-            assert (rebuilt.records, rebuilt.versions, rebuilt.problems) == (
+            assert (rebuilt.records, rebuilt.versions, rebuilt.problems, rebuilt.superseded) == (
                 whole,
                 page.versions,
                 page.problems,
+                page.superseded,
             )
+            superseded += page.superseded
+        assert (superseded > 0) == (mode == "incremental")  # the events re-list some invoices
 
 
 def test_a_shared_redis_budget_throttles_two_clients(

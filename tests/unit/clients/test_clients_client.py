@@ -239,28 +239,54 @@ def test_timedelta_sanity() -> None:
     assert timedelta(days=1) == END - START
 
 
-def test_lines_fetched_once_per_invoice_state_within_one_extract(make_client: Any) -> None:
-    """Three events of one invoice: the tail is fetched once while its totals stay the same, and
-    again when they change (a draft's lines changed)."""
+def test_an_event_listing_keeps_each_records_newest_snapshot_and_completes_only_its_lines(
+    make_client: Any,
+) -> None:
+    """Events come newest first: a record met again, on the same page or a later one, is an older
+    snapshot. It is dropped before its lines are fetched, counted as superseded, and a restore
+    (page_from_body with the window's keys) and a rejection's whole record see the same pages."""
     inv = _invoice("in_1", 15, 10)
     lines = inv.pop("_all_lines")
+    small = {k: v for k, v in _invoice("in_2", 3, 3).items() if k != "_all_lines"}
+    new = {k: v for k, v in _invoice("in_3", 2, 2).items() if k != "_all_lines"}
 
-    def event(n: int, total: int) -> dict[str, Any]:
-        obj = orjson.loads(orjson.dumps({**inv, "total": total, "subtotal": total}))
-        return {"id": f"evt_{n}", "type": "invoice.updated", "created": 100 + n, "data": {"object": obj}}
+    def event(n: int, record: dict[str, Any], total: int) -> dict[str, Any]:
+        obj = orjson.loads(orjson.dumps({**record, "total": total, "subtotal": total}))
+        return {"id": f"evt_{n}", "type": "invoice.updated", "created": 100, "data": {"object": obj}}
 
-    events_handler = stripe_list_handler([event(3, 900), event(2, 500), event(1, 500)], "/v1/events")
+    listing = [
+        event(6, inv, 900),
+        event(5, small, 3),
+        event(4, inv, 500),
+        event(3, new, 2),
+        event(2, inv, 400),
+    ]
+    events_handler = stripe_list_handler(listing, "/v1/events")
     line_handler = stripe_list_handler(lines, "/v1/invoices/in_1/lines")
     transport = FakeTransport(
         lambda call: line_handler(call) if call.path.endswith("/lines") else events_handler(call)
     )
-    [page] = list(
-        make_client(transport).iter_pages(
-            get_stream("invoices"), mode="incremental", window_start=START, window_end=END
-        )
-    )
-    assert sum(1 for c in transport.calls if c.path.endswith("/lines")) == 2
-    assert all(len(r["lines"]["data"]) == 15 and r["lines"]["has_more"] is False for r in page.records)
+    client = make_client(transport)
+    client.page_size = 3
+    spec = get_stream("invoices")
+    pages = list(client.iter_pages(spec, mode="incremental", window_start=START, window_end=END))
+
+    assert [[r["id"] for r in p.records] for p in pages] == [["in_1", "in_2"], ["in_3"]]
+    assert [p.superseded for p in pages] == [1, 1]
+    assert [p.extracted for p in pages] == [3, 2] and client.stats.records == 5
+    assert pages[0].records[0]["total"] == 900  # the newest, with every line
+    assert len(pages[0].records[0]["lines"]["data"]) == 15
+    assert sum(1 for c in transport.calls if c.path.endswith("/lines")) == 1
+    assert pages[1].whole_record(0)["object"] == "invoice"  # in_3, whole, past the dropped in_1
+
+    seen: set[str] = set()
+    rebuilt = [
+        page_from_body(spec, p.stored_body(), p.url, meta_for_page(p, "incremental"), p.page_no, seen)
+        for p in pages
+    ]
+    assert [[r["id"] for r in p.records] for p in rebuilt] == [["in_1", "in_2"], ["in_3"]]
+    assert [p.superseded for p in rebuilt] == [1, 1]
+    assert rebuilt[0].records[0] == pages[0].whole_record(0)
 
 
 def test_record_fields_narrow_the_records_but_not_the_body_or_the_paging(make_client: Any) -> None:

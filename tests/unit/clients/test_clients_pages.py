@@ -116,6 +116,53 @@ def test_page_from_body_rebuilds_an_events_page(make_client: Any) -> None:
     assert rebuilt.versions == [123]
 
 
+def _truncated_invoice_event(n: int, total: int) -> dict[str, Any]:
+    head = [{"id": f"il_{i}", "amount": 1} for i in range(2)]
+    invoice = {"id": "in_1", "total": total, "lines": {"data": head, "has_more": True}}
+    return {"id": f"evt_{n}", "type": "invoice.updated", "created": 100, "data": {"object": invoice}}
+
+
+@pytest.mark.parametrize(
+    "tails_stored",
+    [
+        pytest.param(1, id="the newest snapshot's tail only (the client drops older ones first)"),
+        pytest.param(2, id="a tail for every snapshot (pages stored before it did)"),
+    ],
+)
+def test_page_from_body_drops_older_snapshots_of_an_event_page_with_either_kind_of_envelope(
+    tails_stored: int,
+) -> None:
+    from erp_sync.core.batch import envelope
+
+    spec = get_stream("invoices")
+    body = orjson.dumps(
+        {"object": "list", "data": [_truncated_invoice_event(2, 9), _truncated_invoice_event(1, 5)]}
+    )
+    tail = [{"id": "il_2", "amount": 1}]
+    stored = envelope(body, orjson.dumps([tail] * tails_stored))
+    page = page_from_body(spec, stored, "u", {"mode": "incremental"}, 1, set())
+    assert [(r["id"], r["total"]) for r in page.records] == [("in_1", 9)]
+    assert [line["id"] for line in page.records[0]["lines"]["data"]] == ["il_0", "il_1", "il_2"]
+    assert (page.superseded, page.extracted) == (1, 2)
+    every = page_from_body(spec, envelope(body, orjson.dumps([tail, tail])), "u", {"mode": "incremental"}, 1)
+    assert (len(every.records), every.superseded) == (2, 0)  # no `seen`: every snapshot kept
+
+
+def test_page_from_body_refuses_an_envelope_whose_tails_match_no_reading() -> None:
+    from erp_sync.clients.errors import MalformedResponseError
+    from erp_sync.core.batch import envelope
+
+    body = orjson.dumps(
+        {"object": "list", "data": [_truncated_invoice_event(2, 9), _truncated_invoice_event(1, 5)]}
+    )
+    stored = envelope(body, orjson.dumps([[], [], []]))
+    with pytest.raises(MalformedResponseError, match="1 truncated child lists, 3 tails"):
+        page_from_body(get_stream("invoices"), stored, "u", {"mode": "incremental"}, 1, set())
+    newest_only = envelope(body, orjson.dumps([[]]))
+    with pytest.raises(MalformedResponseError, match="in order with their `seen` keys"):
+        page_from_body(get_stream("invoices"), newest_only, "u", {"mode": "incremental"}, 1)
+
+
 def test_page_from_body_of_a_broken_body_names_the_url() -> None:
     from erp_sync.clients.errors import MalformedResponseError
 

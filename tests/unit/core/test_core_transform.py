@@ -426,25 +426,16 @@ def test_dedupe_tie_keeps_the_first_seen() -> None:
     assert batch.superseded == 1
 
 
-def test_keys_an_earlier_batch_carried_are_dropped_as_superseded() -> None:
-    """The pipeline's rule across batches of a newest-first event listing (same-second versions)."""
-    records = invoices(3)
-    records[0]["status"] = "draft"
-    batch = map_pages(
-        SPECS["stripe_invoices"],
-        [page("stripe_invoices", records, [7, 7, 7])],
-        superseded_ids={"in_gen000000000", "in_not_here"},
-    )
-    assert batch.tables["ar_invoices"]["source_id"].tolist() == ["in_gen000000001", "in_gen000000002"]
-    assert not batch.tables["ar_invoice_lines"]["invoice_source_id"].eq("in_gen000000000").any()
-    assert (batch.extracted, batch.accepted, batch.superseded) == (3, 2, 1)
-    headers = map_pages(
-        SPECS["stripe_invoices"],
-        [page("stripe_invoices", records, [7, 7, 7])],
-        primary_only=True,
-        superseded_ids={"in_gen000000002"},
-    )
-    assert headers.rows["source_id"].tolist() == ["in_gen000000000", "in_gen000000001"]
+def test_snapshots_the_client_dropped_count_as_superseded() -> None:
+    """An event page's older snapshots never reach `records` (the client's `drop_superseded`); the
+    batch still accounts for them: extracted == accepted + superseded + rejected."""
+    records = invoices(2)
+    dropped_by_client = page("stripe_invoices", records, [7, 7])
+    dropped_by_client.superseded = 3
+    batch = map_pages(SPECS["stripe_invoices"], [dropped_by_client])
+    assert (batch.extracted, batch.accepted, batch.superseded) == (5, 2, 3)
+    headers = map_pages(SPECS["stripe_invoices"], [dropped_by_client], primary_only=True)
+    assert (headers.extracted, headers.superseded) == (5, 3)
 
 
 def test_dedupe_older_copy_first_in_the_list_loses() -> None:
@@ -521,9 +512,9 @@ def test_one_by_one_fallback_gives_the_same_split() -> None:
     )
 
 
-def test_a_rejection_from_a_narrow_page_keeps_the_whole_record_across_pages_and_supersession() -> None:
+def test_a_rejection_from_a_narrow_page_keeps_the_whole_record_across_pages() -> None:
     """Records decoded narrow map as usual; a rejected one's raw payload is `Page.whole_record`'s,
-    found by its page and position even when earlier records were dropped as superseded."""
+    found by its page and position."""
     whole = invoices(4)
     whole[3]["total"] = "12"  # invalid: a string amount
     narrow = [{k: v for k, v in record.items() if k != "footer"} for record in whole]
@@ -536,12 +527,12 @@ def test_a_rejection_from_a_narrow_page_keeps_the_whole_record_across_pages_and_
         built.rebuild_whole = lambda _stored: whole[part]
         return built
 
-    batch = map_pages(
-        SPECS["stripe_invoices"],
-        [narrow_page(1, slice(0, 2)), narrow_page(2, slice(2, 4))],
-        superseded_ids={"in_gen000000002"},
-    )
-    assert batch.tables["ar_invoices"]["source_id"].tolist() == ["in_gen000000000", "in_gen000000001"]
+    batch = map_pages(SPECS["stripe_invoices"], [narrow_page(1, slice(0, 2)), narrow_page(2, slice(2, 4))])
+    assert batch.tables["ar_invoices"]["source_id"].tolist() == [
+        "in_gen000000000",
+        "in_gen000000001",
+        "in_gen000000002",
+    ]
     [rejection] = batch.rejections
     assert rejection.source_id == "in_gen000000003"
     assert json.loads(rejection.raw_payload) == whole[3]
