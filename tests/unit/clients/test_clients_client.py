@@ -345,3 +345,33 @@ def test_a_rejected_record_keeps_every_field_it_arrived_with(make_client: Any) -
     assert batch.accepted == 1
     raw = {r.reason_code: orjson.loads(r.raw_payload) for r in batch.rejections}
     assert raw == {"MISSING_ID": no_id, "INVALID_FIELD": bad_amount}
+
+
+def test_a_rejected_newest_snapshot_still_supersedes_the_older_ones(make_client: Any) -> None:
+    """The newest snapshot of a window decides (ADR 0013): when validation rejects it, the older
+    valid snapshot of the same charge is not loaded in its place, on the same page or a later one."""
+    charge = {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 5,
+        "amount_refunded": 0,
+        "currency": "usd",
+        "status": "succeeded",
+        "created": 1,
+    }
+
+    def event(n: int, record: dict[str, Any]) -> dict[str, Any]:
+        return {"id": f"evt_{n}", "type": "charge.updated", "created": 100 + n, "data": {"object": record}}
+
+    newest_bad = {**charge, "amount": "6"}  # a string amount: INVALID_FIELD
+    other = {**charge, "id": "ch_2"}
+    listing = [event(4, newest_bad), event(3, charge), event(2, other), event(1, charge)]
+    client = make_client(FakeTransport(stripe_list_handler(listing, "/v1/events")))
+    client.page_size = 2
+    spec = get_stream("charges")
+    pages = list(client.iter_pages(spec, mode="incremental", window_start=START, window_end=END))
+    batch = map_pages(spec, pages)
+    assert [r.reason_code for r in batch.rejections] == ["INVALID_FIELD"]
+    assert orjson.loads(batch.rejections[0].raw_payload) == newest_bad
+    assert batch.tables["ar_receipts"]["source_id"].tolist() == ["ch_2"]
+    assert (batch.extracted, batch.accepted, batch.superseded) == (4, 1, 2)
