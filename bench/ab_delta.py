@@ -45,14 +45,16 @@ def use_checkout(bench: bench_run.Bench, checkout: Path) -> None:
     bench.stage_python = bench.project_dir / ".venv" / "bin" / "python"
 
 
-def summary(bench: bench_run.Bench, labels: dict[str, str]) -> dict[str, Any]:
+def summary(raw: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[str, Any]:
+    """Per variant label: each delta's seconds, process CPU and ratio to its own floor, in run order,
+    and the median seconds. Failed deltas are left out."""
     by_variant: dict[str, dict[str, list[Any]]] = {}
-    for name, result in bench.raw.items():
+    for name, result in raw.items():
         parts = name.split("_")
         if len(parts) != 3 or parts[0] != "delta" or result.get("failed"):
             continue  # not a delta stage (a floor, a mutation), or one that failed
         variant = parts[1]
-        floor = bench.raw.get(f"floor_{name}", {})
+        floor = raw.get(f"floor_{name}", {})
         numbers = by_variant.setdefault(
             labels[variant], {"seconds": [], "process_cpu_seconds": [], "ratio_to_floor": []}
         )
@@ -112,7 +114,7 @@ def report(
         "labels": labels,
         "checkouts": {key: str(path.resolve()) for key, path in checkouts.items()},
         "invoices": args.invoices,
-        "summary": summary(bench, labels),
+        "summary": summary(bench.raw, labels),
         "stages": bench.raw,
     }
     out = results_dir / f"{args.stamp}-ab-delta.json"
