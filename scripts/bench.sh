@@ -12,11 +12,14 @@ export ERP_SFTP_PORT="${BENCH_SFTP_PORT:-2223}" ERP_SFTP_RUN_DIR="$PROJECT_DIR/.
 export BENCH_INVOICES="${BENCH_INVOICES:-1000000}"
 
 PEERS="$PROJECT_DIR/bench/.venv-peers"
-stamp="$PEERS/.installed-$(sha256sum bench/requirements-bench.txt | cut -c1-16)"
+# bench/constraints-bench.txt pins every package of the peers' venv (regenerate it with
+# `uv pip compile bench/requirements-bench.txt --python-version 3.11 -o bench/constraints-bench.txt`).
+stamp="$PEERS/.installed-$(cat bench/requirements-bench.txt bench/constraints-bench.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[bench] installing the peers (dlt, datacompy) into $PEERS ..."
   "$VENV/bin/uv" venv --quiet --clear --python "$VENV/bin/python" "$PEERS"
-  "$VENV/bin/uv" pip install --quiet --python "$PEERS/bin/python" -r bench/requirements-bench.txt
+  "$VENV/bin/uv" pip install --quiet --python "$PEERS/bin/python" -r bench/requirements-bench.txt \
+    -c bench/constraints-bench.txt
   touch "$stamp"
 fi
 # pyinstrument profiles the stages named in --profile / BENCH_PROFILE (bench only, not a project dep).
