@@ -89,6 +89,7 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "ratio_to_peer": _round(seconds / peer_seconds, 2) if peer_seconds else None,
                 "loadavg_1m": result.get("loadavg_1m"),
                 "cpu": result.get("cpu"),
+                "autovacuum": result.get("autovacuum"),
                 "extra": result.get("extra", {}),
                 **({"rss_timeline_mb": result["rss_timeline_mb"]} if "rss_timeline_mb" in result else {}),
             }
@@ -326,9 +327,24 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['wanted']} | {_fmt(t['measured'])} | {met} |")
     if doc["invoices"] != 1_000_000:
         lines += ["", f"(measured at {doc['invoices']:,} invoices; the targets are stated for 1,000,000)"]
+    beside = _beside_autovacuum(doc["stages"])
+    if beside:
+        lines += ["", "Autovacuum at a stage's start or end (it shares the cores and the disk):", *beside]
     if doc["notes"]:
         lines += ["", *[f"- {n}" for n in doc["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def _beside_autovacuum(stages: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in stages:
+        seen = row.get("autovacuum") or {}
+        if seen.get("before") or seen.get("after"):
+            lines.append(
+                f"- {row['stage']}: at start {'; '.join(seen.get('before') or ['none'])}, "
+                f"at end {'; '.join(seen.get('after') or ['none'])}"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ class Bench:
         argv = [exe, *argv_tail, str(config_path)]
         print(f"[bench] {name} ...", flush=True)
         load_before = os.getloadavg()[0]
+        autovacuum_before = autovacuum_work()
         cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
@@ -148,6 +149,7 @@ class Bench:
             result["rss_timeline_mb"] = child.rss_timeline
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
+        result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_work()}
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
@@ -321,6 +323,25 @@ def _admin_sql(sql: str) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def autovacuum_work() -> list[str]:
+    """What Postgres's autovacuum workers are doing right now, cluster-wide ("autovacuum: VACUUM
+    ANALYZE erp_staging.ar_invoices", ...): a stage that ran beside them shared the disk and the
+    cores with them."""
+    try:
+        conn = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
+    except psycopg2.Error:
+        return ["(not readable)"]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT coalesce(datname, '?') || ': ' || query FROM pg_stat_activity"
+                " WHERE backend_type = 'autovacuum worker' ORDER BY 1"
+            )
+            return [str(row[0]) for row in cur.fetchall()]
     finally:
         conn.close()
 
