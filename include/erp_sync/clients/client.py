@@ -38,6 +38,7 @@ from erp_sync.clients.pages import (
     parse_json_body,
     select_items,
     select_records,
+    tail_items,
     truncated_child_lists,
     uses_events,
     whole_records,
@@ -46,12 +47,13 @@ from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePagi
 from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
-from erp_sync.core.batch import Page
+from erp_sync.core.batch import Page, join_json_lists
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_Tail = tuple[list[Any], list[bytes]]  # a child list's tail items, and the bodies they came in
 CHILD_PAGE_SIZE = 100  # Stripe's maximum `limit`
 
 
@@ -259,7 +261,7 @@ class SaaSClient:
                 key for key in (str(r[spec.primary_key]) for r in selection.records) if key in keys_met
             )
             superseded = drop_superseded(spec, selection, keys_met)
-        tails = self._complete_children(spec, selection.records)
+        child_bodies = self._complete_children(spec, selection.records)
         page = Page(
             stream=spec.name,
             page_no=page_no,
@@ -270,7 +272,7 @@ class SaaSClient:
             problems=problems,
             superseded=superseded,
             fetched_at=self._wall_clock(),
-            fetched_children=orjson.dumps(tails) if tails else b"",
+            fetched_children=join_json_lists(child_bodies) if child_bodies else b"",
             rebuild_whole=(
                 functools.partial(whole_records, spec, url, page_meta_for(mode, default_version), met_before)
                 if narrow
@@ -340,31 +342,32 @@ class SaaSClient:
         self._complete_children(spec, [record])
         return record
 
-    def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[Any]]:
+    def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[bytes]]:
         """Complete every truncated child list of the page in place (fetching the tails with up to
-        `child_concurrency` requests in flight); returns the tails appended (empty: none changed).
-        Each parent's tail is fetched: a walk meets a record once (an event listing's older
-        snapshots are dropped before this, ADR 0013)."""
+        `child_concurrency` requests in flight); returns, per completed list, the bodies of its
+        continuation pages as received (empty: none was truncated). Each parent's tail is fetched:
+        a walk meets a record once (an event listing's older snapshots are dropped before this,
+        ADR 0013)."""
         pending = [
             (embedded, self._child_fetch(child, str(record[spec.primary_key]), embedded))
             for child, record, embedded in truncated_child_lists(spec, records)
         ]
-        tails = self._run_child_jobs([fetch for _, fetch in pending])
-        for (embedded, _), tail in zip(pending, tails, strict=True):
+        fetched = self._run_child_jobs([fetch for _, fetch in pending])
+        for (embedded, _), (tail, _) in zip(pending, fetched, strict=True):
             embedded["data"].extend(tail)
             embedded["has_more"] = False
-        return tails
+        return [bodies for _, bodies in fetched]
 
     def _child_fetch(
         self, child: ChildListSpec, parent_id: str, embedded: dict[str, Any]
-    ) -> Callable[[], list[Any]]:
+    ) -> Callable[[], _Tail]:
         head = embedded.get("data")
         if not isinstance(head, list):
             raise MalformedResponseError(f"{child.field} of {parent_id} has has_more but no data list")
         head_copy = list(head)
         return lambda: self._fetch_child_tail(child, parent_id, head_copy)
 
-    def _run_child_jobs(self, jobs: list[Callable[[], list[Any]]]) -> list[list[Any]]:
+    def _run_child_jobs(self, jobs: list[Callable[[], _Tail]]) -> list[_Tail]:
         if self.child_concurrency == 1 or len(jobs) <= 1:
             return [fetch() for fetch in jobs]
         pool = self._child_pool()
@@ -378,8 +381,9 @@ class SaaSClient:
             self._pool = ThreadPoolExecutor(self.child_concurrency, thread_name_prefix="child-lists")
         return self._pool
 
-    def _fetch_child_tail(self, child: ChildListSpec, parent_id: str, head: list[Any]) -> list[Any]:
-        """The child items after the embedded head, from the child endpoint (Stripe list paging)."""
+    def _fetch_child_tail(self, child: ChildListSpec, parent_id: str, head: list[Any]) -> _Tail:
+        """The child items after the embedded head, from the child endpoint (Stripe list paging),
+        and the bodies of the pages they came in, as received (what the stored page keeps)."""
         paginator = StripePaginator(PaginatorSpec("stripe", page_size=CHILD_PAGE_SIZE))
         request: PageRequest | None = paginator.first(
             PageRequest(url=self._url(child.path_template.format(id=parent_id)), params=())
@@ -389,21 +393,17 @@ class SaaSClient:
         )
         if request is not None and last_id is not None:
             request = request.with_param("starting_after", last_id)
-        seen_ids = {i["id"] for i in head if isinstance(i, dict) and "id" in i}
-        tail: list[Any] = []
+        payloads: list[Any] = []
+        bodies: list[bytes] = []
         while request is not None:
             response, payload, items = self._call(
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, "data")
             )
             self._count(child_requests=1)
-            for item in items:
-                item_id = item.get("id") if isinstance(item, dict) else None
-                if item_id is None or item_id not in seen_ids:
-                    tail.append(item)
-                    if item_id is not None:
-                        seen_ids.add(item_id)
+            payloads.append(payload)
+            bodies.append(response.body)
             request = paginator.next(request, response, payload, items)
-        return tail
+        return tail_items(head, payloads), bodies
 
     # ---------------------------------------------------------------- request
 

@@ -253,7 +253,7 @@ def page_from_body(
         int(raw_default) if isinstance(raw_default, int | float | str) and raw_default != "" else None
     )
     opened = open_envelope(body)
-    raw, fetched_children = opened if opened is not None else (body, b"")
+    raw, fetched_children, child_pages = opened if opened is not None else (body, b"", True)
     payload = parse_json_body(url, raw)
     items = select_items(url, payload, page_selector(spec, mode))
     selection = select_records(spec, items, mode=mode, default_version=default_version)
@@ -262,7 +262,7 @@ def page_from_body(
     if seen is not None and uses_events(spec, mode):
         if tails is not None and _tails_for_every_list(spec, selection.records, tails):
             # Stored before the client dropped older snapshots first: their tails are here too.
-            complete_child_lists(spec, selection.records, tails)
+            complete_child_lists(spec, selection.records, tails, child_pages=child_pages)
             tails = None
         superseded = drop_superseded(spec, selection, seen)
     if tails is not None:
@@ -275,7 +275,7 @@ def page_from_body(
                 f"{url}: an event page's stored tails are for its newest snapshots only; rebuild its"
                 " window's pages in order with their `seen` keys"
             )
-        complete_child_lists(spec, selection.records, tails)
+        complete_child_lists(spec, selection.records, tails, child_pages=child_pages)
     return Page(
         stream=spec.name,
         page_no=page_no,
@@ -287,6 +287,7 @@ def page_from_body(
         superseded=superseded,
         fetched_at=None,
         fetched_children=fetched_children,
+        child_pages=child_pages,
     )
 
 
@@ -361,16 +362,38 @@ def truncated_child_lists(
                 yield child, record, embedded
 
 
-def complete_child_lists(spec: StreamSpec, records: Sequence[dict[str, Any]], tails: Any) -> None:
-    """Append each fetched tail to its truncated list, in place (what the client did when it read
-    the page); a count that does not match is a damaged page, never a partial fill."""
+def complete_child_lists(
+    spec: StreamSpec, records: Sequence[dict[str, Any]], fetched: Any, *, child_pages: bool
+) -> None:
+    """Complete each truncated list in place with what was fetched for it, as the client did when
+    it read the page: its continuation pages (`child_pages`, read as `tail_items` reads them) or
+    its tail items. A count that does not match is a damaged page, never a partial fill."""
     truncated = list(truncated_child_lists(spec, records))
-    if not isinstance(tails, list) or len(tails) != len(truncated):
-        found = len(tails) if isinstance(tails, list) else type(tails).__name__
+    if not isinstance(fetched, list) or len(fetched) != len(truncated):
+        found = len(fetched) if isinstance(fetched, list) else type(fetched).__name__
         raise MalformedResponseError(f"stored page: {len(truncated)} truncated child lists, {found} tails")
-    for (_, _, embedded), tail in zip(truncated, tails, strict=True):
+    for (_, _, embedded), entry in zip(truncated, fetched, strict=True):
+        if not isinstance(entry, list):
+            raise MalformedResponseError(f"stored page: a child list's tail is a {type(entry).__name__}")
+        tail = tail_items(embedded["data"], entry) if child_pages else entry
         embedded["data"].extend(tail)
         embedded["has_more"] = False
+
+
+def tail_items(head: Sequence[Any], pages: Sequence[Any]) -> list[Any]:
+    """The items of a child list's continuation pages (Stripe lists: items under `data`) that its
+    embedded `head` and the earlier pages do not already hold (by `id`); items without an id are
+    kept."""
+    seen_ids = {item["id"] for item in head if isinstance(item, dict) and "id" in item}
+    tail: list[Any] = []
+    for page in pages:
+        for item in select_items("child list page", page, "data"):
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if item_id is None or item_id not in seen_ids:
+                tail.append(item)
+                if item_id is not None:
+                    seen_ids.add(item_id)
+    return tail
 
 
 def page_meta_for(mode: Mode, default_version: int | None) -> dict[str, Any]:

@@ -51,9 +51,12 @@ class Page:
     # `body`, counted as extracted, never in `records`.
     superseded: int = 0
     fetched_at: datetime | None = None
-    # Child items the client fetched beyond the embedded heads (truncated lists it completed),
-    # serialised: with `body` and `url`, what identifies the batch's input (`input_sha256`).
+    # What the client fetched beyond the embedded heads of truncated child lists, as JSON: one entry
+    # per completed list; with `body` and `url`, what identifies the batch's input (`input_sha256`).
+    # `child_pages`: each entry is the list's continuation pages as received (raw bodies, joined,
+    # never re-serialised); False: the tail items themselves (pages stored before session 7).
     fetched_children: bytes = b""
+    child_pages: bool = True
     # Set when `records` hold only what the stream's model reads (the client decodes pages narrow):
     # rebuilds the page's records whole from `stored_body()`, for what a rejection keeps.
     rebuild_whole: Callable[[bytes], list[dict[str, Any]]] | None = field(
@@ -80,7 +83,9 @@ class Page:
         truncated child lists -- `body` and the fetched tails in a page envelope (`envelope`), so a
         restore sees every line. Bytes are joined, nothing is re-serialised: rendering the completed
         page with orjson was 10% of a cold sync's CPU."""
-        return envelope(self.body, self.fetched_children) if self.fetched_children else self.body
+        if not self.fetched_children:
+            return self.body
+        return envelope(self.body, self.fetched_children, child_pages=self.child_pages)
 
     def compressed(self, level: int) -> tuple[bytes, str]:
         """`stored_body()` gzipped at `level` (no timestamp: the same page gives the same bytes) and
@@ -92,35 +97,49 @@ class Page:
         return self._compressed[1], self._compressed[2]
 
 
-# A stored page whose child lists the client completed: the body exactly as received, then the
-# tails it fetched, in the order `clients.pages.truncated_child_lists` visits the truncated lists.
-# The body's length is stated up front so the exact bytes come back without re-serialising.
-ENVELOPE_KEY = b'{"erp_sync_page_envelope":1,"body_length":'
+# A stored page whose child lists the client completed: the body exactly as received, then what it
+# fetched for each truncated list, in the order `clients.pages.truncated_child_lists` visits them.
+# Version 2 holds each list's continuation pages as received; version 1 (before session 7) held the
+# tail items, re-serialised. The body's length is stated up front so the exact bytes come back.
+_ENVELOPE_HEAD = b'{"erp_sync_page_envelope":'
+ENVELOPE_KEY = _ENVELOPE_HEAD + b'1,"body_length":'
+ENVELOPE_KEY_PAGES = _ENVELOPE_HEAD + b'2,"body_length":'
 _ENVELOPE_BODY = b',"body":'
 _ENVELOPE_TAILS = b',"fetched_children":'
+_ENVELOPE_PAGES = b',"fetched_child_pages":'
 
 
-def envelope(body: bytes, fetched_children: bytes) -> bytes:
-    """`body` (JSON, as received) and `fetched_children` (JSON) as one JSON document."""
-    return b"".join(
-        (ENVELOPE_KEY, str(len(body)).encode(), _ENVELOPE_BODY, body, _ENVELOPE_TAILS, fetched_children, b"}")
-    )
+def envelope(body: bytes, fetched_children: bytes, *, child_pages: bool = False) -> bytes:
+    """`body` (JSON, as received) and `fetched_children` (JSON) as one JSON document: version 2 when
+    `fetched_children` holds continuation pages (`child_pages`), else version 1."""
+    key, label = (ENVELOPE_KEY_PAGES, _ENVELOPE_PAGES) if child_pages else (ENVELOPE_KEY, _ENVELOPE_TAILS)
+    return b"".join((key, str(len(body)).encode(), _ENVELOPE_BODY, body, label, fetched_children, b"}"))
 
 
-def open_envelope(stored: bytes) -> tuple[bytes, bytes] | None:
-    """(body, fetched_children) of an `envelope`; None when `stored` is a plain page body."""
-    if not stored.startswith(ENVELOPE_KEY):
+def open_envelope(stored: bytes) -> tuple[bytes, bytes, bool] | None:
+    """(body, fetched_children, child_pages) of an `envelope`; None when `stored` is a plain page
+    body."""
+    if stored.startswith(ENVELOPE_KEY_PAGES):
+        key, label, child_pages = ENVELOPE_KEY_PAGES, _ENVELOPE_PAGES, True
+    elif stored.startswith(ENVELOPE_KEY):
+        key, label, child_pages = ENVELOPE_KEY, _ENVELOPE_TAILS, False
+    else:
         return None
-    length_end = stored.find(b",", len(ENVELOPE_KEY))
-    length_text = stored[len(ENVELOPE_KEY) : length_end]
+    length_end = stored.find(b",", len(key))
+    length_text = stored[len(key) : length_end]
     start = length_end + len(_ENVELOPE_BODY)
     if length_end < 0 or not length_text.isdigit() or stored[length_end:start] != _ENVELOPE_BODY:
         raise ValueError("damaged page envelope: no body length")
     end = start + int(length_text)
-    tails_start = end + len(_ENVELOPE_TAILS)
-    if stored[end:tails_start] != _ENVELOPE_TAILS or not stored.endswith(b"}"):
+    children_start = end + len(label)
+    if stored[end:children_start] != label or not stored.endswith(b"}"):
         raise ValueError("damaged page envelope: the body length does not match its contents")
-    return stored[start:end], stored[tails_start:-1]
+    return stored[start:end], stored[children_start:-1], child_pages
+
+
+def join_json_lists(lists: list[list[bytes]]) -> bytes:
+    """`[[a, b], [c]]` of JSON documents as one JSON array of arrays, by joining bytes."""
+    return b"[" + b",".join(b"[" + b",".join(items) + b"]" for items in lists) + b"]"
 
 
 @dataclass

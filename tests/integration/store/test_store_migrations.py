@@ -159,3 +159,49 @@ def test_loader_role_may_insert_update_and_write_control_tables(conn):
         cur.execute("SELECT current_user")
         assert cur.fetchone()[0] == "erp_loader"
     conn.rollback()
+
+
+def test_a_login_that_is_not_a_superuser_migrates_its_own_database_and_loads(redis_client, redis_namespace):
+    """What an ERP's DBA grants: a login with CREATEROLE (for V002's erp_loader), owning its database,
+    no superuser. Every migration applies, and a batch loads through SET LOCAL ROLE erp_loader."""
+    import uuid
+
+    from store_factories import expected_invoices, invoice_batch, sample_invoices, staging_invoices
+
+    from erp_sync.store.counters import next_batch_id
+    from erp_sync.store.ledger import RedisLedger
+    from erp_sync.store.loader import load_batch
+    from tests.conftest import PG_ADMIN_DSN, _admin_execute
+
+    login = f"erp_migrator_{uuid.uuid4().hex[:8]}"
+    database = f"erp_test_{uuid.uuid4().hex[:10]}"
+    _admin_execute(f"CREATE ROLE {login} LOGIN NOSUPERUSER CREATEROLE NOCREATEDB")
+    try:
+        _admin_execute(f'CREATE DATABASE "{database}" OWNER {login}')
+        admin = psycopg2.extensions.parse_dsn(PG_ADMIN_DSN)
+        conn = psycopg2.connect(**{**admin, "user": login, "dbname": database, "password": ""})
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+                assert cur.fetchone() == (login, False)
+            conn.rollback()
+            assert apply_migrations(conn) == [m.filename for m in discover()]
+            invoices = sample_invoices(3)
+            key, mapped, pages = invoice_batch(invoices)
+            ledger = RedisLedger(redis_client, namespace=redis_namespace)
+            result = load_batch(
+                conn,
+                ledger,
+                key,
+                mapped,
+                pages,
+                batch_id=next_batch_id(redis_client, redis_namespace, conn),
+                cursor_after=None,
+            )
+            assert result.loaded_new == 3
+            assert staging_invoices(conn) == expected_invoices(invoices)
+        finally:
+            conn.close()
+    finally:
+        _admin_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        _admin_execute(f"DROP ROLE IF EXISTS {login}")

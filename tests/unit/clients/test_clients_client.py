@@ -151,11 +151,13 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     assert (rebuilt.body, rebuilt.fetched_children) == (page.body, page.fetched_children)
     assert orjson.loads(stored)["body"] == orjson.loads(page.body)  # one JSON document, body verbatim
     assert page.body in stored
-    # the raw body stays what was received; the fetched tail is part of the batch's identity
+    # the raw body stays what was received; the continuation page, kept as received, is part of the
+    # batch's identity
     assert len(orjson.loads(page.body)["data"][0]["lines"]["data"]) == 10
-    assert [ln["id"] for ln in orjson.loads(page.fetched_children)[0]] == [
-        ln["id"] for ln in all_lines["in_big"][10:]
-    ]
+    [[continuation]] = orjson.loads(page.fetched_children)
+    assert [ln["id"] for ln in continuation["data"]] == [ln["id"] for ln in all_lines["in_big"][10:]]
+    assert stored.startswith(b'{"erp_sync_page_envelope":2,')
+    assert handle(line_calls[0]).body in stored  # the continuation page verbatim, not re-serialised
 
 
 def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from erp_sync.core.batch import Page, envelope, open_envelope
+from erp_sync.core.batch import Page, envelope, join_json_lists, open_envelope
 
 BODY = b'{"data": [{"id": "in_1", "lines": {"data": [{"id": "il_1"}], "has_more": true}}]}'
 
@@ -35,24 +35,50 @@ def test_compressed_is_the_stored_body_gzipped_with_its_sha256() -> None:
     assert content == gzip.compress(page.body, compresslevel=2, mtime=0)  # no timestamp: reproducible
 
 
-def test_a_completed_page_is_stored_as_its_body_and_tails_and_compressed_once() -> None:
-    tails = orjson.dumps([[{"id": "il_2"}]])
-    page = _page(tails)
+def test_a_completed_page_is_stored_as_its_body_and_continuation_pages_and_compressed_once() -> None:
+    continuation = b'{"object": "list", "data": [{"id": "il_2"}], "has_more": false}'
+    fetched = join_json_lists([[continuation]])
+    page = _page(fetched)
     first = page.compressed(2)
     assert page.compressed(2)[0] is first[0]  # kept, not compressed again
     stored = gzip.decompress(first[0])
-    assert open_envelope(stored) == (BODY, tails)
+    assert open_envelope(stored) == (BODY, fetched, True)
+    assert continuation in stored  # as received, not re-serialised
     assert first[1] == hashlib.sha256(stored).hexdigest()
-    assert orjson.loads(stored)["fetched_children"] == [[{"id": "il_2"}]]
+    assert orjson.loads(stored)["fetched_child_pages"] == [[orjson.loads(continuation)]]
 
 
+def test_a_page_stored_with_tail_items_keeps_that_form() -> None:
+    """Pages stored before session 7 (envelope version 1) come back, and are stored again, as they
+    were: restore puts the bytes it verified back into the outbox."""
+    tails = orjson.dumps([[{"id": "il_2"}]])
+    stored = envelope(BODY, tails)
+    assert stored.startswith(b'{"erp_sync_page_envelope":1,')
+    assert open_envelope(stored) == (BODY, tails, False)
+    page = _page(tails)
+    page.child_pages = False
+    assert page.stored_body() == stored
+
+
+@pytest.mark.parametrize("child_pages", [True, False])
 @pytest.mark.parametrize(
     "tails",
     [b'[[{"description": ",\\"fetched_children\\":[]}"}]]', b"[]", b'[["}"]]'],
 )
-def test_the_envelope_gives_back_the_exact_bytes_whatever_the_tails_hold(tails: bytes) -> None:
+def test_the_envelope_gives_back_the_exact_bytes_whatever_the_tails_hold(
+    tails: bytes, child_pages: bool
+) -> None:
     body = b'{"a": "\\u00e9 ,\\"body\\":", "n": [1, 2]}'
-    assert open_envelope(envelope(body, tails)) == (body, tails)
+    assert open_envelope(envelope(body, tails, child_pages=child_pages)) == (body, tails, child_pages)
+
+
+def test_lists_of_json_documents_join_into_one_array() -> None:
+    assert orjson.loads(join_json_lists([[b'{"a": 1}', b"[2]"], [], [b'"x"']])) == [
+        [{"a": 1}, [2]],
+        [],
+        ["x"],
+    ]
+    assert join_json_lists([]) == b"[]"
 
 
 def test_a_plain_body_is_not_an_envelope() -> None:
@@ -68,6 +94,7 @@ def test_a_plain_body_is_not_an_envelope() -> None:
         lambda stored: stored.replace(b',"body":', b',"bodY":'),
     ],
 )
-def test_a_damaged_envelope_is_refused(damage: Any) -> None:
+@pytest.mark.parametrize("child_pages", [True, False])
+def test_a_damaged_envelope_is_refused(damage: Any, child_pages: bool) -> None:
     with pytest.raises(ValueError, match="damaged page envelope"):
-        open_envelope(damage(envelope(BODY, b"[]")))
+        open_envelope(damage(envelope(BODY, b"[]", child_pages=child_pages)))
