@@ -376,6 +376,7 @@ def stage_floor_http(cfg: Config) -> Result:
         "decode_seconds": round(decode_seconds, 3),  # decoding alone; the rest is HTTP + the sandbox
         "decoder": "shape_decoder (the client's narrow decode); line continuations orjson",
         "path": path,
+        "process_cpu_seconds": round(box["process_cpu_seconds"], 3),
     }
     return {"records": records, "seconds": box["seconds"], "extra": extra}
 
