@@ -15,8 +15,6 @@ import argparse
 import json
 import statistics
 import sys
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"a": args.label_a, "b": args.label_b}
     checkouts = {"a": args.a, "b": args.b}
     try:
-        bench.start_sandbox()
-        bench.dsn = bench.create_database()
-        bench.namespace = f"erpbench-{uuid.uuid4().hex[:10]}"
-        bench.namespaces.append(bench.namespace)
-        bench.window_end = datetime.now(UTC).replace(microsecond=0)
-        window_end = bench.window_end.isoformat()
+        window_end = bench.prepare()
         use_checkout(bench, args.a)
         bench.stage("floor_http", "warm_sandbox", {"window_end": window_end})
         cold = {"run_id": "bench-cold", "full_refresh": True, "window_end": window_end}

@@ -204,6 +204,15 @@ class Bench:
         self.raw["seed_sandbox"] = {"records": self.args.invoices, "seconds": seconds, "peak_rss_mb": rss}
         print(f"[bench] sandbox {self.base_url}: {self.args.invoices} invoices in {seconds:.1f}s", flush=True)
 
+    def prepare(self) -> str:
+        """The run's sandbox, database and Redis namespace; returns the cold window's end (ISO)."""
+        self.start_sandbox()
+        self.dsn = self.create_database()
+        self.namespace = f"erpbench-{uuid.uuid4().hex[:10]}"
+        self.namespaces.append(self.namespace)
+        self.window_end = datetime.now(UTC).replace(microsecond=0)
+        return self.window_end.isoformat()
+
     def create_database(self, suffix: str = "") -> str:
         name = f"erp_bench_{uuid.uuid4().hex[:10]}{suffix}"
         _admin_sql(f'CREATE DATABASE "{name}"')
@@ -358,12 +367,7 @@ def _currency_exponents() -> dict[str, int]:
 def run(bench: Bench) -> None:
     args = bench.args
     n = args.invoices
-    bench.start_sandbox()
-    bench.dsn = bench.create_database()
-    bench.namespace = f"erpbench-{uuid.uuid4().hex[:10]}"
-    bench.namespaces.append(bench.namespace)
-    bench.window_end = datetime.now(UTC).replace(microsecond=0)
-    window_end = bench.window_end.isoformat()
+    window_end = bench.prepare()
 
     # One untimed-for-targets pass first: the sandbox caches serialised objects (--sandbox-cache), so
     # every later stage reads it warm, as the floor does: the SaaS's own rendering is not the

@@ -187,17 +187,9 @@ def test_a_login_that_is_not_a_superuser_migrates_its_own_database_and_loads(red
             conn.rollback()
             assert apply_migrations(conn) == [m.filename for m in discover()]
             invoices = sample_invoices(3)
-            key, mapped, pages = invoice_batch(invoices)
             ledger = RedisLedger(redis_client, namespace=redis_namespace)
-            result = load_batch(
-                conn,
-                ledger,
-                key,
-                mapped,
-                pages,
-                batch_id=next_batch_id(redis_client, redis_namespace, conn),
-                cursor_after=None,
-            )
+            batch_id = next_batch_id(redis_client, redis_namespace, conn)
+            result = load_batch(conn, ledger, *invoice_batch(invoices), batch_id=batch_id, cursor_after=None)
             assert result.loaded_new == 3
             assert staging_invoices(conn) == expected_invoices(invoices)
         finally:

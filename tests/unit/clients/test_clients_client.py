@@ -324,19 +324,21 @@ def test_record_fields_narrow_the_records_but_not_the_body_or_the_paging(make_cl
     assert page.whole_record(0) == data[0]
 
 
+CHARGE = {
+    "id": "ch_1",
+    "object": "charge",
+    "amount": 5,
+    "amount_refunded": 0,
+    "currency": "usd",
+    "status": "succeeded",
+    "created": 1,
+}
+
+
 def test_a_rejected_record_keeps_every_field_it_arrived_with(make_client: Any) -> None:
     """Pages are decoded narrow (only what the model reads), yet a rejection's raw payload is the
     record as received: both the client's (no id) and validation's (a string amount)."""
-    good = {
-        "id": "ch_1",
-        "object": "charge",
-        "amount": 5,
-        "amount_refunded": 0,
-        "currency": "usd",
-        "status": "succeeded",
-        "created": 1,
-        "receipt_url": "https://pay.example/r/1",
-    }
+    good = {**CHARGE, "receipt_url": "https://pay.example/r/1"}
     bad_amount = {**good, "id": "ch_2", "amount": "5"}
     no_id = {**good, "id": ""}
     transport = FakeTransport(stripe_list_handler([good, no_id, bad_amount], "/v1/charges"))
@@ -352,15 +354,7 @@ def test_a_rejected_record_keeps_every_field_it_arrived_with(make_client: Any) -
 def test_a_rejected_newest_snapshot_still_supersedes_the_older_ones(make_client: Any) -> None:
     """The newest snapshot of a window decides (ADR 0013): when validation rejects it, the older
     valid snapshot of the same charge is not loaded in its place, on the same page or a later one."""
-    charge = {
-        "id": "ch_1",
-        "object": "charge",
-        "amount": 5,
-        "amount_refunded": 0,
-        "currency": "usd",
-        "status": "succeeded",
-        "created": 1,
-    }
+    charge = CHARGE
 
     def event(n: int, record: dict[str, Any]) -> dict[str, Any]:
         return {"id": f"evt_{n}", "type": "charge.updated", "created": 100 + n, "data": {"object": record}}
