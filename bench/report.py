@@ -90,6 +90,7 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "loadavg_1m": result.get("loadavg_1m"),
                 "cpu": result.get("cpu"),
                 "autovacuum": result.get("autovacuum"),
+                "postgres_checkpoints": result.get("postgres_checkpoints"),
                 "extra": result.get("extra", {}),
                 **({"rss_timeline_mb": result["rss_timeline_mb"]} if "rss_timeline_mb" in result else {}),
             }
@@ -330,9 +331,24 @@ def markdown(doc: dict[str, Any]) -> str:
     beside = _beside_autovacuum(doc["stages"])
     if beside:
         lines += ["", "Autovacuum at a stage's start or end (it shares the cores and the disk):", *beside]
+    during = _during_checkpoints(doc["stages"])
+    if during:
+        lines += ["", "Postgres checkpoints during a pipeline stage (they share the disk):", *during]
     if doc["notes"]:
         lines += ["", *[f"- {n}" for n in doc["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def _during_checkpoints(stages: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in stages:
+        moved = row.get("postgres_checkpoints") or {}
+        if row["stage"] in PIPELINE_STAGES and moved.get("checkpoints"):
+            lines.append(
+                f"- {row['stage']}: {moved['checkpoints']} checkpoint(s), "
+                f"{moved.get('buffers_checkpoint', 0):,} buffers written by them"
+            )
+    return lines
 
 
 def _beside_autovacuum(stages: list[dict[str, Any]]) -> list[str]:

@@ -129,6 +129,7 @@ class Bench:
         print(f"[bench] {name} ...", flush=True)
         load_before = os.getloadavg()[0]
         autovacuum_before = autovacuum_work()
+        checkpoints_before = checkpoint_counters()
         cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
@@ -150,6 +151,7 @@ class Bench:
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
         result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_work()}
+        result["postgres_checkpoints"] = _moved(checkpoints_before, checkpoint_counters())
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
@@ -353,6 +355,29 @@ def autovacuum_work() -> list[str]:
             return [str(row[0]) for row in cur.fetchall()]
     finally:
         conn.close()
+
+
+def checkpoint_counters() -> dict[str, int]:
+    """Postgres's cumulative checkpoint counters (pg_stat_bgwriter): a stage during which they moved
+    shared the disk with a checkpoint writing out dirty buffers (a bulk load's, say)."""
+    try:
+        conn = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
+    except psycopg2.Error:
+        return {}
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint, buffers_backend"
+                " FROM pg_stat_bgwriter"
+            )
+            checkpoints, buffers, backend = cur.fetchone()
+            return {"checkpoints": checkpoints, "buffers_checkpoint": buffers, "buffers_backend": backend}
+    finally:
+        conn.close()
+
+
+def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before[name] for name in before if name in after}
 
 
 def _currency_exponents() -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The bench report names the stages that ran beside Postgres's autovacuum."""
+"""The bench report names the stages that ran beside Postgres's autovacuum or its checkpoints."""
 
 from __future__ import annotations
 
@@ -27,3 +27,18 @@ def test_the_workers_are_read_from_this_machines_postgres() -> None:
     work = autovacuum_work()
     assert work != ["(not readable)"]  # the bench's admin DSN answers here
     assert all(": " in line for line in work)
+
+
+def test_pipeline_stages_during_which_postgres_checkpointed_are_listed() -> None:
+    from bench.report import _during_checkpoints
+    from bench.run import checkpoint_counters
+
+    stages = [
+        {"stage": "delta", "postgres_checkpoints": {"checkpoints": 1, "buffers_checkpoint": 20_000}},
+        {"stage": "delta_settled", "postgres_checkpoints": {"checkpoints": 0, "buffers_checkpoint": 0}},
+        {"stage": "peer_dlt_cold", "postgres_checkpoints": {"checkpoints": 3, "buffers_checkpoint": 9}},
+    ]
+    assert _during_checkpoints(stages) == ["- delta: 1 checkpoint(s), 20,000 buffers written by them"]
+    counters = checkpoint_counters()
+    assert set(counters) == {"checkpoints", "buffers_checkpoint", "buffers_backend"}
+    assert all(value >= 0 for value in counters.values())
