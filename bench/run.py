@@ -128,8 +128,7 @@ class Bench:
         argv = [exe, *argv_tail, str(config_path)]
         print(f"[bench] {name} ...", flush=True)
         load_before = os.getloadavg()[0]
-        autovacuum_before = autovacuum_work()
-        checkpoints_before = checkpoint_counters()
+        autovacuum_before, checkpoints_before = postgres_activity()
         cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
@@ -150,8 +149,9 @@ class Bench:
             result["rss_timeline_mb"] = child.rss_timeline
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
-        result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_work()}
-        result["postgres_checkpoints"] = _moved(checkpoints_before, checkpoint_counters())
+        autovacuum_after, checkpoints_after = postgres_activity()
+        result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_after}
+        result["postgres_checkpoints"] = _moved(checkpoints_before, checkpoints_after)
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
@@ -338,40 +338,28 @@ def _admin_sql(sql: str) -> None:
         conn.close()
 
 
-def autovacuum_work() -> list[str]:
-    """What Postgres's autovacuum workers are doing right now, cluster-wide ("autovacuum: VACUUM
-    ANALYZE erp_staging.ar_invoices", ...): a stage that ran beside them shared the disk and the
-    cores with them."""
+def postgres_activity() -> tuple[list[str], dict[str, int]]:
+    """What Postgres's autovacuum workers are doing right now, cluster-wide ("erp_bench_x: autovacuum:
+    VACUUM ANALYZE erp_staging.ar_invoices", ...), and its cumulative checkpoint counters
+    (pg_stat_bgwriter), in one connection: a stage beside them shared the disk and the cores."""
     try:
         conn = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
     except psycopg2.Error:
-        return ["(not readable)"]
+        return ["(not readable)"], {}
     try:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT coalesce(datname, '?') || ': ' || query FROM pg_stat_activity"
                 " WHERE backend_type = 'autovacuum worker' ORDER BY 1"
             )
-            return [str(row[0]) for row in cur.fetchall()]
-    finally:
-        conn.close()
-
-
-def checkpoint_counters() -> dict[str, int]:
-    """Postgres's cumulative checkpoint counters (pg_stat_bgwriter): a stage during which they moved
-    shared the disk with a checkpoint writing out dirty buffers (a bulk load's, say)."""
-    try:
-        conn = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
-    except psycopg2.Error:
-        return {}
-    try:
-        with conn.cursor() as cur:
+            autovacuum = [str(row[0]) for row in cur.fetchall()]
             cur.execute(
                 "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint, buffers_backend"
                 " FROM pg_stat_bgwriter"
             )
             checkpoints, buffers, backend = cur.fetchone()
-            return {"checkpoints": checkpoints, "buffers_checkpoint": buffers, "buffers_backend": backend}
+        counters = {"checkpoints": checkpoints, "buffers_checkpoint": buffers, "buffers_backend": backend}
+        return autovacuum, counters
     finally:
         conn.close()
 

@@ -254,12 +254,13 @@ class SaaSClient:
         if narrow and problems:
             whole_items = select_items(url, parse_json_body(url, response.body), page_selector(spec, mode))
             problems = select_records(spec, whole_items, mode=mode, default_version=default_version).problems
-        met_before: frozenset[str] | None = None
+        met_before: frozenset[str] | None = None  # what a narrow page's rebuild must drop again
         superseded = 0
         if keys_met is not None:
-            met_before = frozenset(
-                key for key in (str(r[spec.primary_key]) for r in selection.records) if key in keys_met
-            )
+            if narrow:
+                met_before = frozenset(
+                    key for key in (str(r[spec.primary_key]) for r in selection.records) if key in keys_met
+                )
             superseded = drop_superseded(spec, selection, keys_met)
         child_bodies = self._complete_children(spec, selection.records)
         page = Page(
@@ -279,7 +280,7 @@ class SaaSClient:
                 else None
             ),
         )
-        self._count(pages=1, records=page.extracted - len(page.problems), problems=len(page.problems))
+        self._count(pages=1, records=len(page.records) + page.superseded, problems=len(page.problems))
         for problem in page.problems:
             log.warning(
                 "extract %s: rejected record (%s): %s", spec.name, problem.reason_code, problem.message

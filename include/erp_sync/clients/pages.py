@@ -258,23 +258,19 @@ def page_from_body(
     items = select_items(url, payload, page_selector(spec, mode))
     selection = select_records(spec, items, mode=mode, default_version=default_version)
     tails = parse_json_body(url, fetched_children) if fetched_children else None
-    superseded = 0
-    if seen is not None and uses_events(spec, mode):
-        if tails is not None and _tails_for_every_list(spec, selection.records, tails):
-            # Stored before the client dropped older snapshots first: their tails are here too.
+    events = uses_events(spec, mode)
+    if tails is not None and events:
+        if _tails_for_every_list(spec, selection.records, tails):
+            # Stored before the client dropped older snapshots first (or none dropped had a tail).
             complete_child_lists(spec, selection.records, tails, child_pages=child_pages)
             tails = None
-        superseded = drop_superseded(spec, selection, seen)
-    if tails is not None:
-        if (
-            seen is None
-            and uses_events(spec, mode)
-            and not _tails_for_every_list(spec, selection.records, tails)
-        ):
+        elif seen is None:
             raise MalformedResponseError(
                 f"{url}: an event page's stored tails are for its newest snapshots only; rebuild its"
                 " window's pages in order with their `seen` keys"
             )
+    superseded = drop_superseded(spec, selection, seen) if seen is not None and events else 0
+    if tails is not None:
         complete_child_lists(spec, selection.records, tails, child_pages=child_pages)
     return Page(
         stream=spec.name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.report import _beside_autovacuum
-from bench.run import autovacuum_work
+from bench.run import postgres_activity
 
 
 def test_only_stages_that_met_an_autovacuum_worker_are_listed() -> None:
@@ -24,14 +24,13 @@ def test_only_stages_that_met_an_autovacuum_worker_are_listed() -> None:
 
 
 def test_the_workers_are_read_from_this_machines_postgres() -> None:
-    work = autovacuum_work()
+    work, _ = postgres_activity()
     assert work != ["(not readable)"]  # the bench's admin DSN answers here
     assert all(": " in line for line in work)
 
 
 def test_pipeline_stages_during_which_postgres_checkpointed_are_listed() -> None:
     from bench.report import _during_checkpoints
-    from bench.run import checkpoint_counters
 
     stages = [
         {"stage": "delta", "postgres_checkpoints": {"checkpoints": 1, "buffers_checkpoint": 20_000}},
@@ -39,6 +38,6 @@ def test_pipeline_stages_during_which_postgres_checkpointed_are_listed() -> None
         {"stage": "peer_dlt_cold", "postgres_checkpoints": {"checkpoints": 3, "buffers_checkpoint": 9}},
     ]
     assert _during_checkpoints(stages) == ["- delta: 1 checkpoint(s), 20,000 buffers written by them"]
-    counters = checkpoint_counters()
+    _, counters = postgres_activity()
     assert set(counters) == {"checkpoints", "buffers_checkpoint", "buffers_backend"}
     assert all(value >= 0 for value in counters.values())
