@@ -91,6 +91,11 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "cpu": result.get("cpu"),
                 "autovacuum": result.get("autovacuum"),
                 "postgres_checkpoints": result.get("postgres_checkpoints"),
+                **(
+                    {"staging_tables_before": result["staging_tables_before"]}
+                    if "staging_tables_before" in result
+                    else {}
+                ),
                 "extra": result.get("extra", {}),
                 **({"rss_timeline_mb": result["rss_timeline_mb"]} if "rss_timeline_mb" in result else {}),
             }

@@ -129,6 +129,7 @@ class Bench:
         print(f"[bench] {name} ...", flush=True)
         load_before = os.getloadavg()[0]
         autovacuum_before, checkpoints_before = postgres_activity()
+        tables_before = staging_table_state(self.dsn) if argv_tail[-1:] == ["sync"] else None
         cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
@@ -152,6 +153,8 @@ class Bench:
         autovacuum_after, checkpoints_after = postgres_activity()
         result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_after}
         result["postgres_checkpoints"] = _moved(checkpoints_before, checkpoints_after)
+        if tables_before is not None:
+            result["staging_tables_before"] = tables_before
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
@@ -360,6 +363,53 @@ def postgres_activity() -> tuple[list[str], dict[str, int]]:
             checkpoints, buffers, backend = cur.fetchone()
         counters = {"checkpoints": checkpoints, "buffers_checkpoint": buffers, "buffers_backend": backend}
         return autovacuum, counters
+    finally:
+        conn.close()
+
+
+def staging_table_state(dsn: str | None) -> dict[str, dict[str, Any]]:
+    """What Postgres knows of the staging tables when a sync stage starts: the planner's row count
+    (reltuples) and pages all-visible (relallvisible of relpages: index-only scans and hint bits),
+    the changes since the last (auto)vacuum and analyze, and when those last ran."""
+    if not dsn:
+        return {}
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=5)
+    except psycopg2.Error:
+        return {}
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT c.relname, c.reltuples::bigint, c.relpages, c.relallvisible, s.n_live_tup,
+                          s.n_dead_tup, s.n_mod_since_analyze, s.n_ins_since_vacuum,
+                          greatest(s.last_vacuum, s.last_autovacuum),
+                          greatest(s.last_analyze, s.last_autoanalyze),
+                          s.autovacuum_count, s.autoanalyze_count
+                   FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+                   WHERE s.schemaname = 'erp_staging' ORDER BY 1"""
+            )
+            names = [
+                "reltuples",
+                "relpages",
+                "relallvisible",
+                "n_live_tup",
+                "n_dead_tup",
+                "n_mod_since_analyze",
+                "n_ins_since_vacuum",
+                "last_vacuum",
+                "last_analyze",
+                "autovacuum_count",
+                "autoanalyze_count",
+            ]
+            return {
+                str(row[0]): {
+                    k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                    for k, v in zip(names, row[1:], strict=True)
+                }
+                for row in cur.fetchall()
+            }
+    except psycopg2.Error:
+        return {}
     finally:
         conn.close()
 

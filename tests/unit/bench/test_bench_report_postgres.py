@@ -41,3 +41,34 @@ def test_pipeline_stages_during_which_postgres_checkpointed_are_listed() -> None
     _, counters = postgres_activity()
     assert set(counters) == {"checkpoints", "buffers_checkpoint", "buffers_backend"}
     assert all(value >= 0 for value in counters.values())
+
+
+def test_the_staging_tables_state_is_read_before_a_sync_stage() -> None:
+    import uuid
+
+    import psycopg2
+
+    from bench.run import PG_ADMIN_DSN, staging_table_state
+
+    name = f"erp_benchtest_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    assert dsn != PG_ADMIN_DSN
+    try:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("CREATE SCHEMA erp_staging; CREATE TABLE erp_staging.ar_invoices (id int)")
+            cur.execute("INSERT INTO erp_staging.ar_invoices SELECT generate_series(1, 50)")
+            cur.execute("ANALYZE erp_staging.ar_invoices")
+        conn.close()
+        state = staging_table_state(dsn)
+        assert set(state) == {"ar_invoices"}
+        assert state["ar_invoices"]["reltuples"] == 50
+        assert state["ar_invoices"]["last_analyze"] is not None
+        assert staging_table_state(None) == {}
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
