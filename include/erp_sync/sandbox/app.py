@@ -362,8 +362,11 @@ class SandboxApp:
         if len(parts) == 1:
             return self._list(res, req)
         row = self.world.find(res, parts[1])
-        if row is None:
+        deleted = row is not None and self.world.is_deleted(res, row)
+        if row is None or (deleted and (res != CUSTOMER or len(parts) > 2)):
             raise ApiError(404, f"No such {OBJECT_NAME_ALL[res]}: '{parts[1]}'", "id", "resource_missing")
+        if deleted:  # Stripe's stub for a deleted customer
+            return json_response({"id": parts[1], "object": "customer", "deleted": True})
         if len(parts) == 2:
             return Response(200, self.world.json(res, row))
         if res == INVOICE and parts[2] == "lines":

@@ -72,6 +72,8 @@ EVENT_TYPES: tuple[tuple[str, int, bool], ...] = (
     ("credit_note.created", CREDIT_NOTE, False),
     ("invoice.updated", INVOICE, True),
     ("credit_note.voided", CREDIT_NOTE, True),
+    ("customer.deleted", CUSTOMER, False),
+    ("invoice.deleted", INVOICE, False),  # Stripe deletes only draft invoices
 )
 EV_CODE = {name: code for code, (name, _, _) in enumerate(EVENT_TYPES)}
 
@@ -209,6 +211,9 @@ class World:
         self._cands: dict[str, np.ndarray[Any, Any]] = {}
         self._line_template = tpl.line_item_template()
         self.mutation_calls = 0
+        # Deleted objects (row -> the deletion event), only by the explicit mutations below: lists
+        # leave them out, a deleted customer reads as Stripe's stub, a deleted invoice is a 404.
+        self.deleted: dict[int, dict[int, int]] = {CUSTOMER: {}, INVOICE: {}}
         self._generate(invoices)
         self.index = {
             res: CreatedIndex(table.created)
@@ -757,6 +762,7 @@ class World:
         predicate: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None = None,
     ) -> Listing:
         """Stripe list order (newest first) over rows in a created window, after/before a cursor."""
+        predicate = self._without_deleted(res, predicate)
         idx = self.index[res]
         sorted_created, order = idx.sorted_created, idx.order
         lo, hi = 0, len(order)
@@ -775,6 +781,30 @@ class World:
             hi = min(hi, idx.pos_of(starting_after))
         positions, more = self._scan(order, lo, hi, limit, predicate, descending=True)
         return Listing(order[positions].tolist(), more)
+
+    def is_deleted(self, res: int, row: int) -> bool:
+        return row in self.deleted.get(res, ())
+
+    def _alive(self, res: int, n: int) -> np.ndarray[Any, Any]:
+        """A mask of the rows of `res` (of `n`) that are not deleted."""
+        alive = np.ones(n, dtype=bool)
+        gone = list(self.deleted.get(res, {}))
+        if gone:
+            alive[gone] = False
+        return alive
+
+    def _without_deleted(
+        self, res: int, predicate: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None
+    ) -> Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None:
+        if not self.deleted.get(res):
+            return predicate
+        gone = np.fromiter(self.deleted[res], dtype=np.int64)
+
+        def alive(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            keep = ~np.isin(rows, gone)
+            return keep if predicate is None else keep & predicate(rows)
+
+        return alive
 
     @staticmethod
     def _scan(
@@ -844,8 +874,10 @@ class World:
         self.customers.append(created=at, currency=cur, created_ev=ev)
         return {"kind": "new_customer", "id": self.ids.encode("cus", row), "events": [ev]}
 
-    def _new_invoice(self, rng: random.Random, at: int) -> dict[str, Any]:
+    def _new_invoice(self, rng: random.Random, at: int, *, draft: bool = False) -> dict[str, Any]:
         cust = rng.randrange(self.customers.n)
+        while self.is_deleted(CUSTOMER, cust):
+            cust = rng.randrange(self.customers.n)
         cur = int(self.customers.currency[cust])
         n_lines = int(_line_counts(np.random.default_rng(rng.getrandbits(32)), 1)[0])
         row = self.invoices.n
@@ -859,7 +891,7 @@ class World:
                 invoice=row, amount=unit * qty, unit=unit, qty=qty, product=rng.randrange(len(PRODUCTS))
             )
         ev_created = self._emit("invoice.created", row, at)
-        ev_fin = self._emit("invoice.finalized", row, at)
+        ev_fin = NEVER if draft else self._emit("invoice.finalized", row, at)
         self.invoices.append(
             created=at,
             customer=cust,
@@ -874,7 +906,44 @@ class World:
             charge=-1,
             cn_amount=0,
         )
-        return {"kind": "new_invoice", "id": self.ids.encode("in", row), "events": [ev_created, ev_fin]}
+        kind, events = ("new_draft_invoice", [ev_created]) if draft else ("new_invoice", [ev_created, ev_fin])
+        return {"kind": kind, "id": self.ids.encode("in", row), "events": events}
+
+    def _delete_customer(
+        self, rng: random.Random, at: int, touched: set[tuple[int, int]]
+    ) -> dict[str, Any] | None:
+        rows = self._candidates("customers", lambda: np.arange(self.customers.n))
+
+        def ok(i: int) -> bool:
+            return (
+                (CUSTOMER, i) not in touched
+                and not self.is_deleted(CUSTOMER, i)
+                and self.customers.created[i] <= at
+            )
+
+        return self._delete(CUSTOMER, self._pick(rng, rows, ok), at, "delete_customer", touched)
+
+    def _delete_draft_invoice(
+        self, rng: random.Random, at: int, touched: set[tuple[int, int]]
+    ) -> dict[str, Any] | None:
+        drafts = self._candidates("draft", lambda: np.flatnonzero(self.current_invoice_status() == DRAFT))
+
+        def ok(i: int) -> bool:
+            free = (INVOICE, i) not in touched and not self.is_deleted(INVOICE, i)
+            return free and self.invoice_status(i) == DRAFT and self.invoices.created[i] <= at
+
+        return self._delete(INVOICE, self._pick(rng, drafts, ok), at, "delete_draft_invoice", touched)
+
+    def _delete(
+        self, res: int, row: int | None, at: int, kind: str, touched: set[tuple[int, int]]
+    ) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        touched.add((res, row))
+        ev = self._emit(f"{OBJECT_NAME[res]}.deleted", row, at)
+        self.deleted[res][row] = ev
+        self._touch(res, row)
+        return {"kind": kind, "id": self.ids.encode(PREFIX[res], row), "events": [ev]}
 
     def _candidates(self, key: str, compute: Callable[[], np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
         """Candidate rows, computed once per `mutate` call; `_pick` re-checks each row's current state."""
@@ -1083,6 +1152,8 @@ class World:
         ("update_order", 6),
         ("new_order", 4),
     )
+    # Only when asked for by name (`kinds`): the default mix, and what a seed produces, stay as they were.
+    EXPLICIT_MUTATIONS = (("new_draft_invoice", 10), ("delete_draft_invoice", 10), ("delete_customer", 5))
 
     def mutate(self, n: int, at: int | None = None, kinds: list[str] | None = None) -> dict[str, Any]:
         """Apply `n` realistic changes at unix time `at` (default now); deterministic per seed and call."""
@@ -1092,10 +1163,12 @@ class World:
         choices = [k for k, _ in self.MUTATION_WEIGHTS]
         weights = [w for _, w in self.MUTATION_WEIGHTS]
         if kinds:
-            unknown = set(kinds) - set(choices)
+            every = (*self.MUTATION_WEIGHTS, *self.EXPLICIT_MUTATIONS)
+            unknown = set(kinds) - {k for k, _ in every}
             if unknown:
                 raise ValueError(f"unknown mutation kinds: {sorted(unknown)}")
-            weights = [w if k in kinds else 0 for k, w in self.MUTATION_WEIGHTS]
+            choices = [k for k, _ in every]
+            weights = [w if k in kinds else 0 for k, w in every]
         rng = random.Random(f"{self.seed}:{self.mutation_calls}")
         self.mutation_calls += 1
         touched: set[tuple[int, int]] = set()
@@ -1127,6 +1200,13 @@ class World:
             return self._void_credit_note(rng, at, touched)
         if kind == "new_customer":
             return self._new_customer(rng, at)
+        if kind == "new_draft_invoice":
+            touched.add((INVOICE, self.invoices.n))
+            return self._new_invoice(rng, at, draft=True)
+        if kind == "delete_draft_invoice":
+            return self._delete_draft_invoice(rng, at, touched)
+        if kind == "delete_customer":
+            return self._delete_customer(rng, at, touched)
         if kind == "new_invoice":
             touched.add((INVOICE, self.invoices.n))  # one change per object per call
             return self._new_invoice(rng, at)
@@ -1159,24 +1239,33 @@ class World:
     def totals(self) -> dict[str, Any]:
         """Counts and sums in minor units per resource, currency and status (ints, never floats)."""
         inv, ch, ref, cn, orders = self.invoices, self.charges, self.refunds, self.credit_notes, self.orders
-        status = self.current_invoice_status()
-        paid = np.where(status == PAID, inv.total.v, 0)
-        line_cur = inv.currency.v[self.lines.invoice.v]
+        live_customers = self._alive(CUSTOMER, self.customers.n)
+        live = self._alive(INVOICE, inv.n)  # deleted (draft) invoices are gone, with their lines
+        live_lines = live[self.lines.invoice.v]
+        status = self.current_invoice_status()[live]
+        total = inv.total.v[live]
+        paid = np.where(status == PAID, total, 0)
+        line_cur = inv.currency.v[self.lines.invoice.v][live_lines]
         return {
             "customers": self._group(
-                self.customers.currency.v, np.zeros(self.customers.n, np.int8), ("all",)
+                self.customers.currency.v[live_customers],
+                np.zeros(int(live_customers.sum()), np.int8),
+                ("all",),
             ),
             "invoices": self._group(
-                inv.currency.v,
+                inv.currency.v[live],
                 status,
                 INVOICE_STATUSES,
-                total=inv.total.v,
+                total=total,
                 amount_paid=paid,
-                amount_remaining=inv.total.v - paid,
-                post_payment_credit_notes_amount=inv.cn_amount.v,
+                amount_remaining=total - paid,
+                post_payment_credit_notes_amount=inv.cn_amount.v[live],
             ),
             "invoice_lines": self._group(
-                line_cur, np.zeros(self.lines.n, np.int8), ("all",), amount=self.lines.amount.v
+                line_cur,
+                np.zeros(len(line_cur), np.int8),
+                ("all",),
+                amount=self.lines.amount.v[live_lines],
             ),
             "charges": self._group(
                 ch.currency.v,
@@ -1198,10 +1287,11 @@ class World:
 
     def counts(self) -> dict[str, int]:
         horizon = self.event_horizon()
+        deleted_invoices = list(self.deleted[INVOICE])
         return {
-            "customers": self.customers.n,
-            "invoices": self.invoices.n,
-            "invoice_lines": self.lines.n,
+            "customers": self.customers.n - len(self.deleted[CUSTOMER]),
+            "invoices": self.invoices.n - len(deleted_invoices),
+            "invoice_lines": self.lines.n - int(self.invoices.n_lines.v[deleted_invoices].sum()),
             "charges": self.charges.n,
             "refunds": self.refunds.n,
             "credit_notes": self.credit_notes.n,
@@ -1223,7 +1313,11 @@ class World:
             objs: dict[str, Any] = {}
             for res in (CUSTOMER, INVOICE, CHARGE, REFUND, CREDIT_NOTE):
                 order = self.index[res].order
-                objs[RESOURCE_NAMES[res]] = [orjson.Fragment(self.json(res, int(r))) for r in order[::-1]]
+                objs[RESOURCE_NAMES[res]] = [
+                    orjson.Fragment(self.json(res, int(r)))
+                    for r in order[::-1]
+                    if not self.is_deleted(res, int(r))
+                ]
             objs["invoice_lines"] = {
                 self.ids.encode("in", i): [
                     orjson.Fragment(orjson.dumps(self.render_line(j)))
@@ -1233,6 +1327,7 @@ class World:
                     )
                 ]
                 for i in range(self.invoices.n)
+                if not self.is_deleted(INVOICE, i)
             }
             objs["orders"] = [orjson.Fragment(self.json(ORDER, o)) for o in range(self.orders.n)]
             out["objects"] = objs

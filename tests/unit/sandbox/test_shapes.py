@@ -124,4 +124,16 @@ def test_every_event_and_its_object_have_the_fixture_shapes(world: World) -> Non
         )
         assert ("previous_attributes" in event["data"]) == EVENT_TYPES[world.events.kind[ev]][2]
         check(obj, obj["object"])
-    assert seen_types == {name for name, _, _ in EVENT_TYPES}
+    # Deletions happen only by an explicit mutation (test_world: test_deleted_objects_leave_...).
+    assert seen_types == {name for name, _, _ in EVENT_TYPES} - {"customer.deleted", "invoice.deleted"}
+
+
+def test_deletion_events_carry_the_object_as_it_was() -> None:
+    world = World(invoices=60, seed=5)
+    world.mutate(4, kinds=["new_draft_invoice"])
+    applied = world.mutate(3, kinds=["delete_draft_invoice", "delete_customer"])["applied"]
+    events = [world.render(EVENT, world.ids.decode("evt", e) or -1) for c in applied for e in c["events"]]
+    assert {e["type"] for e in events} == {"invoice.deleted", "customer.deleted"}
+    for event in events:
+        assert "previous_attributes" not in event["data"]
+        check(event["data"]["object"], event["data"]["object"]["object"])

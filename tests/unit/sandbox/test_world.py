@@ -10,7 +10,16 @@ import pytest
 
 from erp_sync.sandbox.faults import FaultError, validate_faults
 from erp_sync.sandbox.ids import IdCodec
-from erp_sync.sandbox.world import AWKWARD_NAMES, CHARGE, CREDIT_NOTE, EVENT, INVOICE, REFUND, World
+from erp_sync.sandbox.world import (
+    AWKWARD_NAMES,
+    CHARGE,
+    CREDIT_NOTE,
+    CUSTOMER,
+    EVENT,
+    INVOICE,
+    REFUND,
+    World,
+)
 
 
 def objects(world: World) -> dict[str, list[dict[str, Any]]]:
@@ -133,6 +142,38 @@ def test_mutations_report_what_changed_and_are_applied(world: World) -> None:
             assert (
                 world.render(EVENT, world.ids.decode("evt", event_id) or -1)["created"] == world.anchor + 10
             )
+
+
+def _drafts(truth: dict[str, Any]) -> int:
+    return sum(by.get("draft", {}).get("count", 0) for by in truth["totals"]["invoices"].values())
+
+
+def test_deleted_objects_leave_the_lists_and_the_truth() -> None:
+    world = World(invoices=80, seed=7)
+    drafts = world.mutate(5, kinds=["new_draft_invoice"])
+    assert drafts["counts"] == {"new_draft_invoice": 5}
+    draft_ids = {c["id"] for c in drafts["applied"]}
+    before = world.truth(objects=False)
+    assert _drafts(before) == 5
+    gone = world.mutate(3, kinds=["delete_draft_invoice", "delete_customer"])
+    deleted = {c["id"] for c in gone["applied"]}
+    deleted_invoices = {i for i in deleted if i.startswith("in_")}
+    deleted_customers = {i for i in deleted if i.startswith("cus_")}
+    assert deleted_invoices <= draft_ids and len(deleted) == 3
+    objs = objects(world)
+    listed = {o["id"] for o in objs["invoices"]} | {o["id"] for o in objs["customers"]}
+    assert not listed & deleted
+    assert not set(objs["invoice_lines"]) & deleted_invoices
+    after = world.truth(objects=False)
+    assert after["counts"]["invoices"] == before["counts"]["invoices"] - len(deleted_invoices)
+    assert after["counts"]["customers"] == before["counts"]["customers"] - len(deleted_customers)
+    assert after["counts"]["invoice_lines"] == sum(len(lines) for lines in objs["invoice_lines"].values())
+    assert _drafts(after) == 5 - len(deleted_invoices)
+    page = world.listing(
+        CUSTOMER, created_gte=None, created_lte=None, starting_after=None, ending_before=None, limit=1000
+    )
+    assert {world.ids.encode("cus", r) for r in page.rows}.isdisjoint(deleted_customers)
+    assert len(page.rows) == after["counts"]["customers"]
 
 
 def test_ids_round_trip_and_reject_other_seeds() -> None:
