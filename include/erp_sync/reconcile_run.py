@@ -17,7 +17,8 @@ Repair re-sends exactly the records the latest report for the period found missi
 mismatched: it evicts them from the Redis ledger, marks the tampered staging rows' `row_sha256` as
 unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS,
 and loads it through `load_batch`; then it reconciles again. Records missing in the SaaS are never
-deleted (the loader cannot delete) and stay in the next report.
+deleted (the loader cannot delete) and stay in the next report. Records the SaaS deleted and a delta
+staged as tombstones (`interface_status = 'DELETED'`, ADR 0015) are left out of the ERP side.
 
 The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections and calls
 `run_from_params`; the tests call the same functions with real Postgres, Redis and the sandbox.
@@ -315,6 +316,7 @@ def staging_sql(spec: StreamSpec) -> Composable:
     return SQL(
         "SELECT source_id, currency_code, status, {metrics}, sync_batch_id FROM erp_staging.{table} "
         "WHERE source_system = %(source_system)s AND {col} >= %(period_start)s AND {col} < %(period_end)s"
+        " AND interface_status <> 'DELETED'"  # a tombstone: the SaaS no longer lists it either
     ).format(
         metrics=SQL(", ").join(Identifier(m) for m in METRICS_BY_TABLE[table]),
         table=Identifier(table),

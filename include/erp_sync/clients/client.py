@@ -272,6 +272,7 @@ class SaaSClient:
             versions=selection.versions,
             problems=problems,
             superseded=superseded,
+            deleted_ids=selection.deleted_ids(spec.primary_key),
             fetched_at=self._wall_clock(),
             fetched_children=join_json_lists(child_bodies) if child_bodies else b"",
             rebuild_whole=(

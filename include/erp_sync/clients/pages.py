@@ -146,12 +146,19 @@ def _has_key(record: Mapping[str, Any], primary_key: str) -> bool:
 
 
 class RecordSelection:
-    """Records, versions and problems selected from one page's items."""
+    """Records, versions and problems selected from one page's items; `deleted`, per record, whether
+    it came from a deletion event."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.versions: list[int] = []
         self.problems: list[Rejection] = []
+        self.deleted: list[bool] = []
+
+    def deleted_ids(self, primary_key: str) -> frozenset[str]:
+        return frozenset(
+            str(record[primary_key]) for record, gone in zip(self.records, self.deleted, strict=True) if gone
+        )
 
 
 def select_records(
@@ -161,6 +168,7 @@ def select_records(
     selection = RecordSelection()
     events = uses_events(spec, mode)
     wanted_types = set(spec.incremental.event_types)
+    delete_types = set(spec.incremental.delete_event_types) if events else set()
     for item in items:
         if not isinstance(item, dict):
             selection.problems.append(_reject(spec, "NOT_AN_OBJECT", "item is not a JSON object", item))
@@ -187,9 +195,22 @@ def select_records(
                 _reject(spec, "BAD_VERSION", reason, item, str(record[spec.primary_key]))
             )
             continue
+        gone = bool(delete_types) and item.get("type") in delete_types
+        if gone:
+            _empty_child_lists(spec, record)
         selection.records.append(record)
         selection.versions.append(version)
+        selection.deleted.append(gone)
     return selection
+
+
+def _empty_child_lists(spec: StreamSpec, record: dict[str, Any]) -> None:
+    """A deleted record keeps no children: its embedded lists are emptied (the loader retires the
+    stored ones), so no tail of them is fetched -- Stripe answers 404 for a deleted invoice's lines."""
+    for child in spec.children:
+        embedded = record.get(child.field)
+        if isinstance(embedded, dict):
+            record[child.field] = {**embedded, "data": [], "has_more": False}
 
 
 def drop_superseded(spec: StreamSpec, selection: RecordSelection, seen: set[str]) -> int:
@@ -211,6 +232,7 @@ def drop_superseded(spec: StreamSpec, selection: RecordSelection, seen: set[str]
     if dropped:
         selection.records = [selection.records[i] for i in kept]
         selection.versions = [selection.versions[i] for i in kept]
+        selection.deleted = [selection.deleted[i] for i in kept]
     return dropped
 
 
@@ -281,6 +303,7 @@ def page_from_body(
         versions=selection.versions,
         problems=selection.problems,
         superseded=superseded,
+        deleted_ids=selection.deleted_ids(spec.primary_key),
         fetched_at=None,
         fetched_children=fetched_children,
         child_pages=child_pages,

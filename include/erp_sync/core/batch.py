@@ -50,6 +50,9 @@ class Page:
     # Older snapshots of an event listing the client dropped (`clients.pages.drop_superseded`): in
     # `body`, counted as extracted, never in `records`.
     superseded: int = 0
+    # Keys whose record on this page is a deletion (an event of `IncrementalSpec.delete_event_types`):
+    # staged as tombstones; their child lists are emptied, never fetched (ADR 0015).
+    deleted_ids: frozenset[str] = frozenset()
     fetched_at: datetime | None = None
     # What the client fetched beyond the embedded heads of truncated child lists, as JSON: one entry
     # per completed list; with `body` and `url`, what identifies the batch's input (`input_sha256`).
@@ -158,6 +161,9 @@ class MappedBatch:
     rejections: list[Rejection]
     extracted: int  # records in the pages (accepted + superseded + rejected)
     superseded: int  # older in-batch copies dropped in favour of a newer version
+    # Accepted records whose newest snapshot is a deletion: their primary rows are staged with
+    # interface_status 'DELETED' and a tombstone row_sha256 (`tombstone_sha256`), no child rows.
+    deleted_ids: frozenset[str] = frozenset()
 
     @property
     def accepted(self) -> int:

@@ -175,6 +175,12 @@ def combine_digests(digests: Sequence[str]) -> str:
     return _digest("\n".join(digests))
 
 
+def tombstone_sha256(row_sha256: str) -> str:
+    """The row_sha256 of a record staged as deleted: never equal to a live snapshot's, so the ledger
+    and the upsert see the deletion as a change, and a re-read deletion as unchanged."""
+    return _digest(f"deleted\n{row_sha256}")
+
+
 def key_digest(source_system: str, source_id: str) -> str:
     """The ledger key part for a record: the first 32 hex digits of SHA-256(`system|id`).
 

@@ -16,6 +16,10 @@ then `CONTROL_COLUMNS`. Text columns are `object` dtype with `None` for NULL; mo
 covers its lines' hashes in line order, so a changed, added, removed or re-numbered line changes
 the header and the loader rewrites the invoice.
 
+A record the client marked deleted (`Page.deleted_ids`, ADR 0015) arrives with its child lists
+emptied; its primary row gets `tombstone_sha256(row_sha256)` and its key is in
+`MappedBatch.deleted_ids`, for the loader to stage it `DELETED`.
+
 `map_pages(spec, pages, primary_only=True)` is reconciliation's header-only read: records are
 validated with a variant of the model whose child lists are not read (so a truncated `lines` list
 is not a rejection), and only the primary table is built, as a `HeaderRows` -- no child rows, no
@@ -52,7 +56,7 @@ from pydantic_core import ErrorDetails
 
 from erp_sync.core.batch import CONTROL_COLUMNS, MappedBatch, Page, Rejection
 from erp_sync.core.batching import gc_paused
-from erp_sync.core.hashing import combine_digests, frame_row_sha256
+from erp_sync.core.hashing import combine_digests, frame_row_sha256, tombstone_sha256
 from erp_sync.core.models import resolve
 from erp_sync.core.money import CURRENCY_EXPONENTS
 from erp_sync.core.shape import model_shape
@@ -703,6 +707,7 @@ class _Validated:
     versions: list[int]
     rejections: list[Rejection]
     superseded: int
+    deleted_ids: frozenset[str] = frozenset()  # kept records whose snapshot is a deletion
 
 
 def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseModel]) -> _Validated:
@@ -712,6 +717,7 @@ def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseMod
     versions: list[int] = []
     rejections: list[Rejection] = []
     dropped = 0
+    deleted: set[str] = set()
     for page in pages:
         if len(page.versions) != len(page.records):
             raise ValueError(
@@ -722,6 +728,7 @@ def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseMod
         versions.extend(page.versions)
         rejections.extend(page.problems)
         dropped += page.superseded
+        deleted.update(page.deleted_ids)
     positions, models, invalid = validate_records(
         spec.name, mapping.id_source, model, records, _whole_payloads(pages)
     )
@@ -733,7 +740,10 @@ def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseMod
     if len(keep) < len(models):
         models = [models[i] for i in keep]
         valid_versions = [valid_versions[i] for i in keep]
-    return _Validated(mapping, models, valid_versions, rejections, superseded)
+    # Keys are unique per window in an event listing (the client drops older snapshots), so a key
+    # marked deleted on any page is the kept record's own deletion.
+    gone = frozenset(str(get_id(m)) for m in models if str(get_id(m)) in deleted) if deleted else frozenset()
+    return _Validated(mapping, models, valid_versions, rejections, superseded, gone)
 
 
 def _whole_payloads(pages: Sequence[Page]) -> Callable[[int], Any]:
@@ -755,6 +765,8 @@ def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
     _check_spec(spec, mapping)
     valid = _validate_pages(spec, pages, resolve(spec.model))
     tables = map_models(mapping, spec.source_system, valid.models, valid.versions)
+    if valid.deleted_ids:
+        _mark_tombstones(tables[mapping.table], valid.deleted_ids)
     return MappedBatch(
         source_system=spec.source_system,
         stream=spec.name,
@@ -763,7 +775,14 @@ def _map_pages(spec: StreamSpec, pages: Sequence[Page]) -> MappedBatch:
         rejections=valid.rejections,
         extracted=sum(page.extracted for page in pages),
         superseded=valid.superseded,
+        deleted_ids=valid.deleted_ids,
     )
+
+
+def _mark_tombstones(primary: pd.DataFrame, deleted_ids: frozenset[str]) -> None:
+    """Give deleted records' primary rows their tombstone hash (their child lists are already empty)."""
+    gone = primary["source_id"].astype(str).isin(deleted_ids)
+    primary.loc[gone, "row_sha256"] = [tombstone_sha256(sha) for sha in primary.loc[gone, "row_sha256"]]
 
 
 def _map_headers(spec: StreamSpec, pages: Sequence[Page]) -> HeaderRows:

@@ -255,11 +255,18 @@ def _transact(
                     _copy_new_rows(cur, table, df, batch_id, unknown_keys[table])
                     if not dry_run
                     and unknown_keys
+                    and not (table == mapped.primary_table and mapped.deleted_ids)  # COPY stages PENDING
                     and _may_copy(table, mapped.primary_table, unknown_keys, outcomes)
                     else None
                 )
                 outcomes[table] = copied or _upsert_table(
-                    cur, table, df, batch_id, with_final_state=not dry_run, primary_table=mapped.primary_table
+                    cur,
+                    table,
+                    df,
+                    batch_id,
+                    with_final_state=not dry_run,
+                    primary_table=mapped.primary_table,
+                    deleted_ids=mapped.deleted_ids if table == mapped.primary_table else frozenset(),
                 )
             retired = _retire_removed_children(cur, mapped, batch_id, outcomes)
             if retired and not dry_run:
@@ -339,7 +346,14 @@ def _copy_new_rows(
 
 
 def _upsert_table(
-    cur: Any, table: str, df: pd.DataFrame, batch_id: int, *, with_final_state: bool, primary_table: str
+    cur: Any,
+    table: str,
+    df: pd.DataFrame,
+    batch_id: int,
+    *,
+    with_final_state: bool,
+    primary_table: str,
+    deleted_ids: frozenset[str] = frozenset(),
 ) -> _TableOutcome:
     columns = [c for c in df.columns if c not in LOADER_COLUMNS]
     temp = f"load_{table}"
@@ -371,19 +385,28 @@ def _upsert_table(
     updates = ", ".join(
         f"{_ident(c)} = excluded.{_ident(c)}" for c in columns if c not in ("source_system", "source_id")
     )
+    # A row is rewritten when its hash changed, or when it is to be live and is stored DELETED (a
+    # retired line that returns) or the reverse (a tombstone: ADR 0015); a re-read tombstone is not.
+    status = (
+        "CASE WHEN t.source_id = ANY(%(deleted)s) THEN 'DELETED' ELSE 'PENDING' END"
+        if deleted_ids
+        else "'PENDING'"
+    )
     cur.execute(
         f"""
         INSERT INTO erp_staging.{_ident(table)} AS s ({col_list}, sync_batch_id, interface_status, loaded_at)
-        SELECT {col_list}, %(batch_id)s, 'PENDING', now() FROM {temp} t
+        SELECT {col_list}, %(batch_id)s, {status}, now() FROM {temp} t
         {older_than_parent}
         ON CONFLICT (source_system, source_id) DO UPDATE SET
-            {updates}, sync_batch_id = excluded.sync_batch_id, interface_status = 'PENDING', loaded_at = now()
-        WHERE (s.row_sha256 <> excluded.row_sha256 OR s.interface_status = 'DELETED')
+            {updates}, sync_batch_id = excluded.sync_batch_id, interface_status = excluded.interface_status,
+            loaded_at = now()
+        WHERE (s.row_sha256 <> excluded.row_sha256
+               OR (s.interface_status = 'DELETED') <> (excluded.interface_status = 'DELETED'))
           AND excluded.source_version >= s.source_version
         RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"},
             s.source_system, s.row_sha256
         """,  # noqa: S608 -- _ident-checked names
-        {"batch_id": batch_id},
+        {"batch_id": batch_id, "deleted": sorted(deleted_ids)},
     )
     outcome = _TableOutcome()
     written = cur.fetchall()
@@ -445,6 +468,9 @@ def _retire_removed_children(
                 "batch_id": batch_id,
                 "system": mapped.source_system,
                 "kept": kept,
+                # a tombstone retires its lines even when they were loaded in the same second, as
+                # its header replaced theirs (the upsert's version guard is >=)
+                "deleted": sorted(mapped.deleted_ids),
             },
         )
         rows = cur.fetchall()
@@ -478,7 +504,9 @@ def _retire_statement(table: str, parent_column: str, primary_table: str) -> str
             CROSS JOIN LATERAL (
                 SELECT l.source_id, p.version FROM erp_staging.{_ident(table)} l
                 WHERE l.source_system = %(system)s AND l.{_ident(parent_column)} = p.parent_id
-                  AND l.source_version < p.version AND l.interface_status <> 'DELETED'
+                  AND (l.source_version < p.version
+                       OR (l.source_version = p.version AND p.parent_id = ANY(%(deleted)s)))
+                  AND l.interface_status <> 'DELETED'
                 OFFSET 0
             ) c
             WHERE NOT EXISTS (

@@ -41,7 +41,9 @@ class IncrementalSpec:
     """How deltas are found after the first (full) run.
 
     stripe_events: page /v1/events filtered by `event_types` and created[gte|lt]; each event's
-        data.object is the new version of the record; its version is the event's `created`.
+        data.object is the new version of the record; its version is the event's `created`. An
+        event of one of `delete_event_types` (a subset of `event_types`) says the record is gone:
+        it is staged as a tombstone (`interface_status = 'DELETED'`, its child rows too; ADR 0015).
     updated_since: page `path` with `since_param`=<window start>, `until_param`=<window end>,
         the record's `version_field` is its version.
     none: every run is a full refresh.
@@ -49,12 +51,18 @@ class IncrementalSpec:
 
     kind: IncrementalKind
     event_types: tuple[str, ...] = ()
+    delete_event_types: tuple[str, ...] = ()
     events_path: str = "/v1/events"
     since_param: str = "updated_since"
     until_param: str = "updated_before"
     version_field: str = "updated"
     # Stripe keeps events for 30 days: an older cursor falls back to a full refresh.
     retention_days: int | None = 30
+
+    def __post_init__(self) -> None:
+        unread = set(self.delete_event_types) - set(self.event_types)
+        if unread:
+            raise ValueError(f"delete_event_types {sorted(unread)} are not among the event_types read")
 
 
 @dataclass(frozen=True)

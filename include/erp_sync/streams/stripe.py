@@ -16,7 +16,8 @@ PAGE_SIZE = 100  # Stripe's maximum `limit`
 def _events(*types: str) -> IncrementalSpec:
     if len(types) > 20:
         raise ValueError("Stripe accepts at most 20 types[] per events request")
-    return IncrementalSpec("stripe_events", event_types=types)
+    deletes = tuple(t for t in types if t.endswith(".deleted"))  # the object is gone: a tombstone
+    return IncrementalSpec("stripe_events", event_types=types, delete_event_types=deletes)
 
 
 def _stripe_stream(

@@ -73,6 +73,8 @@ def truth_state(sandbox: SandboxHandle) -> dict[str, dict[str, tuple[Any, ...]]]
 
 
 def staging_state(dsn: str) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """The live rows of staging (tombstones and retired lines, `interface_status = 'DELETED'`, are
+    what the SaaS no longer has)."""
     queries = {
         "customers": "SELECT source_id, name, email FROM erp_staging.customers",
         "ar_invoices": "SELECT source_id, currency_code, total_amount, status FROM erp_staging.ar_invoices",
@@ -85,7 +87,7 @@ def staging_state(dsn: str) -> dict[str, dict[str, tuple[Any, ...]]]:
     out: dict[str, dict[str, tuple[Any, ...]]] = {}
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         for table, sql in queries.items():
-            cur.execute(sql)
+            cur.execute(sql + " WHERE interface_status <> 'DELETED'")
             rows = cur.fetchall()
             ids = [r[0] for r in rows]
             assert len(ids) == len(set(ids)), f"duplicate keys in {table}"

@@ -53,6 +53,7 @@ def _params() -> dict[str, Any]:
         "batch_id": 7,
         "system": "stripe",
         "kept": [f"{p}:il_{j}" for p in parents for j in (1, 2)],
+        "deleted": [],  # tombstones among the parents (ADR 0015)
     }
 
 

@@ -371,3 +371,35 @@ def test_a_rejected_newest_snapshot_still_supersedes_the_older_ones(make_client:
     assert orjson.loads(batch.rejections[0].raw_payload) == newest_bad
     assert batch.tables["ar_receipts"]["source_id"].tolist() == ["ch_2"]
     assert (batch.extracted, batch.accepted, batch.superseded) == (4, 1, 2)
+
+
+def test_a_deletion_event_is_a_tombstone_whose_lines_are_never_fetched(make_client: Any) -> None:
+    """`invoice.deleted` (ADR 0015): the record is kept as a tombstone -- its embedded lines emptied,
+    no request for their tail (Stripe answers 404 for a deleted invoice's lines), its key in
+    `Page.deleted_ids`; a restore sees the same. An older snapshot of the same invoice further down
+    the listing is dropped as usual. (How it maps: test_core_transform.)"""
+    inv = _invoice("in_1", 15, 10)
+    inv.pop("_all_lines")
+    live = {k: v for k, v in _invoice("in_2", 3, 3).items() if k != "_all_lines"}
+
+    def event(n: int, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+        obj = orjson.loads(orjson.dumps(record))
+        return {"id": f"evt_{n}", "type": kind, "created": 100 + n, "data": {"object": obj}}
+
+    listing = [
+        event(3, "invoice.deleted", inv),
+        event(2, "invoice.updated", live),
+        event(1, "invoice.created", inv),
+    ]
+    transport = FakeTransport(stripe_list_handler(listing, "/v1/events"))
+    client = make_client(transport)
+    spec = get_stream("invoices")
+    [page] = list(client.iter_pages(spec, mode="incremental", window_start=START, window_end=END))
+
+    assert [r["id"] for r in page.records] == ["in_1", "in_2"] and page.superseded == 1
+    assert page.deleted_ids == frozenset({"in_1"})
+    assert page.records[0]["lines"]["data"] == [] and page.records[0]["lines"]["has_more"] is False
+    assert not any(c.path.endswith("/lines") for c in transport.calls)
+
+    rebuilt = page_from_body(spec, page.stored_body(), page.url, meta_for_page(page, "incremental"), 1, set())
+    assert rebuilt.deleted_ids == page.deleted_ids and rebuilt.records[0]["lines"]["data"] == []

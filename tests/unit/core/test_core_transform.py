@@ -438,6 +438,37 @@ def test_snapshots_the_client_dropped_count_as_superseded() -> None:
     assert (headers.extracted, headers.superseded) == (5, 3)
 
 
+def test_a_deleted_record_maps_to_a_tombstone_with_no_lines() -> None:
+    """ADR 0015: a record the client marked deleted (its lines already emptied) keeps its header row,
+    with a row_sha256 no live snapshot of it has, so the ledger sends it to the loader; a re-read of
+    the same deletion hashes the same. Other records of the batch are untouched."""
+    live, gone = invoices(2)
+    gone["lines"]["data"] = []
+    spec = SPECS["stripe_invoices"]
+    batch = map_pages(
+        spec, [page("stripe_invoices", [gone, live], [9, 9], deleted_ids=frozenset({gone["id"]}))]
+    )
+    assert batch.deleted_ids == frozenset({gone["id"]})
+    assert set(batch.tables["ar_invoice_lines"]["invoice_source_id"]) == {live["id"]}
+    as_live = map_pages(spec, [page("stripe_invoices", [gone, live], [9, 9])])
+    assert as_live.deleted_ids == frozenset()
+    tomb = batch.tables["ar_invoices"].set_index("source_id")["row_sha256"]
+    alive = as_live.tables["ar_invoices"].set_index("source_id")["row_sha256"]
+    assert tomb[gone["id"]] != alive[gone["id"]] and tomb[live["id"]] == alive[live["id"]]
+    again = map_pages(spec, [page("stripe_invoices", [gone], [9], deleted_ids=frozenset({gone["id"]}))])
+    assert again.tables["ar_invoices"]["row_sha256"].tolist() == [tomb[gone["id"]]]
+
+
+def test_a_deletion_marks_only_a_record_the_batch_keeps() -> None:
+    """A key marked deleted whose snapshot was rejected is not a tombstone: nothing of it loads."""
+    bad = invoices(1)[0]
+    bad["total"] = "x"
+    batch = map_pages(
+        SPECS["stripe_invoices"], [page("stripe_invoices", [bad], [9], deleted_ids=frozenset({bad["id"]}))]
+    )
+    assert batch.deleted_ids == frozenset() and len(batch.rejections) == 1
+
+
 def test_dedupe_older_copy_first_in_the_list_loses() -> None:
     records = invoices(1) * 3
     batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", records, [1, 3, 2])])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from erp_sync.streams import STREAMS, get_stream
+from erp_sync.streams.spec import IncrementalSpec
 
 V001 = Path(__file__).parents[3] / "include/erp_sync/sql/migrations/V001__schemas.sql"
 STAGING_TABLES = set(re.findall(r"CREATE TABLE erp_staging\.(\w+)", V001.read_text()))
@@ -61,3 +62,13 @@ def test_invoices_complete_their_lines() -> None:
 def test_unknown_stream_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="known streams: charges, credit_notes"):
         get_stream("payouts")
+
+
+def test_stripe_deletion_events_are_declared_and_must_be_read() -> None:
+    assert get_stream("customers").incremental.delete_event_types == ("customer.deleted",)
+    assert get_stream("invoices").incremental.delete_event_types == ("invoice.deleted",)
+    assert get_stream("charges").incremental.delete_event_types == ()
+    with pytest.raises(ValueError, match=r"delete_event_types \['thing.deleted'\]"):
+        IncrementalSpec(
+            "stripe_events", event_types=("thing.updated",), delete_event_types=("thing.deleted",)
+        )
