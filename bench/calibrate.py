@@ -10,6 +10,7 @@ every stage records the share of CPU time the hypervisor stole and how busy both
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,30 @@ def cpu_shares(before: CpuTimes | None, after: CpuTimes | None) -> dict[str, Any
     if total <= 0:
         return None
     return {"busy_pct": round(100 * busy / total, 1), "steal_pct": round(100 * steal / total, 1)}
+
+
+def disk_read_kb() -> int | None:
+    """KB the kernel has read from block devices since boot (/proc/vmstat `pgpgin`): what a stage
+    read from disk rather than from the page cache, machine-wide."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "pgpgin":
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def drop_page_cache() -> str:
+    """Write dirty pages out and drop the kernel's page cache (root only): what a stage reads after it
+    comes from disk, as after a reboot or after other work pushed it out. Returns what was done."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        return f"not dropped: {exc}"
+    return "dropped"
 
 
 if __name__ == "__main__":

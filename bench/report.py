@@ -91,6 +91,7 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "cpu": result.get("cpu"),
                 "autovacuum": result.get("autovacuum"),
                 "postgres_checkpoints": result.get("postgres_checkpoints"),
+                "disk_read_mb": result.get("disk_read_mb"),
                 **(
                     {"staging_tables_before": result["staging_tables_before"]}
                     if "staging_tables_before" in result

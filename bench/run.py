@@ -130,6 +130,9 @@ class Bench:
         load_before = os.getloadavg()[0]
         autovacuum_before, checkpoints_before = postgres_activity()
         tables_before = staging_table_state(self.dsn) if argv_tail[-1:] == ["sync"] else None
+        if name in self.args.drop_caches_before:
+            self.raw.setdefault("page_cache_dropped_before", {})[name] = calibrate.drop_page_cache()
+        disk_before = calibrate.disk_read_kb()
         cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
@@ -150,6 +153,9 @@ class Bench:
             result["rss_timeline_mb"] = child.rss_timeline
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
+        disk_after = calibrate.disk_read_kb()
+        if disk_before is not None and disk_after is not None:
+            result["disk_read_mb"] = round((disk_after - disk_before) / 1024, 1)
         autovacuum_after, checkpoints_after = postgres_activity()
         result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_after}
         result["postgres_checkpoints"] = _moved(checkpoints_before, checkpoints_after)
@@ -697,6 +703,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: {name for name in text.split(",") if name},
         default=set(),
         help="stages whose Postgres statements of 2 ms or more are logged with their durations",
+    )
+    parser.add_argument(
+        "--drop-caches-before",
+        type=lambda text: {name for name in text.split(",") if name},
+        default=set(),
+        help="stages before which the kernel's page cache is dropped (root): they read Postgres from disk",
     )
     parser.add_argument("--no-airflow", dest="airflow", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work files")

@@ -22,3 +22,12 @@ def test_this_machine_can_be_read_and_calibrated() -> None:
     measured = calibrate()
     assert 0 < measured["python_loop_s"] <= measured["python_loop_s_median"]
     assert 0 < measured["orjson_page_ms"] <= measured["orjson_page_ms_median"]
+
+
+def test_disk_reads_are_counted_from_the_kernel() -> None:
+    from bench.calibrate import disk_read_kb
+
+    first = disk_read_kb()
+    assert first is not None and first >= 0  # /proc/vmstat's pgpgin, KB since boot
+    second = disk_read_kb()
+    assert second is not None and second >= first
