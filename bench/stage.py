@@ -34,6 +34,8 @@ import redis
 import requests
 import urllib3
 
+from bench.calibrate import disk_read_kb
+
 Config = dict[str, Any]
 CHILD_CONCURRENCY = 4  # SaaSClient's default child_concurrency
 Result = dict[str, Any]
@@ -60,11 +62,15 @@ def _timed(cfg: Config, box: dict[str, float]) -> Iterator[None]:
         spy = _start_gil_sampler(cfg["gil_profile"])
     started = box["started"] = time.perf_counter()
     cpu_started = time.process_time()
+    disk_started = disk_read_kb()
     try:
         yield
     finally:
         box["seconds"] = time.perf_counter() - started
         box["process_cpu_seconds"] = time.process_time() - cpu_started
+        disk_ended = disk_read_kb()
+        if disk_started is not None and disk_ended is not None:
+            box["disk_read_mb"] = round((disk_ended - disk_started) / 1024, 1)
         if spy is not None:
             _stop_gil_sampler(spy)
         if profiler is not None:
@@ -170,6 +176,9 @@ def stage_sync(cfg: Config) -> Result:
     summary["import_seconds_untimed"] = round(import_seconds, 3)
     # All of the process's threads: near `seconds` means the stage is bound by one core (the GIL).
     summary["process_cpu_seconds"] = round(box["process_cpu_seconds"], 3)
+    # What the machine read from disk while timed (Postgres's pages not in the page cache, mostly):
+    # the stage row's `disk_read_mb` also counts the untimed count of rows written afterwards.
+    summary["disk_read_mb_timed"] = box.get("disk_read_mb")
     return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
 
 
