@@ -115,7 +115,13 @@ class Bench:
         return str(self.args.stamp)
 
     def run_stage(
-        self, name: str, argv_tail: list[str], cfg: dict[str, Any], *, python: Path | None = None
+        self,
+        name: str,
+        argv_tail: list[str],
+        cfg: dict[str, Any],
+        *,
+        python: Path | None = None,
+        reads_staging: bool = False,
     ) -> dict[str, Any] | None:
         """Run one stage's child and return its result (None when it failed; the failure is noted)."""
         if name in self.args.skip:
@@ -129,7 +135,7 @@ class Bench:
         print(f"[bench] {name} ...", flush=True)
         load_before = os.getloadavg()[0]
         autovacuum_before, checkpoints_before = postgres_activity()
-        tables_before = staging_table_state(self.dsn) if argv_tail[-1:] == ["sync"] else None
+        tables_before = staging_table_state(self.dsn) if reads_staging else None
         if name in self.args.drop_caches_before:
             self.raw.setdefault("page_cache_dropped_before", {})[name] = calibrate.drop_page_cache()
         disk_before = calibrate.disk_read_kb()
@@ -169,7 +175,9 @@ class Bench:
         cfg = self.base_config(name)
         cfg["params"] = params
         cfg["currency_exponents"] = _currency_exponents()
-        return self.run_stage(name, ["-m", "bench.stage", kind], cfg, python=self.stage_python)
+        return self.run_stage(
+            name, ["-m", "bench.stage", kind], cfg, python=self.stage_python, reads_staging=kind == "sync"
+        )
 
     def peer(self, script: str, name: str, extra: dict[str, Any]) -> dict[str, Any] | None:
         if not PEERS_PYTHON.exists():

@@ -168,7 +168,7 @@ def select_records(
     selection = RecordSelection()
     events = uses_events(spec, mode)
     wanted_types = set(spec.incremental.event_types)
-    delete_types = set(spec.incremental.delete_event_types) if events else set()
+    delete_types = set(spec.incremental.delete_event_types)
     for item in items:
         if not isinstance(item, dict):
             selection.problems.append(_reject(spec, "NOT_AN_OBJECT", "item is not a JSON object", item))
@@ -195,7 +195,7 @@ def select_records(
                 _reject(spec, "BAD_VERSION", reason, item, str(record[spec.primary_key]))
             )
             continue
-        gone = bool(delete_types) and item.get("type") in delete_types
+        gone = events and item.get("type") in delete_types
         if gone:
             _empty_child_lists(spec, record)
         selection.records.append(record)

@@ -251,11 +251,11 @@ def _transact(
             for table, df in candidates.items():
                 if df.empty:
                     continue
+                deleted = mapped.deleted_ids if table == mapped.primary_table else frozenset()
                 copied = (
-                    _copy_new_rows(cur, table, df, batch_id, unknown_keys[table])
+                    _copy_new_rows(cur, table, df, batch_id, unknown_keys[table], deleted)
                     if not dry_run
                     and unknown_keys
-                    and not (table == mapped.primary_table and mapped.deleted_ids)  # COPY stages PENDING
                     and _may_copy(table, mapped.primary_table, unknown_keys, outcomes)
                     else None
                 )
@@ -266,7 +266,7 @@ def _transact(
                     batch_id,
                     with_final_state=not dry_run,
                     primary_table=mapped.primary_table,
-                    deleted_ids=mapped.deleted_ids if table == mapped.primary_table else frozenset(),
+                    deleted_ids=deleted,
                 )
             retired = _retire_removed_children(cur, mapped, batch_id, outcomes)
             if retired and not dry_run:
@@ -304,7 +304,12 @@ def _may_copy(
 
 
 def _copy_new_rows(
-    cur: Any, table: str, df: pd.DataFrame, batch_id: int, ledger_keys: Sequence[str]
+    cur: Any,
+    table: str,
+    df: pd.DataFrame,
+    batch_id: int,
+    ledger_keys: Sequence[str],
+    deleted_ids: frozenset[str] = frozenset(),
 ) -> _TableOutcome | None:
     """COPY rows the ledger does not know straight into the staging table (a cold load), or None.
 
@@ -315,7 +320,10 @@ def _copy_new_rows(
     """
     columns = [c for c in df.columns if c not in LOADER_COLUMNS]
     rows = df[columns].assign(sync_batch_id=batch_id)
-    col_list = ", ".join(_ident(c) for c in [*columns, "sync_batch_id"])
+    if deleted_ids:  # tombstones first seen here (ADR 0015); every other row takes the default, PENDING
+        gone = df["source_id"].astype(str).isin(deleted_ids).to_numpy()
+        rows = rows.assign(interface_status=np.where(gone, "DELETED", "PENDING"))
+    col_list = ", ".join(_ident(c) for c in rows.columns)
     cur.execute("SAVEPOINT copy_new_rows")
     try:
         cur.copy_expert(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from dataclasses import replace
 from decimal import Decimal
 
 import psycopg2
@@ -23,6 +24,7 @@ from store_factories import (
 )
 
 from erp_sync.core.batch import ConservationError, MappedBatch
+from erp_sync.core.hashing import tombstone_sha256
 from erp_sync.store.counters import next_batch_id
 from erp_sync.store.loader import PlannedBatch, load_batch
 from erp_sync.store.locks import StreamLockedError, stream_lock
@@ -338,6 +340,50 @@ def test_a_line_removed_by_a_newer_version_is_soft_deleted_and_can_return(conn, 
     assert {sid: st for sid, (st, _) in _line_status(conn).items()} == dict.fromkeys(
         ["in_d:il_1.00", "in_d:il_2.00", "in_d:il_3.00"], "PENDING"
     )
+
+
+def test_a_tombstone_first_seen_in_a_load_is_staged_deleted_by_copy_and_by_upsert(conn, ledger):
+    """ADR 0015: a deleted record the ledger has never seen goes in with the cold load's COPY,
+    staged DELETED; one that staging already holds live is turned DELETED by the upsert, its lines
+    retired; the same tombstone again writes nothing."""
+    lines = (Line(Decimal("1.00"), line_id="il_a"), Line(Decimal("2.00"), line_id="il_b"))
+    fresh, live, other = (
+        Invoice(sid, 100, Decimal("3.00"), lines=lines) for sid in ("in_t1", "in_t2", "in_t3")
+    )
+    cold = _tombstones(invoice_batch([fresh, other], tag="cold"), {"in_t1"})
+    assert _load(conn, ledger, cold).loaded_new == 2
+    _load(conn, ledger, invoice_batch([live], tag="live"))
+    gone = _tombstones(invoice_batch([live.bump(200)], tag="gone"), {"in_t2"})
+    assert _load(conn, ledger, gone).loaded_changed == 1
+    assert _header_status(conn) == {"in_t1": "DELETED", "in_t2": "DELETED", "in_t3": "PENDING"}
+    assert {sid: st for sid, (st, _) in _line_status(conn).items() if sid.startswith("in_t2")} == {
+        "in_t2:il_a": "DELETED",
+        "in_t2:il_b": "DELETED",
+    }
+    before = row_versions(conn)
+    again = _load(conn, ledger, _tombstones(invoice_batch([live.bump(200)], tag="again"), {"in_t2"}))
+    assert (again.loaded_changed, again.skipped_unchanged) == (0, 1)
+    assert row_versions(conn) == before
+
+
+def _tombstones(batch, deleted_ids):
+    """The batch with `deleted_ids` marked deleted, as the mapping leaves them: a tombstone hash, no
+    child rows."""
+    key, mapped, pages = batch
+    heads = mapped.tables["ar_invoices"].copy()
+    gone = heads["source_id"].isin(deleted_ids)
+    heads.loc[gone, "row_sha256"] = [tombstone_sha256(sha) for sha in heads.loc[gone, "row_sha256"]]
+    lines = mapped.tables["ar_invoice_lines"]
+    tables = {"ar_invoices": heads, "ar_invoice_lines": lines[~lines["invoice_source_id"].isin(deleted_ids)]}
+    return key, replace(mapped, tables=tables, deleted_ids=frozenset(deleted_ids)), pages
+
+
+def _header_status(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT source_id, interface_status FROM erp_staging.ar_invoices")
+        rows = dict(cur.fetchall())
+    conn.rollback()
+    return rows
 
 
 def test_an_empty_last_batch_still_records_itself_and_moves_the_cursor(conn, ledger):
