@@ -161,7 +161,7 @@ def erp_drift_reconciliation() -> None:
                 },
                 accept_none=True,
             )
-        for name in ("no_orphan_invoice_lines", "invoice_line_sums_equal_totals"):
+        for name in ("no_orphan_invoice_lines", "invoice_lines_sum_to_subtotal"):
             SQLCheckOperator(task_id=name, conn_id=ERP_CONN_ID, sql=INVARIANTS[name])
 
     checked = check_params()

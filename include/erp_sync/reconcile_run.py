@@ -399,12 +399,14 @@ INVARIANTS: dict[str, str] = {
         "(SELECT 1 FROM erp_staging.ar_invoices i WHERE i.source_system = l.source_system "
         "AND i.source_id = l.invoice_source_id)"
     ),
-    "invoice_line_sums_equal_totals": (
+    # Lines add up to the subtotal (before invoice-level discounts and exclusive tax, ADR 0016); a
+    # source that states no subtotal is held to its total.
+    "invoice_lines_sum_to_subtotal": (
         "SELECT count(*) = 0 FROM erp_staging.ar_invoices i JOIN (SELECT source_system, invoice_source_id, "
         "sum(amount) AS lines_total FROM erp_staging.ar_invoice_lines "
         "WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
         "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
-        "WHERE l.lines_total <> i.total_amount"
+        "WHERE l.lines_total <> coalesce(i.subtotal_amount, i.total_amount)"
     ),
     "receipt_keys_unique": (
         "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_receipts"

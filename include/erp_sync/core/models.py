@@ -116,12 +116,18 @@ class InvoiceLineList(SourceModel):
     has_more: Literal[False] = False
 
 
+class TaxAmount(SourceModel):
+    amount: MinorAmount
+
+
 class Invoice(SourceModel):
     id: ObjectId
     customer: ExpandableId | None = None
     number: StrictStr | None = None
     status: StrictStr
     currency: Currency
+    # The lines' sum: before invoice-level discounts and exclusive tax (inclusive tax is in it).
+    subtotal: MinorAmount | None = None
     total: MinorAmount
     amount_paid: MinorAmount
     amount_due: MinorAmount
@@ -129,6 +135,16 @@ class Invoice(SourceModel):
     effective_at: UnixSeconds | None = None
     due_date: UnixSeconds | None = None
     lines: InvoiceLineList
+    # Stripe lists the taxes in `total_taxes` since API version 2025-03-31; before, one `tax`.
+    total_taxes: list[TaxAmount] | None = None
+    tax: MinorAmount | None = None
+
+    @property
+    def tax_total(self) -> int | None:
+        """All tax on the invoice, inclusive and exclusive; None when the source states none."""
+        if self.total_taxes is not None:
+            return sum(tax.amount for tax in self.total_taxes)
+        return self.tax
 
 
 class Charge(SourceModel):

@@ -179,6 +179,8 @@ MAPPINGS: Final[dict[str, TableMapping]] = {
             Column("invoice_number", "number"),
             Column("status", "status", "status"),
             Column("currency_code", "currency", "currency"),
+            Column("subtotal_amount", "subtotal", "money"),
+            Column("tax_amount", "tax_total", "money"),
             Column("total_amount", "total", "money"),
             Column("amount_paid", "amount_paid", "money"),
             Column("amount_due", "amount_due", "money"),

@@ -32,6 +32,9 @@ CURRENCY_WEIGHTS = (0.5, 0.2, 0.15, 0.1, 0.05)
 # Unit prices in minor units: jpy has no decimals, kwd has three (fils).
 UNIT_LO = np.array([500, 500, 400, 300, 1_000], dtype=np.int64)
 UNIT_HI = np.array([25_000, 25_000, 20_000, 30_000, 80_000], dtype=np.int64)
+# Exclusive VAT in percent by currency (eur 19, gbp 20): each line's tax is rounded half up, the
+# invoice's tax is the lines' sum, and its total is the subtotal (the lines' sum) plus that tax.
+VAT_PERCENT = np.array([0, 19, 20, 0, 0], dtype=np.int64)
 
 DRAFT, OPEN, PAID, VOID, UNCOLLECTIBLE = range(5)
 INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
@@ -130,6 +133,27 @@ class Listing:
 
 def _iso(ts: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _vat(amounts: Any, currencies: Any) -> Any:
+    """Exclusive VAT on line amounts (minor units), rounded half up; zero where none applies."""
+    return (amounts * VAT_PERCENT[currencies] + 50) // 100
+
+
+def _taxes(tax: int, taxable: int, currency: int) -> list[dict[str, Any]]:
+    """Stripe's `taxes` / `total_taxes` entries (API 2025-03-31 and later) for one VAT amount."""
+    if not tax:
+        return []
+    return [
+        {
+            "amount": tax,
+            "tax_behavior": "exclusive",
+            "tax_rate_details": {"tax_rate": f"txr_vat_{CURRENCIES[currency]}"},
+            "taxability_reason": "standard_rated",
+            "taxable_amount": taxable,
+            "type": "tax_rate_details",
+        }
+    ]
 
 
 def _line_counts(rng: np.random.Generator, n: int) -> np.ndarray[Any, Any]:
@@ -254,8 +278,10 @@ class World:
         lo, hi = UNIT_LO[line_cur], UNIT_HI[line_cur]
         unit = lo + (rng.random(n_line_rows) * (hi - lo)).astype(i64)
         line_amount = unit * qty
+        line_tax = _vat(line_amount, line_cur)
         product = rng.integers(0, len(PRODUCTS), n_line_rows).astype(np.int16)
-        inv_total = np.add.reduceat(line_amount, line_off).astype(i64)
+        inv_subtotal = np.add.reduceat(line_amount, line_off).astype(i64)
+        inv_total = inv_subtotal + np.add.reduceat(line_tax, line_off).astype(i64)
 
         fin_t = np.minimum(inv_created + rng.integers(0, 3600, n_inv), anchor)
         u = rng.random(n_inv)
@@ -360,6 +386,7 @@ class World:
             currency=inv_cur,
             line_off=line_off,
             n_lines=n_lines,
+            subtotal=inv_subtotal,
             total=inv_total,
             created_ev=ev_rows("inv"),
             fin_ev=ev_rows("fin"),
@@ -368,7 +395,9 @@ class World:
             charge=inv_charge,
             cn_amount=inv_cn_amount,
         )
-        self.lines = Table(invoice=line_inv, amount=line_amount, unit=unit, qty=qty, product=product)
+        self.lines = Table(
+            invoice=line_inv, amount=line_amount, tax=line_tax, unit=unit, qty=qty, product=product
+        )
         self.charges = Table(
             created=ch_created,
             invoice=ch_inv,
@@ -452,12 +481,16 @@ class World:
         inv = lines.invoice.a.item(j)
         created = invoices.created.a.item(inv)
         amount = lines.amount.a.item(j)
+        currency = invoices.currency.a.item(inv)
         d = dict(self._line_template)
         d["id"] = encode("il", j)
         d["invoice"] = encode("in", inv)
         d["amount"] = amount
         d["subtotal"] = amount
-        d["currency"] = CURRENCIES[invoices.currency.a.item(inv)]
+        d["currency"] = CURRENCIES[currency]
+        tax = lines.tax.a.item(j)
+        if tax:
+            d["taxes"] = _taxes(tax, amount, currency)
         d["description"] = PRODUCTS[lines.product.a.item(j)]
         d["quantity"] = lines.qty.a.item(j)
         d["period"] = {"end": created + 30 * DAY, "start": created}
@@ -506,7 +539,7 @@ class World:
     def render_invoice(self, i: int, as_of: int = CURRENT) -> dict[str, Any]:
         inv = self.invoices
         status = self.invoice_status(i, as_of)
-        total = int(inv.total[i])
+        total, subtotal = int(inv.total[i]), int(inv.subtotal[i])
         paid = total if status == PAID else 0
         cust = int(inv.customer[i])
         created = int(inv.created[i])
@@ -530,10 +563,11 @@ class World:
             attempted=status == PAID,
             attempt_count=1 if status == PAID else 0,
             auto_advance=status in (DRAFT, OPEN),
-            subtotal=total,
-            subtotal_excluding_tax=total,
+            subtotal=subtotal,
+            subtotal_excluding_tax=subtotal,
             total=total,
-            total_excluding_tax=total,
+            total_excluding_tax=subtotal,
+            total_taxes=_taxes(total - subtotal, subtotal, int(inv.currency[i])),
             post_payment_credit_notes_amount=self.invoice_cn_amount(i, as_of),
             pre_payment_credit_notes_amount=0,
             effective_at=fin_at,
@@ -882,13 +916,20 @@ class World:
         n_lines = int(_line_counts(np.random.default_rng(rng.getrandbits(32)), 1)[0])
         row = self.invoices.n
         off = self.lines.n
-        total = 0
+        subtotal = tax = 0
         for _ in range(n_lines):
             unit = rng.randrange(int(UNIT_LO[cur]), int(UNIT_HI[cur]))
             qty = 1 if rng.random() < 0.7 else rng.randrange(2, 6)
-            total += unit * qty
+            line_tax = int(_vat(unit * qty, cur))
+            subtotal += unit * qty
+            tax += line_tax
             self.lines.append(
-                invoice=row, amount=unit * qty, unit=unit, qty=qty, product=rng.randrange(len(PRODUCTS))
+                invoice=row,
+                amount=unit * qty,
+                tax=line_tax,
+                unit=unit,
+                qty=qty,
+                product=rng.randrange(len(PRODUCTS)),
             )
         ev_created = self._emit("invoice.created", row, at)
         ev_fin = NEVER if draft else self._emit("invoice.finalized", row, at)
@@ -898,7 +939,8 @@ class World:
             currency=cur,
             line_off=off,
             n_lines=n_lines,
-            total=total,
+            subtotal=subtotal,
+            total=subtotal + tax,
             created_ev=ev_created,
             fin_ev=ev_fin,
             final_ev=NEVER,

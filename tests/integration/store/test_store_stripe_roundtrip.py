@@ -18,6 +18,7 @@ import pytest
 from erp_sync.clients.pages import page_from_body
 from erp_sync.core.batch import BatchKey
 from erp_sync.core.transform import map_pages
+from erp_sync.reconcile_run import INVARIANTS, check_invariants
 from erp_sync.store.loader import load_batch
 from erp_sync.streams.stripe import INVOICES
 
@@ -130,9 +131,47 @@ def test_a_real_invoice_losing_a_line_keeps_line_sums_true_for_live_lines(conn, 
     assert _rows(
         conn, f"SELECT interface_status FROM erp_staging.ar_invoice_lines WHERE source_id = '{dropped['id']}'"
     ) == [("DELETED",)]
-    assert _rows(
-        conn,
-        "SELECT count(*) FROM erp_staging.ar_invoices i JOIN (SELECT invoice_source_id, "
-        "sum(amount) s FROM erp_staging.ar_invoice_lines WHERE interface_status <> 'DELETED' "
-        "GROUP BY 1) l ON l.invoice_source_id = i.source_id WHERE l.s <> i.total_amount",
-    ) == [(0,)]
+    assert _rows(conn, INVARIANTS["invoice_lines_sum_to_subtotal"]) == [(True,)]
+
+
+def _add_vat(invoice: dict[str, Any], percent: int) -> int:
+    """Exclusive VAT on each line (Stripe's `taxes`) and on the invoice (`total_taxes`, `total`)."""
+    tax = 0
+    for line in invoice["lines"]["data"]:
+        line_tax = (line["amount"] * percent + 50) // 100
+        line["taxes"] = [{"amount": line_tax, "tax_behavior": "exclusive", "taxable_amount": line["amount"]}]
+        tax += line_tax
+    invoice["total_taxes"] = [
+        {"amount": tax, "tax_behavior": "exclusive", "taxable_amount": invoice["subtotal"]}
+    ]
+    invoice["total"] = invoice["amount_due"] = invoice["subtotal"] + tax
+    return tax
+
+
+def test_taxed_invoices_keep_their_lines_summing_to_the_subtotal(conn, ledger):
+    invoices = stripe_invoices(6)
+    taxes = {invoice["id"]: _add_vat(invoice, 20) for invoice in invoices[::2]}
+    load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
+    staged = {
+        source_id: (subtotal, tax, total)
+        for source_id, subtotal, tax, total in _rows(
+            conn, "SELECT source_id, subtotal_amount, tax_amount, total_amount FROM erp_staging.ar_invoices"
+        )
+    }
+    for invoice in invoices:
+        exponent = dict(CURRENCIES)[invoice["currency"]]
+        subtotal, tax, total = staged[invoice["id"]]
+        assert subtotal == Decimal(invoice["subtotal"]).scaleb(-exponent)
+        assert total == Decimal(invoice["total"]).scaleb(-exponent)
+        tax_minor = taxes.get(invoice["id"])
+        assert tax == (None if tax_minor is None else Decimal(tax_minor).scaleb(-exponent))
+    assert sum(1 for subtotal, _, total in staged.values() if subtotal != total) == 3
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
+
+    with conn.cursor() as cur:  # the invariant still catches a line that does not add up
+        cur.execute(
+            "UPDATE erp_staging.ar_invoice_lines SET amount = amount + 1 WHERE source_id = %s",
+            (invoices[0]["lines"]["data"][0]["id"],),
+        )
+    conn.commit()
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is False

@@ -1,5 +1,5 @@
 """map_pages: every Stripe object mapped from the real fixtures, orders, rejections, in-batch dedupe,
-row hashes, and the mappings' agreement with the V001 staging schema and the declared streams."""
+row hashes, and the mappings' agreement with the staging schema and the declared streams."""
 
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def test_invoice_fixture_maps_to_header_and_lines() -> None:
     assert (header["amount_paid"], header["amount_due"]) == (Decimal("0.00"), Decimal("10.00"))
     assert header["issued_at"] == CREATED  # effective_at
     assert header["due_at"] == CREATED
+    assert header["subtotal_amount"] == Decimal("10.00")
+    assert header["tax_amount"] is None  # this API version's `total_taxes` is null and `tax` absent
     [line] = batch.tables["ar_invoice_lines"].to_dict("records")
     assert line["source_id"] == "il_1Pgc6sB7WZ01zgkWFnxLrLCq"
     assert line["invoice_source_id"] == header["source_id"]
@@ -69,6 +71,43 @@ def test_invoice_fixture_maps_to_header_and_lines() -> None:
     assert line["quantity"] == Decimal(1) and isinstance(line["quantity"], Decimal)
     assert str(line["amount"]) == "10.00"
     assert line["source_version"] == 42
+
+
+@needs_fixtures
+def test_a_taxed_invoice_stages_its_subtotal_and_all_its_taxes() -> None:
+    invoice = fixture("invoice")
+    invoice["currency"] = "kwd"  # three decimals
+    invoice["lines"]["data"][0]["amount"] = invoice["subtotal"] = 12_345
+    invoice["total_taxes"] = [
+        {"amount": 617, "tax_behavior": "exclusive", "taxable_amount": 12_345},
+        {"amount": 100, "tax_behavior": "inclusive", "taxable_amount": 12_345},
+    ]
+    invoice["total"] = invoice["amount_due"] = 12_345 + 617
+    header = one_row("stripe_invoices", invoice)
+    assert (header["subtotal_amount"], header["tax_amount"], header["total_amount"]) == (
+        Decimal("12.345"),
+        Decimal("0.717"),
+        Decimal("12.962"),
+    )
+
+
+@needs_fixtures
+def test_an_invoice_of_an_older_api_version_stages_its_single_tax() -> None:
+    invoice = fixture("invoice")
+    del invoice["total_taxes"]
+    invoice["tax"] = 190
+    invoice["total"] = invoice["amount_due"] = invoice["subtotal"] + 190
+    header = one_row("stripe_invoices", invoice)
+    assert (header["tax_amount"], header["total_amount"]) == (Decimal("1.90"), Decimal("11.90"))
+
+
+@needs_fixtures
+def test_a_string_tax_amount_rejects_the_invoice() -> None:
+    invoice = fixture("invoice")
+    invoice["total_taxes"] = [{"amount": "1.90"}]
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [invoice])])
+    [rejection] = batch.rejections
+    assert rejection.reason_code == "INVALID_FIELD" and "total_taxes.0.amount" in rejection.message
 
 
 @needs_fixtures
@@ -173,9 +212,11 @@ def test_frame_columns_dtypes_and_no_floats(key: str) -> None:
         assert frame["row_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
 
 
-def _v001_columns() -> dict[str, dict[str, bool]]:
-    """table -> column -> NOT NULL without default, parsed from the V001 migration."""
-    sql = (REPO_ROOT / "include/erp_sync/sql/migrations/V001__schemas.sql").read_text()
+def _staging_columns() -> dict[str, dict[str, bool]]:
+    """table -> column -> NOT NULL without default, parsed from V001's tables and the later
+    migrations' `ADD COLUMN`s."""
+    migrations = sorted((REPO_ROOT / "include/erp_sync/sql/migrations").glob("V*.sql"))
+    sql = migrations[0].read_text()
     tables: dict[str, dict[str, bool]] = {}
     for name, body in re.findall(r"CREATE TABLE erp_staging\.(\w+) \((.*?)\n\);", sql, re.S):
         columns = {}
@@ -185,12 +226,16 @@ def _v001_columns() -> dict[str, dict[str, bool]]:
                 rest = match.group(2)
                 columns[match.group(1)] = "NOT NULL" in rest and "DEFAULT" not in rest
         tables[name] = columns
+    for migration in migrations[1:]:
+        added = r"ALTER TABLE erp_staging\.(\w+) ADD COLUMN (?:IF NOT EXISTS )?(\w+) ([^;]*);"
+        for table, column, rest in re.findall(added, migration.read_text()):
+            tables[table][column] = "NOT NULL" in rest and "DEFAULT" not in rest
     return tables
 
 
 @pytest.mark.parametrize("key", list(MAPPINGS))
-def test_mappings_fill_the_v001_tables(key: str) -> None:
-    schema = _v001_columns()
+def test_mappings_fill_the_staging_tables(key: str) -> None:
+    schema = _staging_columns()
     batch = map_pages(SPECS[key], [])
     for table, frame in batch.tables.items():
         assert table in schema

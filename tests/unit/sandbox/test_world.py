@@ -43,22 +43,31 @@ def test_same_seed_same_data_and_other_seed_other_data() -> None:
     assert a.truth(objects=False)["totals"] != c.truth(objects=False)["totals"]
 
 
-def test_invoice_totals_equal_the_sum_of_their_lines(world: World) -> None:
+def _tax(entries: list[dict[str, Any]]) -> int:
+    return sum(entry["amount"] for entry in entries)
+
+
+def test_invoice_subtotals_are_their_lines_and_totals_add_the_lines_vat(world: World) -> None:
     objs = objects(world)
+    taxed = set()
     for invoice in objs["invoices"]:
         lines = objs["invoice_lines"][invoice["id"]]
-        assert (
-            invoice["total"]
-            == invoice["subtotal"]
-            == invoice["amount_due"]
-            == sum(line["amount"] for line in lines)
-        )
+        assert invoice["subtotal"] == invoice["total_excluding_tax"] == sum(line["amount"] for line in lines)
+        line_tax = sum(_tax(line["taxes"]) for line in lines)
+        assert _tax(invoice["total_taxes"]) == line_tax
+        assert invoice["total"] == invoice["amount_due"] == invoice["subtotal"] + line_tax
+        rate = {"eur": 19, "gbp": 20}.get(invoice["currency"], 0)
+        for line in lines:
+            assert _tax(line["taxes"]) == (line["amount"] * rate + 50) // 100
+        if line_tax:
+            taxed.add(invoice["currency"])
         assert all(
             line["amount"] == line["quantity"] * int(line["pricing"]["unit_amount_decimal"]) for line in lines
         )
         assert invoice["lines"]["data"] == lines[:10]
         assert invoice["lines"]["has_more"] == (len(lines) > 10)
     assert max(len(v) for v in objs["invoice_lines"].values()) > 10
+    assert taxed == {"eur", "gbp"}
 
 
 def test_statuses_are_consistent_with_charges_refunds_and_credit_notes(world: World) -> None:
