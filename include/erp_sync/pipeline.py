@@ -413,6 +413,7 @@ def _replay_chunk(
 ) -> None:
     import orjson
 
+    from erp_sync.clients.pages import empty_child_lists
     from erp_sync.core.batch import Rejection
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id
@@ -432,12 +433,10 @@ def _replay_chunk(
         except orjson.JSONDecodeError:
             record = None
         if not isinstance(record, dict):
-            problems.append(
-                Rejection(
-                    spec.name, row.reason_code, row.message, row.raw_payload, row.source_id, row.rejection_id
-                )
-            )
+            problems.append(row.as_rejection())
             continue
+        if row.deleted:  # as the client read it: a deletion has no children to load
+            empty_child_lists(spec, record)
         records.append(record)
         versions.append(int(row.created_at.timestamp()))
         id_by_payload[orjson.dumps(record, option=orjson.OPT_SORT_KEYS)] = row.rejection_id
@@ -452,6 +451,7 @@ def _replay_chunk(
         records=records,
         versions=versions,
         problems=problems,
+        deleted_ids=frozenset(row.source_id for row in rows if row.deleted and row.source_id),
     )
     mapped = map_pages(spec, [page])
     mapped.rejections = [_with_stored_id(r, id_by_payload) for r in mapped.rejections]

@@ -34,6 +34,8 @@ class Rejection:
     raw_payload: str  # exactly what arrived (JSON text of the record, or the raw body)
     source_id: str | None = None
     rejection_id: int | None = None  # set when replaying a stored rejection
+    # The record came from a deletion event: its replay stages a tombstone, not a live row (ADR 0015).
+    deleted: bool = False
 
 
 @dataclass

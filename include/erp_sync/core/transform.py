@@ -45,7 +45,7 @@ import itertools
 import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal, overload
 
@@ -735,6 +735,8 @@ def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseMod
         spec.name, mapping.id_source, model, records, _whole_payloads(pages)
     )
     rejections.extend(invalid)
+    if deleted:  # a quarantined deletion must stay one when it is replayed
+        rejections = [replace(r, deleted=True) if r.source_id in deleted else r for r in rejections]
     valid_versions = [versions[i] for i in positions]
     get_id = operator.attrgetter(mapping.id_source)
     keep = newest_per_key([get_id(m) for m in models], valid_versions)

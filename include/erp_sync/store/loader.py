@@ -592,7 +592,7 @@ def _write_rejections(cur: Any, mapped: MappedBatch, batch_id: int) -> None:
         execute_values(
             cur,
             "INSERT INTO erp_sync.rejections (source_system, stream, source_id, reason_code, message,"
-            " raw_payload, batch_id) VALUES %s",
+            " raw_payload, batch_id, deleted) VALUES %s",
             [
                 (
                     mapped.source_system,
@@ -602,6 +602,7 @@ def _write_rejections(cur: Any, mapped: MappedBatch, batch_id: int) -> None:
                     r.message,
                     r.raw_payload,
                     batch_id,
+                    r.deleted,
                 )
                 for r in fresh
             ],

@@ -34,6 +34,7 @@ class StoredRejection:
     status: str
     attempts: int
     created_at: datetime
+    deleted: bool  # the record came from a deletion event: replayed as a tombstone
 
     def as_rejection(self) -> Rejection:
         """The core value, carrying its id (so a load updates this row instead of adding one)."""
@@ -44,12 +45,13 @@ class StoredRejection:
             raw_payload=self.raw_payload,
             source_id=self.source_id,
             rejection_id=self.rejection_id,
+            deleted=self.deleted,
         )
 
 
 _COLUMNS = (
     "rejection_id, source_system, stream, source_id, reason_code, message, raw_payload, batch_id, "
-    "status, attempts, created_at"
+    "status, attempts, created_at, deleted"
 )
 
 

@@ -1,6 +1,7 @@
 """Deleted records end to end (ADR 0015), against real Postgres, Redis and the sandbox: a deleted
 customer and deleted draft invoices become tombstones in staging (their lines retired with them), a
-re-read of the same events writes nothing, and the period still reconciles."""
+re-read of the same events writes nothing, and the period still reconciles. A deletion quarantined
+for its snapshot stays a deletion when it is replayed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import psycopg2
 import pytest
+import redis
 from test_end_to_end import (
+    REDIS_URL,
     assert_conservation,
     assert_staging_equals_truth,
     staging_row_versions,
@@ -19,8 +22,11 @@ from test_end_to_end import (
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
+from erp_sync.core.money import ACCEPTED_CURRENCIES_ENV
+from erp_sync.pipeline import replay_rejections
 from erp_sync.reconcile_run import parse_request, run_request
 from erp_sync.sandbox.testing import SandboxHandle
+from erp_sync.sandbox.world import CURRENCIES
 
 pytestmark = [pytest.mark.integration]
 
@@ -92,3 +98,53 @@ def test_deleted_customers_and_draft_invoices_become_tombstones(sandbox, staging
     # The deleted drafts are in neither side of the period: it reconciles.
     report = _reconcile_status(sandbox, staging)
     assert report.status == "OK", report.message
+
+
+def test_a_quarantined_deletion_replays_as_a_tombstone(
+    sandbox, staging, redis_namespace, monkeypatch
+) -> None:
+    drafts = {c["id"] for c in sandbox.admin.mutate(8, kinds=["new_draft_invoice"])["applied"]}
+    time.sleep(1.1)
+    sync_in_process(sandbox, staging, redis_namespace)
+    gone = sandbox.admin.mutate(3, kinds=["delete_draft_invoice"])["applied"]
+    deleted = {c["id"] for c in gone}
+    assert deleted <= drafts
+    with psycopg2.connect(staging) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT lower(currency_code) FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)",
+            (sorted(deleted),),
+        )
+        their_currencies = {row[0] for row in cur.fetchall()}
+    conn.close()
+    # The ERP stops taking the deleted drafts' currencies: the deletions' snapshots are quarantined.
+    monkeypatch.setenv(ACCEPTED_CURRENCIES_ENV, ",".join(sorted(set(CURRENCIES) - their_currencies)).upper())
+    time.sleep(1.1)
+    delta = sync_in_process(sandbox, staging, redis_namespace)
+    with psycopg2.connect(staging) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT source_id, reason_code, deleted FROM erp_sync.rejections WHERE status = 'PENDING'"
+        )
+        quarantined = {source_id: (reason, flag) for source_id, reason, flag in cur.fetchall()}
+    conn.close()
+    # The lookback re-reads the other drafts' creation events too: quarantined, but not as deletions.
+    assert delta["invoices"].rejected == len(quarantined) >= len(deleted)
+    assert {source_id for source_id, (_, flag) in quarantined.items() if flag} == deleted
+    assert {reason for reason, _ in quarantined.values()} == {"CURRENCY_NOT_ENABLED"}
+    assert _status(staging, "ar_invoices", "source_id", deleted) == {"PENDING": deleted}  # still live
+
+    monkeypatch.delenv(ACCEPTED_CURRENCIES_ENV)
+    conn = psycopg2.connect(staging)
+    try:
+        replayed = replay_rejections(
+            conn=conn,
+            redis_client=redis.Redis.from_url(REDIS_URL),
+            run_id="replay",
+            namespace=redis_namespace,
+        )
+    finally:
+        conn.close()
+    assert (replayed.replayed, replayed.still_rejected) == (len(quarantined), 0)
+    assert _status(staging, "ar_invoices", "source_id", deleted) == {"DELETED": deleted}
+    assert set(_status(staging, "ar_invoice_lines", "invoice_source_id", deleted)) == {"DELETED"}
+    assert_staging_equals_truth(staging, sandbox)
+    assert_conservation(staging)

@@ -505,13 +505,16 @@ def test_a_deleted_record_maps_to_a_tombstone_with_no_lines() -> None:
 
 
 def test_a_deletion_marks_only_a_record_the_batch_keeps() -> None:
-    """A key marked deleted whose snapshot was rejected is not a tombstone: nothing of it loads."""
-    bad = invoices(1)[0]
-    bad["total"] = "x"
+    """A key marked deleted whose snapshot was rejected is not a tombstone: nothing of it loads, and
+    its rejection says it is a deletion (its replay stages the tombstone); other rejections do not."""
+    bad, other = invoices(2)
+    bad["total"] = other["total"] = "x"
     batch = map_pages(
-        SPECS["stripe_invoices"], [page("stripe_invoices", [bad], [9], deleted_ids=frozenset({bad["id"]}))]
+        SPECS["stripe_invoices"],
+        [page("stripe_invoices", [bad, other], [9, 9], deleted_ids=frozenset({bad["id"]}))],
     )
-    assert batch.deleted_ids == frozenset() and len(batch.rejections) == 1
+    assert batch.deleted_ids == frozenset()
+    assert {(r.source_id, r.deleted) for r in batch.rejections} == {(bad["id"], True), (other["id"], False)}
 
 
 def test_dedupe_older_copy_first_in_the_list_loses() -> None:
