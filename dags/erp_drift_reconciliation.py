@@ -26,14 +26,16 @@ JSON/CSV/HTML renderings backed up to SFTP (`sftp_backup`).
 and on demand. **Params**: `period_start` / `period_end` (ISO-8601 UTC; a manual run without them
 reconciles everything up to now), `streams`, `tolerances` (e.g. `{"invoices:JPY": {"abs_minor": 5,
 "rel": "0.001"}}`), `repair` (re-send exactly what the latest report for the period found missing or
-mismatched, then reconcile again), `saas_lookback_days` (also list records created up to N days before
-the period, for records dated inside it but created earlier). The ERP side is `erp_staging` unless the
-Variable `erp_sync_reconcile_erp_sql` maps streams to SQL over the ERP's posted tables (columns `source_id,
-currency_code, status, <amounts>, sync_batch_id`; parameters `%(period_start)s`, `%(period_end)s`).
+mismatched, then reconcile again), `saas_lookback_days` (default 1: also list records created up to N
+days before the period, for records dated inside it but created earlier, such as an invoice created
+late on the day before and finalized an hour later; 0 lists by the period alone). The ERP side is
+`erp_staging` unless the Variable `erp_sync_reconcile_erp_sql` maps streams to SQL over the ERP's posted
+tables (columns `source_id, currency_code, status, <amounts>, sync_batch_id`; parameters
+`%(period_start)s`, `%(period_end)s`).
 
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
-is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or line sums
-that differ from invoice totals.
+is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or invoice
+lines that do not add up to the invoice's subtotal.
 """
 
 STAGING_TABLES = ("ar_invoices", "ar_invoice_lines", "ar_receipts", "ar_credit_memos")
@@ -60,7 +62,7 @@ ERP_CONN_ID = "erp_staging"
         "tolerances": Param({}, type="object", description="Per stream / stream:CURRENCY: abs_minor, rel."),
         "repair": Param(False, type="boolean", description="Re-send what the latest report found, re-check."),
         "saas_lookback_days": Param(
-            0, type="integer", minimum=0, description="List the SaaS this many days before the period too."
+            1, type="integer", minimum=0, description="List the SaaS this many days before the period too."
         ),
     },
 )
@@ -73,11 +75,11 @@ def erp_drift_reconciliation() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from erp_sync.core.params import InvalidParamError
-        from erp_sync.reconcile_run import parse_request
+        from erp_sync.reconcile_run import conf_from_params, parse_request
 
         try:
             request = parse_request(
-                _conf(params, Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)),
+                conf_from_params(params, Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)),
                 now=datetime.now(UTC),
             )
         except InvalidParamError as exc:  # a retry cannot fix a parameter: fail now, no retry
@@ -98,6 +100,7 @@ def erp_drift_reconciliation() -> None:
         from erp_sync.hooks.saas import SaaSApiHook
         from erp_sync.reconcile_run import (
             DriftExceededError,
+            conf_from_params,
             periods_for_run,
             run_request,
             sync_window_for_runs,
@@ -114,7 +117,7 @@ def erp_drift_reconciliation() -> None:
         try:
             window = sync_window_for_runs(conn, source_runs)
             requests = periods_for_run(
-                _conf(params, Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)),
+                conf_from_params(params, Variable.get(ERP_SQL_VARIABLE, default=None, deserialize_json=True)),
                 now=now,
                 scheduled_window=window,
                 asset_triggered=bool(events),
@@ -172,17 +175,6 @@ def erp_drift_reconciliation() -> None:
 
 
 ERP_SQL_VARIABLE = "erp_sync_reconcile_erp_sql"
-
-
-def _conf(params: dict[str, Any] | None, configured_erp_sql: Any = None) -> dict[str, Any]:
-    """The run's params without the empty defaults (an empty value means "not given"), plus the
-    configured ERP-side SQL when set and the run gives none."""
-    conf = {
-        k: v for k, v in dict(params or {}).items() if v not in (None, "", [], {}, False) or k == "repair"
-    }
-    if configured_erp_sql and "erp_sql" not in conf:
-        conf["erp_sql"] = configured_erp_sql
-    return conf
 
 
 def _backup_function() -> Any:

@@ -72,6 +72,9 @@ PARAM_NAMES = frozenset(
     {"period_start", "period_end", "streams", "tolerances", "repair", "erp_sql", "saas_lookback_days"}
 )
 UNKNOWN_SHA = "0" * 64
+# The SaaS side lists by `created`, an invoice counts in the period it was finalized in: Stripe
+# finalizes a draft about an hour after creating it, so a period's SaaS listing starts a day early.
+DEFAULT_SAAS_LOOKBACK_DAYS = 1
 
 BackupFn = Callable[[str, bytes], str]  # (file name, bytes) -> remote path
 
@@ -93,7 +96,7 @@ class ReconcileRequest:
     tolerances_raw: Mapping[str, Any] = field(default_factory=dict)
     repair: bool = False
     erp_sql: Mapping[str, str] = field(default_factory=dict)  # stream -> SQL over posted tables
-    saas_lookback: timedelta = timedelta(0)
+    saas_lookback: timedelta = timedelta(days=DEFAULT_SAAS_LOOKBACK_DAYS)
 
 
 def reconcilable_streams() -> list[str]:
@@ -119,6 +122,19 @@ def parse_period(
     return start_at.astimezone(UTC), end_at.astimezone(UTC)
 
 
+def _left_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and not value)
+
+
+def conf_from_params(params: Mapping[str, Any] | None, configured_erp_sql: Any = None) -> dict[str, Any]:
+    """A DAG run's params without those left at an empty default (None, "", [], {}: not given; a 0
+    or a False is given), plus the configured ERP-side SQL when set and the run gives none."""
+    conf = {k: v for k, v in dict(params or {}).items() if not _left_empty(v)}
+    if configured_erp_sql and "erp_sql" not in conf:
+        conf["erp_sql"] = configured_erp_sql
+    return conf
+
+
 def parse_request(conf: Mapping[str, Any], *, now: datetime) -> ReconcileRequest:
     """Validate every parameter before anything is read (a bad one raises `InvalidParamError`)."""
     unexpected = sorted(set(conf) - PARAM_NAMES)
@@ -136,7 +152,9 @@ def parse_request(conf: Mapping[str, Any], *, now: datetime) -> ReconcileRequest
     erp_sql = conf.get("erp_sql") or {}
     if not isinstance(erp_sql, Mapping) or not all(isinstance(v, str) for v in erp_sql.values()):
         raise InvalidParamError("erp_sql", "expected an object mapping stream names to SQL text")
-    lookback = conf.get("saas_lookback_days") or 0
+    lookback = conf.get("saas_lookback_days")
+    if lookback is None:
+        lookback = DEFAULT_SAAS_LOOKBACK_DAYS
     if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 0:
         raise InvalidParamError("saas_lookback_days", f"expected a non-negative integer, got {lookback!r}")
     return ReconcileRequest(
@@ -215,6 +233,11 @@ def _in_period(frame: pd.DataFrame, column: str, start: datetime, end: datetime)
     return (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
 
 
+def listed_from(period_start: datetime, lookback: timedelta) -> datetime:
+    """Where the SaaS side's listing by `created` starts: `lookback` before the period, not before 1970."""
+    return max(period_start - lookback, EPOCH)
+
+
 def read_saas_side(
     client: Any,
     spec: StreamSpec,
@@ -286,7 +309,7 @@ def _read_saas_side(
     listing = client.iter_pages(
         header_spec,
         mode="full",
-        window_start=period_start - lookback,
+        window_start=listed_from(period_start, lookback),
         window_end=period_end,
         record_fields=header_source_fields(spec),
     )
@@ -588,7 +611,12 @@ def _compare_stream(
     sources: dict[str, Any],
 ) -> StreamResult:
     (saas, stats), (erp, erp_t) = saas_read, erp_read
-    sources["saas"][name] = {"endpoint": get_stream(name).path, "listed_by": "created", **stats.__dict__}
+    sources["saas"][name] = {
+        "endpoint": get_stream(name).path,
+        "listed_by": "created",
+        "listed_from": listed_from(request.period_start, request.saas_lookback).isoformat(),
+        **stats.__dict__,
+    }
     metrics = METRICS_BY_TABLE[get_stream(name).target_tables[0]]
     result = reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t)
     sources["erp"][name]["records"] = result.erp_records

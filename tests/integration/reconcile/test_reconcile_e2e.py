@@ -430,3 +430,30 @@ def test_a_reconciliation_that_cannot_get_the_lock_stores_an_error_naming_it(
     )
     assert latest[0][0] == "ERROR" and "stripe/invoices" in latest[0][1]
     assert sandbox.admin.request_counts()["total"] == 0  # nothing was read
+
+
+def test_an_invoice_created_before_the_period_and_finalized_in_it_is_on_both_sides(
+    sandbox, conn, redis_client, redis_namespace
+):
+    """The SaaS side lists by `created`; an invoice counts in the period it was issued (finalized).
+    Stripe finalizes a draft about an hour after creating it, so a period starting between the two
+    has the invoice on the ERP side: the default lookback lists it on the SaaS side too."""
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    straddling = [
+        inv
+        for inv in sandbox.admin.truth()["objects"]["invoices"]
+        if inv["effective_at"] is not None and inv["created"] < inv["effective_at"]
+    ]
+    assert straddling, "the seeded data has invoices finalized after they were created"
+    invoice = straddling[0]
+    start = datetime.fromtimestamp(invoice["effective_at"], UTC)
+    period = {"period_start": start.isoformat(), "period_end": end.isoformat(), "streams": ["invoices"]}
+
+    listed_by_created_only = _run(conn, sandbox, {**period, "saas_lookback_days": 0}).reports[-1]
+    assert listed_by_created_only.status != "OK"
+    missing = drift.get_items(conn, listed_by_created_only.report_id, kind="missing_in_saas", limit=1000)
+    assert invoice["id"] in {item["source_id"] for item in missing}
+
+    default = _run(conn, sandbox, period).reports[-1]
+    assert default.status == "OK", default.message
+    assert parse_request(period, now=datetime.now(UTC)).saas_lookback == timedelta(days=1)

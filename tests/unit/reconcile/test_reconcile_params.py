@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from erp_sync.core.params import InvalidParamError
-from erp_sync.reconcile_run import EPOCH, parse_request, periods_for_run, scheduled_periods
+from erp_sync.reconcile_run import EPOCH, conf_from_params, parse_request, periods_for_run, scheduled_periods
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
@@ -94,3 +94,17 @@ def test_manual_run_uses_its_period_even_when_an_asset_also_triggered_it():
     assert [(r.period_start, r.period_end) for r in requests] == [
         (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC))
     ]
+
+
+def test_the_saas_listing_starts_a_day_early_unless_told_otherwise():
+    assert parse_request({}, now=NOW).saas_lookback == timedelta(days=1)
+    assert parse_request({"saas_lookback_days": 0}, now=NOW).saas_lookback == timedelta(0)
+    assert parse_request({"saas_lookback_days": 7}, now=NOW).saas_lookback == timedelta(days=7)
+
+
+def test_params_left_empty_are_not_given_but_a_zero_lookback_is():
+    params = {"period_start": None, "streams": [], "tolerances": {}, "repair": False, "saas_lookback_days": 0}
+    conf = conf_from_params(params)
+    assert conf == {"repair": False, "saas_lookback_days": 0}
+    assert parse_request(conf, now=NOW).saas_lookback == timedelta(0)
+    assert conf_from_params({}, {"invoices": "SELECT 1"}) == {"erp_sql": {"invoices": "SELECT 1"}}
