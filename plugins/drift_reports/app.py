@@ -28,6 +28,8 @@ from . import data, views
 
 CONN_ID = "erp_staging"
 URL_PREFIX = "/drift-reports"
+# The DAG that writes the reports: reading a report is reading one of its runs.
+REPORTS_DAG_ID = "erp_drift_reconciliation"
 REPORTS_PER_PAGE = 25
 ITEMS_PER_PAGE = 100
 MAX_ITEMS_PER_PAGE = 1000
@@ -77,11 +79,17 @@ def connect_erp_staging() -> PgConnection:
 
 
 def _airflow_auth_dependencies() -> list[Any]:
-    """Airflow's own check: a valid session/token AND permission to read DAG runs."""
+    """Airflow's own check: a valid session/token AND permission to read the runs of the DAG that
+    writes the reports. Asked for that DAG by id, so an auth manager that grants DAGs one by one
+    (FAB, Keycloak) lets in whoever may read the reconciliation, and no one who may only read others."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
 
-    return [Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))]
+    return [
+        Depends(
+            requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN, param_dag_id=REPORTS_DAG_ID)
+        )
+    ]
 
 
 def _db(request: Request) -> Iterator[PgConnection]:

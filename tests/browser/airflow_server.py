@@ -32,6 +32,9 @@ USERS = {
     "admin": ("admin", "admin-pw-test"),
     "auditor": ("viewer", "auditor-pw-test"),
     "outsider": ("", "out-pw"),
+    # Per-DAG access (tests/browser/scoped_auth_manager.py): the reconciliation DAG only / another DAG only.
+    "recon_auditor": ("viewer", "recon-pw-test"),
+    "sync_operator": ("viewer", "sync-pw-test"),
 }
 START_DEADLINE_S = 180
 
@@ -109,9 +112,7 @@ def _env(home: Path, pg_dsn: str, port: int) -> dict[str, str]:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
+            "AIRFLOW__CORE__AUTH_MANAGER": "tests.browser.scoped_auth_manager.PerDagSimpleAuthManager",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _) in USERS.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",

@@ -82,6 +82,37 @@ def test_viewer_bearer_token_reads_every_route(airflow_server: AirflowServer, pa
         assert resp.status_code == 200, f"{path}: {resp.status_code} {resp.text[:200]}"
 
 
+def _status_codes(server: AirflowServer, user: str, paths: list[str]) -> dict[str, int]:
+    token = server.token(user)
+    return {
+        path: httpx.get(
+            server.base_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ).status_code
+        for path in paths
+    }
+
+
+def test_access_is_decided_for_the_reconciliation_dag_itself(
+    airflow_server: AirflowServer, paths: list[str]
+) -> None:
+    """With an auth manager that grants DAGs one by one (tests/browser/scoped_auth_manager.py), a user
+    who may read the reconciliation DAG's runs, and no other DAG, reads every route; a user who may
+    read another DAG only reads none."""
+    assert set(_status_codes(airflow_server, "recon_auditor", paths).values()) == {200}
+    assert set(_status_codes(airflow_server, "sync_operator", paths).values()) == {403}
+    # The scoping is the auth manager's, as Airflow's own API shows: each reads its own DAG's runs only.
+    token = airflow_server.token("sync_operator")
+    own, other = (
+        httpx.get(
+            f"{airflow_server.base_url}/api/v2/dags/{dag_id}/dagRuns",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ).status_code
+        for dag_id in ("saas_to_erp_sync", "erp_drift_reconciliation")
+    )
+    assert own != 403 and other == 403
+
+
 def test_session_cookie_reads_every_route(airflow_server: AirflowServer, paths: list[str]) -> None:
     token = airflow_server.token("auditor")
     for path in paths:
