@@ -39,6 +39,7 @@ lint: venv
 	@$(ENV); ruff format --check dags plugins include tests bench || \
 	  { echo "run: .venv/bin/ruff format dags plugins include tests bench"; exit 1; }
 	@$(ENV); mypy
+	@$(ENV); mypy bench tests/unit/bench
 
 test: setup lint
 	@scripts/test.sh $(PYTEST_ARGS)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.ab_delta import summary
 
 
-def _delta(seconds: float, cpu: float) -> dict[str, object]:
+def _delta(seconds: float, cpu: float) -> dict[str, Any]:
     return {"seconds": seconds, "records": 100, "extra": {"process_cpu_seconds": cpu}}
 
 
 def test_each_variant_gets_its_deltas_cpu_and_floor_ratios_in_run_order() -> None:
-    raw = {
+    raw: dict[str, dict[str, Any]] = {
         "cold_sync": {"seconds": 100.0},
         "delta_a_1_mutation": {"at": 1, "counts": {}},
         "warm_delta_a_1": {"seconds": 1.5},

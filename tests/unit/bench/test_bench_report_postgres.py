@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.report import _beside_autovacuum
 from bench.run import postgres_activity
 
 
 def test_only_stages_that_met_an_autovacuum_worker_are_listed() -> None:
-    stages = [
+    stages: list[dict[str, Any]] = [
         {"stage": "cold_sync", "autovacuum": {"before": [], "after": []}},
         {
             "stage": "delta",
