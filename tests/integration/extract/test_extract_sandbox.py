@@ -62,6 +62,15 @@ def key_of(spec: StreamSpec, record: dict[str, Any]) -> str:
     return str(record[spec.primary_key])
 
 
+def _narrowed(whole: Any, narrow: Any) -> Any:
+    """`whole` cut to what `narrow` kept: the same keys of each object, at every depth."""
+    if isinstance(whole, dict) and isinstance(narrow, dict):
+        return {k: _narrowed(whole[k], narrow[k]) for k in narrow}
+    if isinstance(whole, list) and isinstance(narrow, list) and len(whole) == len(narrow):
+        return [_narrowed(w, n) for w, n in zip(whole, narrow, strict=True)]
+    return whole
+
+
 @dataclass
 class Held:
     """What the ERP would hold per stream after loading every run, plus what every walk cost."""
@@ -78,7 +87,7 @@ class Held:
             for position, (narrow, version) in enumerate(zip(page.records, page.versions, strict=True)):
                 record = page.whole_record(position)  # the record as it arrived, every field
                 assert {k: v for k, v in narrow.items() if k != "lines"} == {
-                    k: record[k] for k in narrow if k != "lines"
+                    k: _narrowed(record[k], narrow[k]) for k in narrow if k != "lines"
                 }
                 key = key_of(spec, record)
                 if key not in newest or version > newest[key][0]:
