@@ -413,7 +413,6 @@ def _replay_chunk(
 ) -> None:
     import orjson
 
-    from erp_sync.clients.pages import empty_child_lists
     from erp_sync.core.batch import Rejection
     from erp_sync.core.transform import map_pages
     from erp_sync.store.counters import next_batch_id
@@ -435,8 +434,6 @@ def _replay_chunk(
         if not isinstance(record, dict):
             problems.append(row.as_rejection())
             continue
-        if row.deleted:  # as the client read it: a deletion has no children to load
-            empty_child_lists(spec, record)
         records.append(record)
         versions.append(int(row.created_at.timestamp()))
         id_by_payload[orjson.dumps(record, option=orjson.OPT_SORT_KEYS)] = row.rejection_id

@@ -197,14 +197,14 @@ def select_records(
             continue
         gone = events and item.get("type") in delete_types
         if gone:
-            empty_child_lists(spec, record)
+            _empty_child_lists(spec, record)
         selection.records.append(record)
         selection.versions.append(version)
         selection.deleted.append(gone)
     return selection
 
 
-def empty_child_lists(spec: StreamSpec, record: dict[str, Any]) -> None:
+def _empty_child_lists(spec: StreamSpec, record: dict[str, Any]) -> None:
     """A deleted record keeps no children: its embedded lists are emptied (the loader retires the
     stored ones), so no tail of them is fetched -- Stripe answers 404 for a deleted invoice's lines."""
     for child in spec.children:

@@ -746,7 +746,7 @@ def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseMod
         valid_versions = [valid_versions[i] for i in keep]
     # Keys are unique per window in an event listing (the client drops older snapshots), so a key
     # marked deleted on any page is the kept record's own deletion.
-    gone = frozenset(str(get_id(m)) for m in models if str(get_id(m)) in deleted) if deleted else frozenset()
+    gone = frozenset(deleted.intersection(str(get_id(m)) for m in models)) if deleted else frozenset()
     return _Validated(mapping, models, valid_versions, rejections, superseded, gone)
 
 

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg2
 import pytest
 import redis
@@ -122,10 +123,18 @@ def test_a_quarantined_deletion_replays_as_a_tombstone(
     delta = sync_in_process(sandbox, staging, redis_namespace)
     with psycopg2.connect(staging) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT source_id, reason_code, deleted FROM erp_sync.rejections WHERE status = 'PENDING'"
+            "SELECT source_id, reason_code, deleted, raw_payload FROM erp_sync.rejections"
+            " WHERE status = 'PENDING'"
         )
-        quarantined = {source_id: (reason, flag) for source_id, reason, flag in cur.fetchall()}
+        rows = cur.fetchall()
     conn.close()
+    quarantined = {source_id: (reason, flag) for source_id, reason, flag, _ in rows}
+    # What the replay reads: a deletion's snapshot as the client selected it, its lines emptied.
+    assert all(
+        orjson.loads(payload)["lines"] == {**orjson.loads(payload)["lines"], "data": [], "has_more": False}
+        for _, _, flag, payload in rows
+        if flag
+    )
     # The lookback re-reads the other drafts' creation events too: quarantined, but not as deletions.
     assert delta["invoices"].rejected == len(quarantined) >= len(deleted)
     assert {source_id for source_id, (_, flag) in quarantined.items() if flag} == deleted
