@@ -28,7 +28,10 @@ reconciles everything up to now), `streams`, `tolerances` (e.g. `{"invoices:JPY"
 "rel": "0.001"}}`), `repair` (re-send exactly what the latest report for the period found missing or
 mismatched, then reconcile again), `saas_lookback_days` (default 1: also list records created up to N
 days before the period, for records dated inside it but created earlier, such as an invoice created
-late on the day before and finalized an hour later; 0 lists by the period alone). The ERP side is
+late on the day before and finalized an hour later; 0 lists by the period alone),
+`lookup_missing_limit` (default 1000: records the ERP holds and the listing did not return are asked for
+by id, one request each, and compared when they exist and fall in the period, such as a draft finalized
+days after it was created; the rest stay `missing_in_saas`; 0 turns it off). The ERP side is
 `erp_staging` unless the Variable `erp_sync_reconcile_erp_sql` maps streams to SQL over the ERP's posted
 tables (columns `source_id, currency_code, status, <amounts>, sync_batch_id`; parameters
 `%(period_start)s`, `%(period_end)s`).
@@ -63,6 +66,12 @@ ERP_CONN_ID = "erp_staging"
         "repair": Param(False, type="boolean", description="Re-send what the latest report found, re-check."),
         "saas_lookback_days": Param(
             1, type="integer", minimum=0, description="List the SaaS this many days before the period too."
+        ),
+        "lookup_missing_limit": Param(
+            1000,
+            type="integer",
+            minimum=0,
+            description="Ask the SaaS by id for up to this many records only the ERP holds (0: never).",
         ),
     },
 )

@@ -8,6 +8,8 @@ and (on request) repair.
                    kept as compact integer columns
         ERP side:  SQL aggregates + a streamed record fetch over erp_staging (or a configured SQL
                    over the ERP's posted tables)
+        records only the ERP side holds: looked up by id in the SaaS (up to a limit), compared
+                   with the rest when they exist and fall in the period
         compare totals (per currency/status/metric, with tolerances) and records
     table invariants, conservation of the period's sync_batches
     store the report (new version; immutable), render JSON/CSV/HTML, back them up when a backup
@@ -45,6 +47,8 @@ from erp_sync.core.reconcile import (
     METRICS_BY_TABLE,
     PERIOD_COLUMN_BY_TABLE,
     SCALE,
+    LookedUp,
+    LookupById,
     ReconcileResult,
     Side,
     SideBuilder,
@@ -52,7 +56,9 @@ from erp_sync.core.reconcile import (
     ToleranceConfig,
     TotalLine,
     empty_items,
+    empty_side,
     reconcile_stream,
+    side_from_frame,
 )
 from erp_sync.reports import file_names, render_csv, render_html, render_json, render_totals_csv
 from erp_sync.reports.render import repair_commands
@@ -69,12 +75,24 @@ ERP_FETCH = 50_000
 REPAIR_CHUNK = 100
 REPAIRABLE_KINDS = ("missing_in_erp", "amount_mismatch", "status_mismatch")
 PARAM_NAMES = frozenset(
-    {"period_start", "period_end", "streams", "tolerances", "repair", "erp_sql", "saas_lookback_days"}
+    {
+        "period_start",
+        "period_end",
+        "streams",
+        "tolerances",
+        "repair",
+        "erp_sql",
+        "saas_lookback_days",
+        "lookup_missing_limit",
+    }
 )
 UNKNOWN_SHA = "0" * 64
 # The SaaS side lists by `created`, an invoice counts in the period it was finalized in: Stripe
 # finalizes a draft about an hour after creating it, so a period's SaaS listing starts a day early.
 DEFAULT_SAAS_LOOKBACK_DAYS = 1
+# A record the listing still misses (dated in the period, created before the lookback) is asked for
+# by id: one GET each, so a period with more such records than this reports the rest missing_in_saas.
+DEFAULT_LOOKUP_MISSING_LIMIT = 1_000
 
 BackupFn = Callable[[str, bytes], str]  # (file name, bytes) -> remote path
 
@@ -97,6 +115,7 @@ class ReconcileRequest:
     repair: bool = False
     erp_sql: Mapping[str, str] = field(default_factory=dict)  # stream -> SQL over posted tables
     saas_lookback: timedelta = timedelta(days=DEFAULT_SAAS_LOOKBACK_DAYS)
+    lookup_missing_limit: int = DEFAULT_LOOKUP_MISSING_LIMIT
 
 
 def reconcilable_streams() -> list[str]:
@@ -152,11 +171,7 @@ def parse_request(conf: Mapping[str, Any], *, now: datetime) -> ReconcileRequest
     erp_sql = conf.get("erp_sql") or {}
     if not isinstance(erp_sql, Mapping) or not all(isinstance(v, str) for v in erp_sql.values()):
         raise InvalidParamError("erp_sql", "expected an object mapping stream names to SQL text")
-    lookback = conf.get("saas_lookback_days")
-    if lookback is None:
-        lookback = DEFAULT_SAAS_LOOKBACK_DAYS
-    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 0:
-        raise InvalidParamError("saas_lookback_days", f"expected a non-negative integer, got {lookback!r}")
+    lookback = _non_negative_int(conf, "saas_lookback_days", DEFAULT_SAAS_LOOKBACK_DAYS)
     return ReconcileRequest(
         period_start=start,
         period_end=end,
@@ -166,7 +181,17 @@ def parse_request(conf: Mapping[str, Any], *, now: datetime) -> ReconcileRequest
         repair=parse_bool("repair", conf.get("repair")),
         erp_sql=dict(erp_sql),
         saas_lookback=timedelta(days=lookback),
+        lookup_missing_limit=_non_negative_int(conf, "lookup_missing_limit", DEFAULT_LOOKUP_MISSING_LIMIT),
     )
+
+
+def _non_negative_int(conf: Mapping[str, Any], name: str, default: int) -> int:
+    value = conf.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidParamError(name, f"expected a non-negative integer, got {value!r}")
+    return value
 
 
 def scheduled_periods(window_start: datetime | None, window_end: datetime) -> list[tuple[datetime, datetime]]:
@@ -326,6 +351,64 @@ def _read_saas_side(
         if pending:
             consume_and_collect(pending)
     return builder.finish(), stats
+
+
+@dataclass
+class LookupStats:
+    """What the lookups by id found besides records in the period (`LookedUp` counts those)."""
+
+    not_found: int = 0
+    outside_period: int = 0
+    rejected: int = 0
+
+
+def lookup_by_id(
+    client: Any,
+    spec: StreamSpec,
+    period_start: datetime,
+    period_end: datetime,
+    *,
+    limit: int,
+    stats: LookupStats,
+) -> LookupById:
+    """GET each record the ERP holds and the listing missed; map its header like the listing's.
+
+    A record that no longer exists (404), that the mapping rejects, or whose period column is outside
+    the period stays `missing_in_saas` (counted in `stats`).
+    """
+    from erp_sync.core.transform import map_pages
+
+    header_spec = replace(spec, children=())
+    table = spec.target_tables[0]
+    metrics = METRICS_BY_TABLE[table]
+
+    def find(ids: list[str]) -> pd.DataFrame:
+        records, gone = fetch_records(client, header_spec, ids)
+        stats.not_found += len(gone)
+        if not records:
+            return empty_side(metrics)
+        url = f"{client.base_url}{spec.path}?looked_up_by_id=1"
+        page = fetched_page(header_spec, records, url, int(datetime.now(UTC).timestamp()))
+        mapped = map_pages(header_spec, [page], primary_only=True)
+        stats.rejected += len(mapped.rejections)
+        rows = mapped.rows
+        if rows.empty:
+            return empty_side(metrics)
+        inside = rows[_in_period(rows, PERIOD_COLUMN_BY_TABLE[table], period_start, period_end)]
+        stats.outside_period += len(rows) - len(inside)
+        return side_from_frame(inside, metrics) if len(inside) else empty_side(metrics)
+
+    return LookupById(limit=limit, find=find)
+
+
+def fetched_page(
+    spec: StreamSpec, records: list[dict[str, Any]], url: str, default_version: int, page_no: int = 1
+) -> Page:
+    """Records fetched one by one, as the full-mode page a listing of them would have been."""
+    from erp_sync.clients.pages import page_from_body, page_meta_for
+
+    body = orjson.dumps({"object": "list", "data": records, "has_more": False, "url": spec.path})
+    return page_from_body(spec, body, url, page_meta_for("full", default_version), page_no)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,7 +665,7 @@ def _read_and_compare(
             erp_sides[name] = (cleanup.enter_context(erp), erp_t)
         invariants = check_invariants(conn)
         results = [
-            _compare_stream(name, saas_reads[name].result(), erp_sides.pop(name), request, sources)
+            _compare_stream(name, saas_reads[name].result(), erp_sides.pop(name), request, sources, client)
             for name in request.streams
         ]
     return results, invariants
@@ -609,23 +692,44 @@ def _compare_stream(
     erp_read: tuple[Side, pd.DataFrame],
     request: ReconcileRequest,
     sources: dict[str, Any],
+    client: Any,
 ) -> StreamResult:
     (saas, stats), (erp, erp_t) = saas_read, erp_read
+    spec = get_stream(name)
     sources["saas"][name] = {
-        "endpoint": get_stream(name).path,
+        "endpoint": spec.path,
         "listed_by": "created",
         "listed_from": listed_from(request.period_start, request.saas_lookback).isoformat(),
         **stats.__dict__,
     }
-    metrics = METRICS_BY_TABLE[get_stream(name).target_tables[0]]
-    result = reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t)
+    metrics = METRICS_BY_TABLE[spec.target_tables[0]]
+    found = LookupStats()
+    lookup = None
+    if request.lookup_missing_limit:
+        period = (request.period_start, request.period_end)
+        lookup = lookup_by_id(client, spec, *period, limit=request.lookup_missing_limit, stats=found)
+    result = reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t, lookup=lookup)
+    sources["saas"][name]["looked_up_by_id"] = _looked_up_source(result.looked_up, found, request)
     sources["erp"][name]["records"] = result.erp_records
     log.info(
-        "reconcile %s: SaaS %d records (%d pages, %d rejected), ERP %d records%s",
-        name, result.saas_records, stats.pages, stats.rejected, result.erp_records,
+        "reconcile %s: SaaS %d records (%d pages, %d rejected, %d found by id), ERP %d records%s",
+        name, result.saas_records, stats.pages, stats.rejected, result.looked_up.found, result.erp_records,
         " (spilled to local disk)" if saas.spilled or erp.spilled else "",
     )  # fmt: skip
     return result
+
+
+def _looked_up_source(looked_up: LookedUp, stats: LookupStats, request: ReconcileRequest) -> dict[str, int]:
+    """The report's account of the records only the ERP held: asked for by id, and what came back."""
+    return {
+        "limit": request.lookup_missing_limit,
+        "asked": looked_up.asked,
+        "found_in_period": looked_up.found,
+        "not_found": stats.not_found,
+        "outside_period": stats.outside_period,
+        "rejected": stats.rejected,
+        "over_limit": looked_up.unasked,
+    }
 
 
 def _read_erp_side(
@@ -789,15 +893,24 @@ def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 def fetch_records(
     client: Any, spec: StreamSpec, ids: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """GET {path}/{id} for each id (children completed like a listing); returns (records, ids not found)."""
-    records: list[dict[str, Any]] = []
-    missing: list[str] = []
-    for source_id in ids:
-        record = client.get_record(spec, source_id)
-        if record is None:
-            missing.append(source_id)
-        else:
-            records.append(record)
+    """GET {path}/{id} for each id (children completed like a listing); returns (records, ids not found).
+
+    Up to the client's `child_concurrency` requests are in flight (a real API's round trip, not its
+    rate budget, bounds one request after another); the records come back in the ids' order.
+    """
+    workers = min(int(getattr(client, "child_concurrency", 1)), len(ids))
+    if workers <= 1:
+        fetched = [client.get_record(spec, source_id) for source_id in ids]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="get-by-id") as pool:
+            futures = [pool.submit(client.get_record, spec, source_id) for source_id in ids]
+            try:
+                fetched = [future.result() for future in futures]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    records = [record for record in fetched if record is not None]
+    missing = [source_id for source_id, record in zip(ids, fetched, strict=True) if record is None]
     return records, missing
 
 
@@ -834,7 +947,7 @@ def repair_report(
     lock_timeout_s: float = 600.0,
 ) -> RepairResult:
     """Re-send exactly the records report `report_id` found missing in the ERP or mismatched."""
-    from erp_sync.clients.pages import page_from_body, page_meta_for
+    from erp_sync.clients.pages import page_meta_for
     from erp_sync.core.transform import map_pages
     from erp_sync.pipeline import input_sha256
     from erp_sync.store.counters import next_batch_id
@@ -872,9 +985,8 @@ def repair_report(
                 )
                 ledger.evict(table, fetched_ids, source_system=spec.source_system)
                 meta = page_meta_for("full", int(when.timestamp()))
-                body = orjson.dumps({"object": "list", "data": records, "has_more": False, "url": spec.path})
                 url = f"{client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
-                page = page_from_body(spec, body, url, meta, chunk_no)
+                page = fetched_page(spec, records, url, int(when.timestamp()), chunk_no)
                 mapped = map_pages(spec, [page])
                 key = BatchKey(
                     run_id, spec.source_system, spec.name, report["period_start"], when, input_sha256([page])

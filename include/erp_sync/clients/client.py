@@ -114,7 +114,11 @@ def log_progress(stream: str, stats: ClientStats) -> None:
 
 
 class SaaSClient:
-    """Reads streams from one SaaS API. Not thread-safe: one client per task."""
+    """Reads streams from one SaaS API: one listing (`iter_pages`) at a time per client.
+
+    Its requests are thread-safe (rate budget, token, connection pool, counters): child lists and
+    `get_record` may be called from other threads while a listing runs; their requests then count
+    in that listing's `stats`."""
 
     def __init__(
         self,

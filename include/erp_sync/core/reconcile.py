@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -781,6 +781,29 @@ def empty_items() -> pd.DataFrame:
 # The whole comparison
 
 
+@dataclass(frozen=True)
+class LookupById:
+    """Asks the SaaS, by id, about records the listing did not return but the ERP holds.
+
+    A listing can miss a record that belongs to the period (listed by creation, dated by
+    finalization or payment). `find` receives up to `limit` such ids and returns the SaaS side's rows
+    (as `side_from_frame` builds them) of those that exist and fall in the period; those are compared
+    like listed records instead of being reported `missing_in_saas`.
+    """
+
+    limit: int
+    find: Callable[[list[str]], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class LookedUp:
+    """What `LookupById` did for one stream: ids asked, found in the period, left unasked (over the limit)."""
+
+    asked: int = 0
+    found: int = 0
+    unasked: int = 0
+
+
 @dataclass
 class StreamResult:
     stream: str
@@ -788,6 +811,7 @@ class StreamResult:
     items: pd.DataFrame
     saas_records: int
     erp_records: int
+    looked_up: LookedUp = field(default_factory=LookedUp)
 
 
 @dataclass
@@ -839,6 +863,7 @@ def reconcile_stream(
     metrics: Sequence[str],
     tolerances: ToleranceConfig,
     erp_totals: pd.DataFrame | None = None,
+    lookup: LookupById | None = None,
 ) -> StreamResult:
     """Compare one stream's two compact sides (see `SideBuilder`), closing them (their spilled
     files are removed, also when the comparison raises).
@@ -847,11 +872,12 @@ def reconcile_stream(
     hash buckets at a time: a source_id falls in the same bucket on both sides, so the items and
     totals are those of the whole comparison, and at most `spill_rows` rows of the two sides
     together are in memory at once. `erp_totals` (from SQL aggregates) replaces totals computed
-    from the ERP records when given.
+    from the ERP records when given. With `lookup`, records only the ERP side holds are looked up
+    by id first (see `LookupById`).
     """
     with _as_side(saas, metrics) as saas_side, _as_side(erp, metrics) as erp_side:
         pairs = _side_pairs(saas_side, erp_side)
-        return _compare_pairs(stream, pairs, metrics, tolerances, erp_totals)
+        return _compare_pairs(stream, pairs, metrics, tolerances, erp_totals, lookup)
 
 
 def _as_side(side: pd.DataFrame | Side, metrics: Sequence[str]) -> Side:
@@ -877,18 +903,32 @@ def _compare_pairs(
     metrics: Sequence[str],
     tolerances: ToleranceConfig,
     erp_totals: pd.DataFrame | None,
+    lookup: LookupById | None = None,
 ) -> StreamResult:
     items: list[pd.DataFrame] = []
     saas_totals: list[pd.DataFrame] = []
     erp_record_totals: list[pd.DataFrame] = []
+    erp_only = _ErpOnly(lookup.limit if lookup else 0)
     saas_records = erp_records = 0
     for saas, erp in pairs:
-        items.append(diff_records(stream, saas, erp, metrics, tolerances))
+        pair_items = diff_records(stream, saas, erp, metrics, tolerances)
+        items.append(pair_items)
+        erp_only.keep(pair_items, erp)
         saas_totals.append(side_totals(saas, metrics))
         if erp_totals is None:
             erp_record_totals.append(side_totals(erp, metrics))
         saas_records += len(saas)
         erp_records += len(erp)
+    looked_up = LookedUp(unasked=erp_only.over_limit)
+    if lookup is not None and erp_only.rows:
+        found, looked_up = erp_only.look_up(lookup)
+        if len(found):
+            # The found records were in no pair's SaaS side: compared now, they are one more pair.
+            found_ids = set(found["source_id"])
+            items = [_without_missing_in_saas(part, found_ids) for part in items]
+            items.append(diff_records(stream, found, erp_only.of(found_ids), metrics, tolerances))
+            saas_totals.append(side_totals(found, metrics))
+            saas_records += len(found)
     erp_t = erp_totals if erp_totals is not None else _sum_totals(erp_record_totals, metrics)
     return StreamResult(
         stream=stream,
@@ -896,7 +936,46 @@ def _compare_pairs(
         items=_concat_items(items),
         saas_records=saas_records,
         erp_records=erp_records,
+        looked_up=looked_up,
     )
+
+
+class _ErpOnly:
+    """The ERP rows of the `missing_in_saas` items, up to `limit` of them (the rest only counted)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rows: list[pd.DataFrame] = []
+        self.kept = 0
+        self.over_limit = 0
+
+    def keep(self, items: pd.DataFrame, erp: pd.DataFrame) -> None:
+        if not len(items):
+            return
+        ids = items.loc[items["kind"] == "missing_in_saas", "source_id"]
+        room = max(self.limit - self.kept, 0)
+        self.over_limit += max(len(ids) - room, 0)
+        if room and len(ids):
+            rows = erp[erp["source_id"].isin(ids.iloc[:room])]
+            self.rows.append(rows)
+            self.kept += len(rows)
+
+    def look_up(self, lookup: LookupById) -> tuple[pd.DataFrame, LookedUp]:
+        ids = [str(i) for frame in self.rows for i in frame["source_id"]]
+        found = lookup.find(ids)
+        found = found[found["source_id"].isin(ids)]  # only what was asked
+        return found, LookedUp(asked=len(ids), found=len(found), unasked=self.over_limit)
+
+    def of(self, ids: set[str]) -> pd.DataFrame:
+        rows = pd.concat(self.rows, ignore_index=True) if len(self.rows) > 1 else self.rows[0]
+        return rows[rows["source_id"].isin(ids)].reset_index(drop=True)
+
+
+def _without_missing_in_saas(items: pd.DataFrame, ids: set[str]) -> pd.DataFrame:
+    if not len(items):
+        return items
+    drop = (items["kind"] == "missing_in_saas") & items["source_id"].isin(ids)
+    return items[~drop].reset_index(drop=True) if drop.any() else items
 
 
 def _sum_totals(parts: list[pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:

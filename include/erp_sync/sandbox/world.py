@@ -968,13 +968,29 @@ class World:
     def _delete_draft_invoice(
         self, rng: random.Random, at: int, touched: set[tuple[int, int]]
     ) -> dict[str, Any] | None:
+        return self._delete(INVOICE, self._pick_draft(rng, at, touched), at, "delete_draft_invoice", touched)
+
+    def _finalize_draft_invoice(
+        self, rng: random.Random, at: int, touched: set[tuple[int, int]]
+    ) -> dict[str, Any] | None:
+        """A draft finalized at `at`, however long after its creation (its `effective_at` is then)."""
+        row = self._pick_draft(rng, at, touched)
+        if row is None:
+            return None
+        touched.add((INVOICE, row))
+        ev = self._emit("invoice.finalized", row, at)
+        self.invoices.fin_ev[row] = ev
+        self._touch(INVOICE, row)
+        return {"kind": "finalize_draft_invoice", "id": self.ids.encode("in", row), "events": [ev]}
+
+    def _pick_draft(self, rng: random.Random, at: int, touched: set[tuple[int, int]]) -> int | None:
         drafts = self._candidates("draft", lambda: np.flatnonzero(self.current_invoice_status() == DRAFT))
 
         def ok(i: int) -> bool:
             free = (INVOICE, i) not in touched and not self.is_deleted(INVOICE, i)
             return free and self.invoice_status(i) == DRAFT and self.invoices.created[i] <= at
 
-        return self._delete(INVOICE, self._pick(rng, drafts, ok), at, "delete_draft_invoice", touched)
+        return self._pick(rng, drafts, ok)
 
     def _delete(
         self, res: int, row: int | None, at: int, kind: str, touched: set[tuple[int, int]]
@@ -1195,7 +1211,12 @@ class World:
         ("new_order", 4),
     )
     # Only when asked for by name (`kinds`): the default mix, and what a seed produces, stay as they were.
-    EXPLICIT_MUTATIONS = (("new_draft_invoice", 10), ("delete_draft_invoice", 10), ("delete_customer", 5))
+    EXPLICIT_MUTATIONS = (
+        ("new_draft_invoice", 10),
+        ("finalize_draft_invoice", 10),
+        ("delete_draft_invoice", 10),
+        ("delete_customer", 5),
+    )
 
     def mutate(self, n: int, at: int | None = None, kinds: list[str] | None = None) -> dict[str, Any]:
         """Apply `n` realistic changes at unix time `at` (default now); deterministic per seed and call."""
@@ -1245,6 +1266,8 @@ class World:
         if kind == "new_draft_invoice":
             touched.add((INVOICE, self.invoices.n))
             return self._new_invoice(rng, at, draft=True)
+        if kind == "finalize_draft_invoice":
+            return self._finalize_draft_invoice(rng, at, touched)
         if kind == "delete_draft_invoice":
             return self._delete_draft_invoice(rng, at, touched)
         if kind == "delete_customer":

@@ -449,7 +449,8 @@ def test_an_invoice_created_before_the_period_and_finalized_in_it_is_on_both_sid
     start = datetime.fromtimestamp(invoice["effective_at"], UTC)
     period = {"period_start": start.isoformat(), "period_end": end.isoformat(), "streams": ["invoices"]}
 
-    listed_by_created_only = _run(conn, sandbox, {**period, "saas_lookback_days": 0}).reports[-1]
+    listed_only = {**period, "saas_lookback_days": 0, "lookup_missing_limit": 0}
+    listed_by_created_only = _run(conn, sandbox, listed_only).reports[-1]
     assert listed_by_created_only.status != "OK"
     missing = drift.get_items(conn, listed_by_created_only.report_id, kind="missing_in_saas", limit=1000)
     assert invoice["id"] in {item["source_id"] for item in missing}
@@ -457,3 +458,47 @@ def test_an_invoice_created_before_the_period_and_finalized_in_it_is_on_both_sid
     default = _run(conn, sandbox, period).reports[-1]
     assert default.status == "OK", default.message
     assert parse_request(period, now=datetime.now(UTC)).saas_lookback == timedelta(days=1)
+
+
+def test_an_invoice_finalized_long_after_its_creation_is_looked_up_by_id_and_compared(
+    sandbox, conn, redis_client, redis_namespace
+):
+    """No lookback covers every draft: one finalized days after it was created is dated in the period
+    but listed before it. Asked for by id, it is compared like a listed record (an ERP amount that
+    differs is an amount_mismatch, not a record missing in the SaaS); with lookups off it is missing."""
+    now = int(time.time())
+    sandbox.admin.mutate(1, at=now - 5 * 86_400, kinds=["new_draft_invoice"])
+    change = sandbox.admin.mutate(1, at=now - 3_600, kinds=["finalize_draft_invoice"])["applied"][0]
+    assert change["kind"] == "finalize_draft_invoice", change
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    truth = {inv["id"]: inv for inv in sandbox.admin.truth()["objects"]["invoices"]}
+    invoice = truth[change["id"]]
+    assert invoice["effective_at"] == now - 3_600 and invoice["created"] < invoice["effective_at"]
+    start = datetime.fromtimestamp(invoice["effective_at"], UTC)
+    period = {
+        "period_start": start.isoformat(), "period_end": end.isoformat(), "streams": ["invoices"],
+        "saas_lookback_days": 0,
+    }  # fmt: skip
+
+    looked_up = _run(conn, sandbox, period).reports[-1]
+    assert looked_up.status == "OK", looked_up.message
+    account = drift.get_report(conn, looked_up.report_id)["sources"]["saas"]["invoices"]["looked_up_by_id"]
+    assert account["asked"] >= 1 and account["found_in_period"] == account["asked"], account
+
+    _rows(
+        conn,
+        "UPDATE erp_staging.ar_invoices SET total_amount = total_amount + 1 WHERE source_id = %s"
+        " RETURNING source_id",
+        (invoice["id"],),
+    )
+    tampered = _run(conn, sandbox, period).reports[-1]
+    items = drift.get_items(conn, tampered.report_id, limit=1000)
+    assert {(i["source_id"], i["kind"]) for i in items} == {(invoice["id"], "amount_mismatch")}
+
+    not_looked_up = _run(conn, sandbox, {**period, "lookup_missing_limit": 0}).reports[-1]
+    missing = drift.get_items(conn, not_looked_up.report_id, kind="missing_in_saas", limit=1000)
+    assert invoice["id"] in {item["source_id"] for item in missing}
+    account = drift.get_report(conn, not_looked_up.report_id)["sources"]["saas"]["invoices"][
+        "looked_up_by_id"
+    ]
+    assert account["asked"] == 0 and account["over_limit"] >= 1, account

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from erp_sync.core.params import InvalidParamError
-from erp_sync.reconcile_run import EPOCH, conf_from_params, parse_request, periods_for_run, scheduled_periods
+from erp_sync.reconcile_run import (
+    DEFAULT_LOOKUP_MISSING_LIMIT,
+    EPOCH,
+    conf_from_params,
+    parse_request,
+    periods_for_run,
+    scheduled_periods,
+)
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
@@ -45,6 +52,9 @@ def test_equal_start_and_end_is_an_empty_period_not_an_error():
         ({"repair": "yes"}, "repair"),
         ({"bogus": 1}, "bogus"),
         ({"saas_lookback_days": -1}, "saas_lookback_days"),
+        ({"lookup_missing_limit": -5}, "lookup_missing_limit"),
+        ({"lookup_missing_limit": "all"}, "lookup_missing_limit"),
+        ({"lookup_missing_limit": True}, "lookup_missing_limit"),
     ],
 )
 def test_bad_parameters_name_the_parameter(conf, name):
@@ -100,6 +110,12 @@ def test_the_saas_listing_starts_a_day_early_unless_told_otherwise():
     assert parse_request({}, now=NOW).saas_lookback == timedelta(days=1)
     assert parse_request({"saas_lookback_days": 0}, now=NOW).saas_lookback == timedelta(0)
     assert parse_request({"saas_lookback_days": 7}, now=NOW).saas_lookback == timedelta(days=7)
+
+
+def test_records_only_the_erp_holds_are_looked_up_by_id_up_to_a_limit_that_0_turns_off():
+    assert parse_request({}, now=NOW).lookup_missing_limit == DEFAULT_LOOKUP_MISSING_LIMIT == 1_000
+    assert parse_request({"lookup_missing_limit": 0}, now=NOW).lookup_missing_limit == 0
+    assert conf_from_params({"lookup_missing_limit": 0}) == {"lookup_missing_limit": 0}
 
 
 def test_params_left_empty_are_not_given_but_a_zero_lookback_is():

@@ -137,3 +137,19 @@ def test_deletion_events_carry_the_object_as_it_was() -> None:
     for event in events:
         assert "previous_attributes" not in event["data"]
         check(event["data"]["object"], event["data"]["object"]["object"])
+
+
+def test_a_draft_finalized_days_later_is_open_and_dated_then() -> None:
+    world = World(invoices=60, seed=6)
+    created_at = 1_790_000_000
+    world.mutate(1, at=created_at, kinds=["new_draft_invoice"])
+    finalized_at = created_at + 5 * 86_400
+    change = world.mutate(1, at=finalized_at, kinds=["finalize_draft_invoice"])["applied"][0]
+    assert change["kind"] == "finalize_draft_invoice"
+    invoice = world.render(INVOICE, world.ids.decode("in", change["id"]) or -1)
+    assert invoice["status"] == "open" and invoice["effective_at"] == finalized_at
+    assert invoice["status_transitions"]["finalized_at"] == finalized_at and invoice["number"]
+    check(invoice, "invoice")
+    (event,) = (world.render(EVENT, world.ids.decode("evt", e) or -1) for e in change["events"])
+    assert event["type"] == "invoice.finalized" and event["created"] == finalized_at
+    assert event["data"]["object"]["id"] == change["id"] and event["data"]["object"]["status"] == "open"
