@@ -61,3 +61,17 @@ def test_parsing_does_no_network_io(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
     assert set(bag.dag_ids) >= EXPECTED
+
+
+def test_the_reconciliation_dag_offers_every_parameter_the_run_accepts(dagbag) -> None:
+    """A Param the run refused would fail every run; one the run accepts but the DAG lacks could not be set
+    from the trigger form. Their defaults are the run's own (an untouched form changes nothing)."""
+    from datetime import UTC, datetime
+
+    from erp_sync.reconcile_run import PARAM_NAMES, conf_from_params, parse_request
+
+    params = dagbag.dags["erp_drift_reconciliation"].params
+    assert set(params.keys()) | {"erp_sql"} == PARAM_NAMES  # erp_sql comes from a Variable
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    form_defaults = conf_from_params({name: params[name] for name in params})
+    assert parse_request(form_defaults, now=now) == parse_request({}, now=now)
