@@ -11,8 +11,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -48,13 +49,16 @@ from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page, join_json_lists
+from erp_sync.core.batching import ReadAhead
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _Tail = tuple[list[Any], list[bytes]]  # a child list's tail items, and the bodies they came in
+_Listed = tuple[PageRequest, HttpResponse, list[Any], bool]  # a listed page: ..., is it the last
 CHILD_PAGE_SIZE = 100  # Stripe's maximum `limit`
+SLICE_READ_AHEAD = 4  # pages a slice's walk may read before the consumer reaches that slice
 
 
 @dataclass
@@ -70,6 +74,7 @@ class ClientStats:
     wait_seconds: float = 0.0  # time spent waiting for the rate budget
     backoff_seconds: float = 0.0  # time spent waiting between retries
     child_requests: int = 0
+    slices: int = 1  # walks the window was cut into (`window_slices`; 1: one walk)
     started: float = field(default_factory=time.monotonic, repr=False)
     finished: float | None = field(default=None, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
@@ -95,6 +100,7 @@ class ClientStats:
             "backoff_seconds": round(self.backoff_seconds, 3),
             "elapsed": round(self.elapsed, 3),
             "records_per_s": round(self.records_per_s, 1),
+            "slices": self.slices,
         }
 
     def line(self) -> str:
@@ -102,7 +108,7 @@ class ClientStats:
             f"pages={self.pages} records={self.records} problems={self.problems} requests={self.requests} "
             f"retries={self.retries} rate_limit_waits={self.rate_limit_waits} "
             f"waited={self.wait_seconds + self.backoff_seconds:.1f}s elapsed={self.elapsed:.1f}s "
-            f"records/s={self.records_per_s:.1f}"
+            f"records/s={self.records_per_s:.1f}" + (f" slices={self.slices}" if self.slices > 1 else "")
         )
 
 
@@ -134,6 +140,7 @@ class SaaSClient:
         progress_interval_s: float = 5.0,
         page_size: int | None = None,
         child_concurrency: int = 4,
+        window_slices: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -145,9 +152,12 @@ class SaaSClient:
         self.retry = retry or RetryPolicy()
         self.rate_limiter = rate_limiter
         self.child_concurrency = max(1, child_concurrency)
-        # A pooled connection for each child-list thread and the page thread, plus one spare.
+        if isinstance(window_slices, bool) or not isinstance(window_slices, int) or window_slices < 1:
+            raise ValueError(f"window_slices must be a positive integer, got {window_slices!r}")
+        self.window_slices = window_slices
+        # A pooled connection for each child-list thread and each slice's walk, plus one spare.
         self.transport: Transport = transport or Urllib3Transport(
-            ca_bundle=ca_bundle, pool_size=self.child_concurrency + 2
+            ca_bundle=ca_bundle, pool_size=self.child_concurrency + self.window_slices + 1
         )
         self.progress = progress or log_progress
         self.progress_interval_s = progress_interval_s
@@ -175,7 +185,10 @@ class SaaSClient:
         window_end: datetime,
         record_fields: Collection[str] | None = None,
     ) -> Iterator[Page]:
-        """Yield the stream's pages for `[window_start, window_end)`, lazily, one request at a time.
+        """Yield the stream's pages for `[window_start, window_end)`, lazily.
+
+        One request at a time, or (`window_slices` > 1, a listing by `created` with a start) one walk
+        per slice of the window in its threads, the pages still yielded in one walk's order.
 
         full: `spec.path` filtered by created window, every record versioned with the listing's
         start time; incremental: Stripe events (record = `data.object`, version = event `created`)
@@ -191,9 +204,7 @@ class SaaSClient:
                 raise ValueError(f"{name} must be timezone-aware")
         if mode not in ("full", "incremental"):
             raise ValueError(f"mode must be 'full' or 'incremental', got {mode!r}")
-        effective_mode: Mode = (
-            "incremental" if mode == "incremental" and spec.incremental.kind != "none" else "full"
-        )
+        effective_mode = _effective_mode(spec, mode)
         self.stats = ClientStats(clock=self._clock, started=self._clock())
         self._stream = spec.name
         self._last_progress = self._clock()
@@ -205,17 +216,95 @@ class SaaSClient:
                 "extract %s: empty window [%s, %s), nothing to read", spec.name, window_start, window_end
             )
             return
-        paginator = make_paginator(self._paginator_spec(spec, effective_mode), spec.primary_key)
-        request: PageRequest | None = paginator.first(
-            self._first_request(spec, effective_mode, window_start, window_end)
-        )
         selector = page_selector(spec, effective_mode)
         decode = list_decoder(spec, effective_mode, record_fields)
         narrow = decode is not parse_json_body
-        requested: set[PageRequest] = set()
+
+        def walk(start: datetime | None, end: datetime) -> Generator[_Listed, None, None]:
+            return self._walk(
+                spec, effective_mode, self._first_request(spec, effective_mode, start, end), selector, decode
+            )
+
         # The keys an event listing met so far: the newest snapshot of each record (drop_superseded).
         keys_met: set[str] | None = set() if uses_events(spec, effective_mode) else None
         page_no = 0
+        with ExitStack() as running:
+            for request, response, items, _ in self._walks(
+                spec, effective_mode, window_start, window_end, walk, running
+            ):
+                page_no += 1
+                yield self._page(
+                    spec, effective_mode, default_version, page_no, request, response, items, narrow, keys_met
+                )
+        self.stats.finished = self._clock()
+        self.progress(spec.name, self.stats)
+
+    def slices_of(
+        self, spec: StreamSpec, mode: Mode, start: datetime | None, end: datetime
+    ) -> list[tuple[datetime | None, datetime]]:
+        """The window cut into up to `window_slices` equal spans of `created`, newest first.
+
+        Only listings filtered by `created` are cut (the full listing and Stripe events; not an
+        `updated_since` walk), and only a window with a start. Inner bounds are whole seconds, as the
+        API's `created` filters are; the outer ones stay the window's own.
+        """
+        mode = _effective_mode(spec, mode)
+        if self.window_slices == 1 or start is None or not (mode == "full" or uses_events(spec, mode)):
+            return [(start, end)]
+        low, high = _unix(start), _unix(end)
+        count = min(self.window_slices, high - low)
+        if count <= 1:
+            return [(start, end)]
+        inner = [datetime.fromtimestamp(low + (high - low) * i // count, UTC) for i in range(1, count)]
+        bounds = [start, *inner, end]
+        return [(bounds[i], bounds[i + 1]) for i in reversed(range(count))]
+
+    def _walks(
+        self,
+        spec: StreamSpec,
+        mode: Mode,
+        start: datetime | None,
+        end: datetime,
+        walk: Callable[[datetime | None, datetime], Generator[_Listed, None, None]],
+        running: ExitStack,
+    ) -> Iterator[_Listed]:
+        """The window's listed pages in one walk's order: one walk, or one per slice (`slices_of`).
+
+        A window that fits one page is read as one page: the first page of the whole window is read
+        first, and only when the API says there is more is that page set aside and the window read
+        again in slices, each walk in its own thread (`running` stops them), taken newest slice first.
+        """
+        slices = self.slices_of(spec, mode, start, end)
+        whole = walk(start, end)
+        if len(slices) == 1:
+            yield from whole
+            return
+        first = next(whole, None)
+        if first is None or first[3]:
+            yield from ([first] if first is not None else [])
+            return
+        whole.close()
+        self.stats.slices = len(slices)
+        walks = [
+            running.enter_context(ReadAhead(walk(*bounds), SLICE_READ_AHEAD, name=f"{spec.name}-slice-{i}"))
+            for i, bounds in enumerate(slices)
+        ]
+        for sliced in walks:
+            yield from sliced
+
+    def _walk(
+        self,
+        spec: StreamSpec,
+        mode: Mode,
+        first: PageRequest,
+        selector: str,
+        decode: Callable[[str, bytes], Any],
+    ) -> Generator[_Listed, None, None]:
+        """One paginated walk: each page's request, response, decoded items and whether it is the
+        last, in the API's order."""
+        paginator = make_paginator(self._paginator_spec(spec, mode), spec.primary_key)
+        request: PageRequest | None = paginator.first(first)
+        requested: set[PageRequest] = set()
         while request is not None:
             if request in requested and not isinstance(paginator, OffsetPaginator):
                 # An offset walk may repeat a request after backing up (see OffsetPaginator).
@@ -224,13 +313,9 @@ class SaaSClient:
             response, payload, items = self._call(
                 "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
             )
-            page_no += 1
-            yield self._page(
-                spec, effective_mode, default_version, page_no, request, response, items, narrow, keys_met
-            )
-            request = paginator.next(request, response, payload, items)
-        self.stats.finished = self._clock()
-        self.progress(spec.name, self.stats)
+            following = paginator.next(request, response, payload, items)
+            yield request, response, items, following is None
+            request = following
 
     def _page(
         self,
@@ -559,6 +644,11 @@ def _api_message(response: HttpResponse) -> str:
                 return str(payload[key])
     snippet = response.body[:200].decode("utf-8", "replace").strip()
     return snippet or "(empty body)"
+
+
+def _effective_mode(spec: StreamSpec, mode: str) -> Mode:
+    """A stream without an incremental strategy is always read in full."""
+    return "incremental" if mode == "incremental" and spec.incremental.kind != "none" else "full"
 
 
 def _endpoint(url: str) -> str:

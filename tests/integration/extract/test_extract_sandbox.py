@@ -10,6 +10,7 @@ data needs. "Holding" is simulated exactly as the load does it: per run, newest 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,7 @@ class Held:
     min_requests: int = 0
     client_requests: int = 0
     token_requests: int = 0
+    sliced_walks: int = 0
 
     def load_run(self, spec: StreamSpec, pages: list[Page]) -> None:
         newest: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -135,7 +137,11 @@ def extract(client: SaaSClient, held: Held, cursors: dict[str, datetime | None])
         )
         after = client.auth.tokens_fetched if isinstance(client.auth, OAuth2ClientCredentials) else 0
         held.load_run(spec, pages)
-        held.count_minimum(spec, pages, spec.paginator.page_size)
+        held.count_minimum(spec, pages, client.page_size or spec.paginator.page_size)
+        # A sliced walk first reads the whole window's first page, then at least one page per slice.
+        if client.stats.slices > 1:
+            held.min_requests += client.stats.slices
+            held.sliced_walks += 1
         held.client_requests += client.stats.requests - client.stats.retries
         held.token_requests += after - before
         cursors[name] = window.end
@@ -185,11 +191,17 @@ def faulty_sandbox() -> Iterator[SandboxHandle]:
         yield sbx
 
 
+@pytest.mark.parametrize(
+    ("window_slices", "page_size"), [(1, None), (4, 25)], ids=["one-walk", "four-slices"]
+)
 def test_every_fault_at_once_full_then_incremental_runs_hold_every_final_version(
-    faulty_sandbox: SandboxHandle,
+    faulty_sandbox: SandboxHandle, window_slices: int, page_size: int | None
 ) -> None:
+    """With the window cut into slices read concurrently (`window_slices`; small pages, so that the
+    deltas span several), the same holds: the slices' pages come in one walk's order, so the newest
+    snapshot of each record still wins."""
     sbx = faulty_sandbox
-    client = oauth_client(sbx)
+    client = oauth_client(sbx, window_slices=window_slices, page_size=page_size)
     held, cursors = Held(), {}  # type: ignore[var-annotated]
     extract(client, held, cursors)  # first run: no cursor -> full refresh by created window
     assert all(c is not None for c in cursors.values())
@@ -198,7 +210,9 @@ def test_every_fault_at_once_full_then_incremental_runs_hold_every_final_version
         extract(client, held, cursors)  # incremental: events / updated_since from cursor - lookback
     # Mutations injected *during* the last run happened after its window closed; the next scheduled
     # run owns them. Run it without new mid-run mutations, then everything must match the source.
+    # Its windows end in whole seconds (`created[lt]`): it starts after the second of the last mutation.
     sbx.admin.set_faults(mutate_between_pages=0)
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)
     extract(client, held, cursors)
     truth = sbx.admin.truth()
     covered = assert_holds_truth(held, truth)
@@ -218,6 +232,7 @@ def test_every_fault_at_once_full_then_incremental_runs_hold_every_final_version
         f"requests: {counts}; ok data requests {ok_data_requests} vs minimum {held.min_requests}"
     )
     assert ok_data_requests == held.client_requests - held.token_requests
+    assert (held.sliced_walks > 0) == (window_slices > 1), held.sliced_walks
     assert ok_data_requests <= math.ceil(1.10 * held.min_requests), (ok_data_requests, held.min_requests)
 
 

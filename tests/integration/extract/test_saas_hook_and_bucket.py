@@ -37,6 +37,7 @@ def test_hook_builds_an_oauth_client_from_allowlisted_extras(
             "timeout": [2, 15],
             "page_size": 50,
             "max_rps": 4,
+            "window_slices": 4,
             "verify": False,
         },
     )
@@ -45,7 +46,7 @@ def test_hook_builds_an_oauth_client_from_allowlisted_extras(
     logged = out + err
     assert client.base_url == "https://api.example.test:8443"
     assert isinstance(client.auth, OAuth2ClientCredentials) and client.auth.scope == "read"
-    assert client.timeout == (2.0, 15.0) and client.page_size == 50
+    assert client.timeout == (2.0, 15.0) and client.page_size == 50 and client.window_slices == 4
     assert isinstance(client.rate_limiter, LocalTokenBucket) and client.rate_limiter.rate_per_s == 4
     assert "ignoring unknown extras ['verify']" in logged  # never passed on (no verify=False sneaking in)
     assert "client-secret-xyz" not in logged + repr(client)
@@ -53,7 +54,8 @@ def test_hook_builds_an_oauth_client_from_allowlisted_extras(
 
 def test_hook_secret_key_and_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, "saas_t2", host="https://api.example.test/", password="sk_test_abc")
-    assert isinstance(SaaSApiHook("saas_t2").get_client().auth, BearerSecretKey)
+    client = SaaSApiHook("saas_t2").get_client()
+    assert isinstance(client.auth, BearerSecretKey) and client.window_slices == 1
     set_conn(
         monkeypatch,
         "saas_t3",
@@ -83,6 +85,9 @@ def test_hook_refuses_bad_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, "saas_t6", host="api.example.test", password="s", extra={"auth": "oauth2"})
     with pytest.raises(ValueError, match="token_url"):
         SaaSApiHook("saas_t6").get_client()
+    set_conn(monkeypatch, "saas_t7", host="api.example.test", password="s", extra={"window_slices": 2.5})
+    with pytest.raises(ValueError, match="window_slices"):
+        SaaSApiHook("saas_t7").get_client()
 
 
 def test_connection_field_helpers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -83,3 +84,45 @@ def test_naive_datetimes_are_refused() -> None:
 def test_result_unpacks_as_a_tuple() -> None:
     mode, start, end, reason = compute_window(CURSOR, DIE, None, None, NOW)
     assert (mode, start, end) == ("incremental", CURSOR - TEN, DIE) and isinstance(reason, str)
+
+
+def _slicer(slices: int):
+    from erp_sync.clients import BearerSecretKey, SaaSClient
+
+    return SaaSClient("https://api.example.invalid", BearerSecretKey("sk_test_x"), window_slices=slices)
+
+
+def test_a_window_is_cut_into_equal_whole_second_slices_newest_first() -> None:
+    from erp_sync.streams import get_stream
+
+    start = datetime(2026, 11, 26, 0, 0, 0, 250_000, tzinfo=UTC)
+    end = datetime(2026, 11, 27, 0, 0, 0, 750_000, tzinfo=UTC)
+    slices = _slicer(4).slices_of(get_stream("invoices"), "incremental", start, end)
+    assert len(slices) == 4
+    assert slices[0][1] == end and slices[-1][0] == start  # the outer bounds are the window's own
+    for newer, older in pairwise(slices):
+        assert older[1] == newer[0]  # no gap, no overlap
+    inner = [s[0] for s in slices[:-1]]
+    assert all(b.microsecond == 0 for b in inner)
+    assert [s[1] - s[0] for s in slices[1:-1]] == [timedelta(hours=6)] * 2
+
+
+@pytest.mark.parametrize(
+    ("stream", "mode", "start", "slices"),
+    [
+        ("orders", "incremental", NOW - timedelta(days=1), 1),  # updated_since: not listed by created
+        ("invoices", "full", None, 1),  # a window without a start is not cut
+        ("invoices", "incremental", NOW - timedelta(seconds=2), 2),  # no slice shorter than a second
+        ("invoices", "full", NOW - timedelta(days=1), 4),
+    ],
+)
+def test_only_windows_listed_by_created_with_a_start_are_cut(stream, mode, start, slices) -> None:
+    from erp_sync.streams import get_stream
+
+    assert len(_slicer(4).slices_of(get_stream(stream), mode, start, NOW)) == slices
+
+
+def test_window_slices_must_be_a_positive_integer() -> None:
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="window_slices"):
+            _slicer(bad)  # type: ignore[arg-type]
