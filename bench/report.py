@@ -36,6 +36,12 @@ ORDER = (
     "warm_delta_settled",
     "delta_settled",
     "floor_http_delta_settled",
+    "warm_delta_rtt",
+    "delta_rtt",
+    "floor_http_delta_rtt",
+    "warm_delta_rtt_sliced",
+    "delta_rtt_sliced",
+    "floor_http_delta_rtt_sliced",
     "reconcile",
     "peer_datacompy",
     "ui_drift_page",
@@ -47,6 +53,8 @@ LINKS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "replay": (("floor_http_full",), "peer_dlt_replay"),
     "delta": (("floor_http_delta",), "peer_dlt_delta"),
     "delta_settled": (("floor_http_delta_settled",), None),
+    "delta_rtt": (("floor_http_delta_rtt",), None),
+    "delta_rtt_sliced": (("floor_http_delta_rtt_sliced",), None),
     "reconcile": (("floor_http_full",), "peer_datacompy"),
 }
 PIPELINE_STAGES = ("cold_sync", "replay", "delta", "delta_settled", "reconcile")

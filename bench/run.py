@@ -16,6 +16,10 @@ One run on one machine, everything against real services:
        floor_http_delta  HTTP pagination + decoding of the same events window alone
        delta_settled     another 1% mutated, after VACUUM (ANALYZE) of staging (untimed), then a delta
        peer_dlt_delta    dlt merge-load of the rows the delta changed
+       delta_rtt         another 1% delta with every API response delayed --rtt-ms (a real API's
+                         round trip), read as one walk; floor_http_delta_rtt its HTTP floor
+       delta_rtt_sliced  the same with the window read in 4 concurrent slices (`window_slices`);
+                         floor_http_delta_rtt_sliced the one-walk HTTP floor of its window
        reconcile         reconcile_run.reconcile_period over the period (SaaS re-read + SQL + diff + report)
        peer_datacompy    datacompy on the same two sides (HTTP re-read + SQL + compare)
        airflow_dags_test one `airflow dags test saas_to_erp_sync` (invoices, a small window), wall time
@@ -54,6 +58,7 @@ PG_ADMIN_DSN = os.environ.get("ERP_BENCH_PG_ADMIN", "postgresql://postgres@127.0
 REDIS_URL = os.environ.get("ERP_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SECRET_KEY = "sk_test_bench_" + uuid.uuid4().hex[:16]
 INVOICE_TABLES = ["ar_invoices", "ar_invoice_lines"]
+RTT_SLICES = 4  # delta_rtt_sliced's `window_slices`
 # Mutations that change invoices (the stream under test); new invoices arrive as well.
 INVOICE_MUTATIONS = ["pay_invoice", "void_invoice", "mark_uncollectible", "new_invoice"]
 
@@ -275,6 +280,13 @@ class Bench:
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    def set_rtt(self, rtt_ms: int) -> None:
+        """Delay every API response by `rtt_ms` (the sandbox's `slow_ms` fault; 0 turns it off)."""
+        import requests
+
+        response = requests.post(f"{self.base_url}/_admin/faults", json={"slow_ms": rtt_ms}, timeout=30)
+        response.raise_for_status()
+
     def mutate(self, n: int) -> dict[str, Any]:
         import requests
 
@@ -482,6 +494,17 @@ def run(bench: Bench) -> None:
         # No lookback: seconds after the first delta, the default 10 minutes would re-read its events
         # too (a nightly run's lookback re-reads 10 minutes of a day's).
         delta_stages(bench, "delta_settled", "floor_http_delta_settled", with_peer=False, lookback_s=0)
+    # Against a real API the delta waits on round trips, not on this machine's CPU.
+    for name, slices in (("delta_rtt", 1), ("delta_rtt_sliced", RTT_SLICES)):
+        delta_stages(
+            bench,
+            name,
+            f"floor_http_{name}",
+            with_peer=False,
+            lookback_s=0,
+            rtt_ms=args.rtt_ms,
+            window_slices=slices,
+        )
 
     period_end = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
     time.sleep(max(0.0, period_end.timestamp() - time.time()))
@@ -500,11 +523,20 @@ def run(bench: Bench) -> None:
 
 
 def delta_stages(
-    bench: Bench, name: str, floor_name: str, *, with_peer: bool, lookback_s: float = 600
+    bench: Bench,
+    name: str,
+    floor_name: str,
+    *,
+    with_peer: bool,
+    lookback_s: float = 600,
+    rtt_ms: int = 0,
+    window_slices: int = 1,
 ) -> None:
     """Mutate 1% of the invoices (untimed), run the incremental sync from the stored cursor (minus
-    `lookback_s`), then its HTTP floor on the same events window (and dlt on the rows it changed)."""
-    if name in bench.args.skip:
+    `lookback_s`), then its HTTP floor on the same events window (and dlt on the rows it changed).
+    With `rtt_ms`, both wait that long for every response (set after the untimed warm-up); the sync
+    reads its window in `window_slices` concurrent slices."""
+    if name in bench.args.skip or (rtt_ms and bench.args.rtt_ms <= 0):
         return
     latest_end = bench.delta_end or bench.window_end
     if latest_end is None:
@@ -527,19 +559,35 @@ def delta_stages(
             "window_end": delta_end.isoformat(),
         },
     )
-    delta = bench.stage(
-        "sync",
-        name,
-        {"run_id": f"bench-{name}", "window_end": delta_end.isoformat(), "lookback_s": lookback_s},
-    )
-    if not delta:
-        return
-    summary = delta["extra"]
-    bench.stage(
-        "floor_http",
-        floor_name,
-        {**_events_listing(), "window_start": summary["window_start"], "window_end": summary["window_end"]},
-    )
+    bench.set_rtt(rtt_ms)
+    try:
+        delta = bench.stage(
+            "sync",
+            name,
+            {
+                "run_id": f"bench-{name}",
+                "window_end": delta_end.isoformat(),
+                "lookback_s": lookback_s,
+                "window_slices": window_slices,
+                "rtt_ms": rtt_ms,
+            },
+        )
+        if not delta:
+            return
+        summary = delta["extra"]
+        bench.stage(
+            "floor_http",
+            floor_name,
+            {
+                **_events_listing(),
+                "window_start": summary["window_start"],
+                "window_end": summary["window_end"],
+                "rtt_ms": rtt_ms,
+            },
+        )
+    finally:
+        if rtt_ms:
+            bench.set_rtt(0)
     batch_ids = summary.get("first_batch_id"), summary.get("last_batch_id")
     if with_peer and batch_ids[0] is not None:
         dumps = {t: bench.workdir / f"{name}_{t}.csv" for t in INVOICE_TABLES}
@@ -717,6 +765,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: {name for name in text.split(",") if name},
         default=set(),
         help="stages before which the kernel's page cache is dropped (root): they read Postgres from disk",
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=int,
+        default=int(os.environ.get("BENCH_RTT_MS", "100")),
+        help="the round trip delta_rtt and delta_rtt_sliced wait for on every response (0: skip them)",
     )
     parser.add_argument("--no-airflow", dest="airflow", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work files")

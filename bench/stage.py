@@ -139,7 +139,12 @@ def stage_sync(cfg: Config) -> Result:
 
     params = cfg["params"]
     spec = get_stream(cfg.get("stream", "invoices"))
-    client = SaaSClient(cfg["base_url"], BearerSecretKey(cfg["secret_key"]), page_size=cfg["page_size"])
+    client = SaaSClient(
+        cfg["base_url"],
+        BearerSecretKey(cfg["secret_key"]),
+        page_size=cfg["page_size"],
+        window_slices=int(params.get("window_slices", 1)),
+    )
     conn = _connect(cfg)
     redis_client = redis.Redis.from_url(cfg["redis_url"], socket_timeout=60)
     window = WindowRequest(
