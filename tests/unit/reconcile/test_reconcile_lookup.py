@@ -40,20 +40,31 @@ def _compare(saas, erp, lookup: LookupById | None) -> StreamResult:
     return reconcile_stream("charges", saas, erp, METRICS, TOLERANCES, lookup=lookup)
 
 
+def _in_memory(saas_rows: pd.DataFrame, erp_rows: pd.DataFrame) -> StreamResult:
+    """The two sides compared in memory, without lookups."""
+    return _compare(
+        _build(saas_rows, erp=False, spill_rows=10**9), _build(erp_rows, erp=True, spill_rows=10**9), None
+    )
+
+
+def _looking_up(
+    listed: pd.DataFrame, erp_rows: pd.DataFrame, spill_rows: int, lookup: LookupById
+) -> StreamResult:
+    return _compare(
+        _build(listed, erp=False, spill_rows=spill_rows),
+        _build(erp_rows, erp=True, spill_rows=spill_rows),
+        lookup,
+    )
+
+
 @pytest.mark.parametrize("spill_rows", [10**9, 60], ids=["in-memory", "spilled"])
 def test_records_found_by_id_compare_as_if_listed(spill_rows: int) -> None:
     saas_rows, erp_rows = _random_sides(seed=11)
     listed, hidden = _hidden_from_listing(saas_rows, erp_rows, every=7)
-    as_if_listed = _compare(
-        _build(saas_rows, erp=False, spill_rows=10**9), _build(erp_rows, erp=True, spill_rows=10**9), None
-    )
+    as_if_listed = _in_memory(saas_rows, erp_rows)
 
     saas = _SaasById(_whole_saas_side(saas_rows))
-    result = _compare(
-        _build(listed, erp=False, spill_rows=spill_rows),
-        _build(erp_rows, erp=True, spill_rows=spill_rows),
-        LookupById(limit=10_000, find=saas.find),
-    )
+    result = _looking_up(listed, erp_rows, spill_rows, LookupById(limit=10_000, find=saas.find))
 
     _assert_same(result, as_if_listed)
     asked = {i for call in saas.asked for i in call}
@@ -64,9 +75,7 @@ def test_records_found_by_id_compare_as_if_listed(spill_rows: int) -> None:
 def test_without_a_lookup_the_hidden_records_are_missing_in_saas() -> None:
     saas_rows, erp_rows = _random_sides(seed=12)
     listed, hidden = _hidden_from_listing(saas_rows, erp_rows, every=5)
-    result = _compare(
-        _build(listed, erp=False, spill_rows=10**9), _build(erp_rows, erp=True, spill_rows=10**9), None
-    )
+    result = _in_memory(listed, erp_rows)
     missing = set(result.items.loc[result.items["kind"] == "missing_in_saas", "source_id"])
     assert hidden <= missing
     assert result.looked_up.asked == 0 and result.looked_up.unasked == len(missing)
@@ -76,17 +85,11 @@ def test_without_a_lookup_the_hidden_records_are_missing_in_saas() -> None:
 def test_the_limit_bounds_the_ids_asked_and_counts_the_rest(spill_rows: int) -> None:
     saas_rows, erp_rows = _random_sides(seed=13)
     listed, hidden = _hidden_from_listing(saas_rows, erp_rows, every=3)
-    unlimited = _compare(
-        _build(listed, erp=False, spill_rows=10**9), _build(erp_rows, erp=True, spill_rows=10**9), None
-    )
+    unlimited = _in_memory(listed, erp_rows)
     missing_before = int((unlimited.items["kind"] == "missing_in_saas").sum())
     saas = _SaasById(_whole_saas_side(saas_rows))
 
-    result = _compare(
-        _build(listed, erp=False, spill_rows=spill_rows),
-        _build(erp_rows, erp=True, spill_rows=spill_rows),
-        LookupById(limit=25, find=saas.find),
-    )
+    result = _looking_up(listed, erp_rows, spill_rows, LookupById(limit=25, find=saas.find))
 
     assert len(saas.asked) == 1 and len(saas.asked[0]) == 25
     found = result.looked_up.found
