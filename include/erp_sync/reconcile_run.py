@@ -376,6 +376,7 @@ def lookup_by_id(
     A record that no longer exists (404), that the mapping rejects, or whose period column is outside
     the period stays `missing_in_saas` (counted in `stats`).
     """
+    from erp_sync.clients.pages import page_meta_for
     from erp_sync.core.transform import map_pages
 
     header_spec = replace(spec, children=())
@@ -388,7 +389,9 @@ def lookup_by_id(
         if not records:
             return empty_side(metrics)
         url = f"{client.base_url}{spec.path}?looked_up_by_id=1"
-        page = fetched_page(header_spec, records, url, int(datetime.now(UTC).timestamp()))
+        page = fetched_page(
+            header_spec, records, url, page_meta_for("full", int(datetime.now(UTC).timestamp()))
+        )
         mapped = map_pages(header_spec, [page], primary_only=True)
         stats.rejected += len(mapped.rejections)
         rows = mapped.rows
@@ -402,13 +405,14 @@ def lookup_by_id(
 
 
 def fetched_page(
-    spec: StreamSpec, records: list[dict[str, Any]], url: str, default_version: int, page_no: int = 1
+    spec: StreamSpec, records: list[dict[str, Any]], url: str, page_meta: Mapping[str, Any], page_no: int = 1
 ) -> Page:
-    """Records fetched one by one, as the full-mode page a listing of them would have been."""
-    from erp_sync.clients.pages import page_from_body, page_meta_for
+    """Records fetched one by one, as the page a listing of them would have been (`page_meta`:
+    `page_meta_for("full", <listing time>)`)."""
+    from erp_sync.clients.pages import page_from_body
 
     body = orjson.dumps({"object": "list", "data": records, "has_more": False, "url": spec.path})
-    return page_from_body(spec, body, url, page_meta_for("full", default_version), page_no)
+    return page_from_body(spec, body, url, page_meta, page_no)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -986,7 +990,7 @@ def repair_report(
                 ledger.evict(table, fetched_ids, source_system=spec.source_system)
                 meta = page_meta_for("full", int(when.timestamp()))
                 url = f"{client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
-                page = fetched_page(spec, records, url, int(when.timestamp()), chunk_no)
+                page = fetched_page(spec, records, url, meta, chunk_no)
                 mapped = map_pages(spec, [page])
                 key = BatchKey(
                     run_id, spec.source_system, spec.name, report["period_start"], when, input_sha256([page])

@@ -78,7 +78,7 @@ class SaaSApiHook(BaseHook):
                 rate_limiter = RedisTokenBucket(redis_client, key, max_rps, burst)
             else:
                 rate_limiter = LocalTokenBucket(max_rps, burst)
-        page_size = _positive_float(extras.get("page_size"), "page_size")
+        page_size = _positive_int(extras.get("page_size"), "page_size")
         window_slices = _positive_int(extras.get("window_slices"), "window_slices") or 1
         return SaaSClient(
             base_url=base_url_of(conn.host, conn.schema, conn.port),
@@ -86,7 +86,7 @@ class SaaSApiHook(BaseHook):
             timeout=parse_timeout(extras.get("timeout")),
             ca_bundle=extras.get("ca_bundle") or None,
             rate_limiter=rate_limiter,
-            page_size=int(page_size) if page_size else None,
+            page_size=page_size,
             window_slices=window_slices,
             progress=lambda stream, stats: self.log.info("extract %s: %s", stream, stats.line()),
         )
