@@ -200,17 +200,21 @@ def _record_missing_sizes(conn: Any, keep_days: int, limit: int, chunk: int = 20
 
 
 def mark_backed_up(conn: Any, marks: Iterable[BackupMark]) -> int:
-    """Record verified remote copies; rows already marked keep their first mark. Does not commit."""
-    updated = 0
-    with conn.cursor() as cur:
-        for mark in marks:
-            cur.execute(
-                "UPDATE erp_sync.outbox SET backed_up_at = now(), remote_path = %s, backup_sha256 = %s,"
-                " backup_size = %s, raw_size = %s WHERE outbox_id = %s AND backed_up_at IS NULL",
-                (mark.remote_path, mark.backup_sha256, mark.backup_size, mark.raw_size, mark.outbox_id),
-            )
-            updated += cur.rowcount
-    return updated
+    """Record verified remote copies; rows already marked keep their first mark (and so does a row
+    marked twice in `marks`). One statement per 1,000 marks. Does not commit."""
+    first: dict[int, BackupMark] = {}
+    for mark in marks:
+        first.setdefault(mark.outbox_id, mark)
+    rows = [(m.outbox_id, m.remote_path, m.backup_sha256, m.backup_size, m.raw_size) for m in first.values()]
+    return _update_from_values(
+        conn,
+        "UPDATE erp_sync.outbox o SET backed_up_at = now(), remote_path = v.remote_path,"
+        " backup_sha256 = v.backup_sha256, backup_size = v.backup_size, raw_size = v.raw_size"
+        " FROM (VALUES %s) AS v(outbox_id, remote_path, backup_sha256, backup_size, raw_size)"
+        " WHERE o.outbox_id = v.outbox_id AND o.backed_up_at IS NULL RETURNING o.outbox_id",
+        rows,
+        "(%s::bigint, %s::text, %s::text, %s::integer, %s::integer)",
+    )
 
 
 def mark_restored(conn: Any, batch_id: int, pages: Iterable[tuple[int, str, str, str]]) -> int:
@@ -220,16 +224,29 @@ def mark_restored(conn: Any, batch_id: int, pages: Iterable[tuple[int, str, str,
     `pages` holds (page_no, remote_path, sha256 of the gzip, sha256 of the raw page); a row is marked
     only when its own raw SHA-256 matches. Does not commit.
     """
-    updated = 0
+    rows = [
+        (batch_id, page_no, remote_path, backup_sha256, raw_sha256)
+        for page_no, remote_path, backup_sha256, raw_sha256 in pages
+    ]
+    return _update_from_values(
+        conn,
+        "UPDATE erp_sync.outbox o SET backed_up_at = now(), remote_path = v.remote_path,"
+        " backup_sha256 = v.backup_sha256"
+        " FROM (VALUES %s) AS v(batch_id, page_no, remote_path, backup_sha256, sha256)"
+        " WHERE o.batch_id = v.batch_id AND o.page_no = v.page_no AND o.sha256 = v.sha256"
+        " AND o.backed_up_at IS NULL RETURNING o.outbox_id",
+        rows,
+        "(%s::bigint, %s::integer, %s::text, %s::text, %s::char(64))",
+    )
+
+
+def _update_from_values(conn: Any, statement: str, rows: Sequence[tuple[Any, ...]], template: str) -> int:
+    """Run an `UPDATE ... FROM (VALUES %s) ... RETURNING` over `rows`; how many rows it updated."""
+    if not rows:
+        return 0
     with conn.cursor() as cur:
-        for page_no, remote_path, backup_sha256, raw_sha256 in pages:
-            cur.execute(
-                "UPDATE erp_sync.outbox SET backed_up_at = now(), remote_path = %s, backup_sha256 = %s "
-                "WHERE batch_id = %s AND page_no = %s AND sha256 = %s AND backed_up_at IS NULL",
-                (remote_path, backup_sha256, batch_id, page_no, raw_sha256),
-            )
-            updated += cur.rowcount
-    return updated
+        updated = execute_values(cur, statement, rows, template=template, page_size=1000, fetch=True)
+    return len(updated)
 
 
 def unverified_run_ids(conn: Any) -> set[str]:
