@@ -509,11 +509,12 @@ INVARIANTS: dict[str, str] = {
         "(SELECT 1 FROM erp_staging.ar_invoices i WHERE i.source_system = l.source_system "
         "AND i.source_id = l.invoice_source_id)"
     ),
-    # Lines add up to the subtotal (before invoice-level discounts and exclusive tax, ADR 0016); a
-    # source that states no subtotal is held to its total.
+    # Lines, less their own (item-level) discounts, add up to the subtotal (before invoice-level
+    # discounts and exclusive tax, ADR 0016 and 0019); a source that states no subtotal is held to its
+    # total, a line that states no discount amounts counts whole.
     "invoice_lines_sum_to_subtotal": (
         "SELECT count(*) = 0 FROM erp_staging.ar_invoices i JOIN (SELECT source_system, invoice_source_id, "
-        "sum(amount) AS lines_total FROM erp_staging.ar_invoice_lines "
+        "sum(amount - coalesce(discount_amount, 0)) AS lines_total FROM erp_staging.ar_invoice_lines "
         "WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
         "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
         "WHERE l.lines_total <> coalesce(i.subtotal_amount, i.total_amount)"

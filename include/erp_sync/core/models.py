@@ -93,12 +93,26 @@ class Customer(SourceModel):
     currency: Currency | None = None
 
 
+class DiscountAmount(SourceModel):
+    """One entry of a line's `discount_amounts`: what one discount took off the line."""
+
+    amount: MinorAmount
+    discount: ExpandableId  # the discount's id, or the expanded Discount object with its `id`
+
+
 class InvoiceLine(SourceModel):
     id: ObjectId
+    # Gross: before the line's own (item-level) discounts, as Stripe documents for every line but a
+    # proration whose discounts are not itemized, whose amount is net and whose discount amounts are
+    # 0 (ADR 0019).
     amount: MinorAmount
     description: StrictStr | None = None
     quantity: StrictInt | None = None
     quantity_decimal: DecimalString | None = None
+    # The line's own discounts (ids, or expanded objects: either is reduced to the id). The
+    # invoice's discounts are not here, but their shares of this line are in `discount_amounts`.
+    discounts: list[ExpandableId] | None = None
+    discount_amounts: list[DiscountAmount] | None = None
 
     @property
     def quantity_value(self) -> Decimal | None:
@@ -106,6 +120,23 @@ class InvoiceLine(SourceModel):
         if self.quantity_decimal is not None:
             return Decimal(self.quantity_decimal)
         return None if self.quantity is None else Decimal(self.quantity)
+
+    @property
+    def item_discount(self) -> int | None:
+        """What the line's own discounts took off its `amount` (minor units): the sum of its
+        `discount_amounts` whose discount is one of its `discounts`; the shares of invoice-level
+        discounts are not counted. 0 when the line lists discount amounts and none is its own;
+        None when the source states no discount amounts, or lists some without saying which
+        discounts are the line's own (no `discounts`)."""
+        amounts = self.discount_amounts
+        if amounts is None:
+            return None
+        if not amounts:
+            return 0
+        if self.discounts is None:
+            return None
+        own = self.discounts
+        return sum(entry.amount for entry in amounts if entry.discount in own)
 
 
 class InvoiceLineList(SourceModel):

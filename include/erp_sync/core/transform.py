@@ -199,6 +199,9 @@ MAPPINGS: Final[dict[str, TableMapping]] = {
                     Column("description", "description"),
                     Column("quantity", ("quantity_decimal", "quantity"), "decimal"),
                     Column("amount", "amount", "money"),
+                    # What the line's own discounts took off `amount`: the lines less these add up
+                    # to the invoice's subtotal (ADR 0019).
+                    Column("discount_amount", "item_discount", "money"),
                 ),
             ),
         ),

@@ -175,3 +175,62 @@ def test_taxed_invoices_keep_their_lines_summing_to_the_subtotal(conn, ledger):
         )
     conn.commit()
     assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is False
+
+
+def _add_discounts(invoice: dict[str, Any], item_percent: int, invoice_percent: int) -> list[int]:
+    """A percent-off coupon on the first line (item-level: in its `discounts`) and one on the invoice
+    (in the invoice's `discounts`), apportioned to every line's `discount_amounts` by its amount after
+    its own discount; each rounded half up. The subtotal is after the item-level discount, the total
+    after both (ADR 0019). Returns each line's own discount."""
+    on_invoice = f"di_inv_{invoice['id']}"
+    invoice["discounts"] = [on_invoice]
+    own_discounts, shares = [], []
+    for k, line in enumerate(invoice["lines"]["data"]):
+        own = (line["amount"] * item_percent + 50) // 100 if k == 0 else 0
+        share = ((line["amount"] - own) * invoice_percent + 50) // 100
+        line["discounts"] = [f"di_item_{line['id']}"] if own else []
+        line["discount_amounts"] = [{"amount": own, "discount": d} for d in line["discounts"]] + [
+            {"amount": share, "discount": on_invoice}
+        ]
+        own_discounts.append(own)
+        shares.append(share)
+    invoice["subtotal"] = sum(line["amount"] for line in invoice["lines"]["data"]) - sum(own_discounts)
+    invoice["total"] = invoice["amount_due"] = invoice["subtotal"] - sum(shares)
+    return own_discounts
+
+
+def test_line_discounts_are_staged_and_the_lines_less_them_sum_to_the_subtotal(conn, ledger):
+    invoices = stripe_invoices(6)
+    own = {invoice["id"]: _add_discounts(invoice, 20, 10) for invoice in invoices[:3]}  # usd, jpy, kwd
+    del invoices[3]["lines"]["data"][1]["discount_amounts"]  # a line that states no discount amounts
+    load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
+    staged = dict(
+        _rows(conn, "SELECT source_id, discount_amount FROM erp_staging.ar_invoice_lines ORDER BY 1")
+    )
+    subtotals = dict(_rows(conn, "SELECT source_id, subtotal_amount FROM erp_staging.ar_invoices"))
+    for invoice in invoices:
+        exponent = dict(CURRENCIES)[invoice["currency"]]
+        discounts = own.get(invoice["id"], [0, 0, 0])
+        for line, discount in zip(invoice["lines"]["data"], discounts, strict=True):
+            expected = None if "discount_amounts" not in line else Decimal(discount).scaleb(-exponent)
+            assert staged[line["id"]] == expected, line["id"]
+        assert subtotals[invoice["id"]] == Decimal(invoice["subtotal"]).scaleb(-exponent)
+    assert staged[invoices[0]["lines"]["data"][0]["id"]] == Decimal("2.00")  # 20% of 10.01, usd
+    assert staged[invoices[3]["lines"]["data"][1]["id"]] is None
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
+    # the rule before ADR 0019 (gross lines against the subtotal) fails the three discounted invoices
+    assert _rows(
+        conn,
+        "SELECT count(*) FROM erp_staging.ar_invoices i JOIN (SELECT invoice_source_id, sum(amount) s "
+        "FROM erp_staging.ar_invoice_lines GROUP BY 1) l ON l.invoice_source_id = i.source_id "
+        "WHERE l.s <> i.subtotal_amount",
+    ) == [(3,)]
+
+    with conn.cursor() as cur:  # a line whose discount does not add up breaks the invariant
+        cur.execute(
+            "UPDATE erp_staging.ar_invoice_lines SET discount_amount = discount_amount + 1 "
+            "WHERE source_id = %s",
+            (invoices[1]["lines"]["data"][0]["id"],),
+        )
+    conn.commit()
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is False

@@ -160,6 +160,35 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     assert handle(line_calls[0]).body in stored  # the continuation page verbatim, not re-serialised
 
 
+def test_line_discounts_in_the_embedded_head_and_the_fetched_tail_are_both_staged(
+    make_client: Any,
+) -> None:
+    """The embedded lines are decoded narrow, a truncated list's tail from `/v1/invoices/{id}/lines`
+    whole: a line's own discount reaches `discount_amount` either way (ADR 0019)."""
+    invoice = _invoice("in_big", 13, 10)
+    lines = invoice.pop("_all_lines")
+    for line in lines:
+        line.update(description=None, discounts=[], discount_amounts=[])
+    for k, own in ((2, "di_head"), (12, "di_tail")):
+        lines[k]["discounts"] = [own if k == 2 else {"id": own, "object": "discount"}]
+        lines[k]["discount_amounts"] = [{"amount": 10 + k, "discount": lines[k]["discounts"][0]}]
+    invoice.update(status="open", currency="usd", amount_paid=0, created=1, discounts=[])
+    invoice["subtotal"] = sum(line["amount"] for line in lines) - 12 - 22
+    invoice["total"] = invoice["amount_due"] = invoice["subtotal"]
+    invoices = stripe_list_handler([invoice], "/v1/invoices")
+    line_list = stripe_list_handler(lines, "/v1/invoices/in_big/lines")
+    transport = FakeTransport(
+        lambda call: line_list(call) if call.path.endswith("/lines") else invoices(call)
+    )
+    spec = get_stream("invoices")
+    pages = list(make_client(transport).iter_pages(spec, mode="full", window_start=None, window_end=END))
+    assert sum(1 for c in transport.calls if c.path.endswith("/lines")) == 1
+    staged = map_pages(spec, pages).tables["ar_invoice_lines"]
+    discounts = dict(zip(staged["source_id"], staged["discount_amount"], strict=True))
+    assert {k: str(v) for k, v in discounts.items() if v} == {"il_in_big_2": "0.12", "il_in_big_12": "0.22"}
+    assert sum(1 for v in discounts.values() if v == 0) == 11
+
+
 def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> None:
     body = b'{"object":"list","data":[{"id":"in_1","lines":{"data":[],"has_more":false}}],  "has_more":false}'
     transport = FakeTransport(lambda call: HttpResponse(200, body, "", {}))

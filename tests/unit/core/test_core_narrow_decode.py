@@ -128,3 +128,40 @@ def test_pages_decoded_to_the_model_shape_map_to_the_same_rows_as_whole_pages(ev
     assert narrow.accepted == len(data) and not narrow.rejections
     for table, frame in whole.tables.items():
         pd.testing.assert_frame_equal(narrow.tables[table], frame)
+
+
+@needs_fixtures
+def test_line_discounts_by_id_and_expanded_are_decoded_narrow_and_map_as_whole() -> None:
+    """The line's `discounts` and `discount_amounts` (ADR 0019) are in the shape: an expanded
+    discount is kept whole (validation reduces it to its id), an amount entry keeps `amount` and
+    `discount` only."""
+    spec = get_stream("invoices")
+    data = invoices(3, lines_per_invoice=3)
+    expanded = {"id": "di_x", "object": "discount", "coupon": {"id": "C", "percent_off": 10}, "end": None}
+    data[1]["lines"]["data"][0] |= {
+        "discounts": ["di_a"],
+        "discount_amounts": [{"amount": 7, "discount": "di_a"}, {"amount": 3, "discount": "di_inv"}],
+    }
+    data[2]["lines"]["data"][2] |= {
+        "discounts": [expanded],
+        "discount_amounts": [{"amount": 9, "discount": expanded, "note": "not read"}],
+    }
+    shape = record_shape(spec, model_shape(Invoice))
+    assert shape is not None
+    body = _list_body(data)
+    narrow_payload = shape_decoder("data", shape)("/v1/x", body)
+    line = narrow_payload["data"][2]["lines"]["data"][2]
+    assert line["discounts"] == [expanded]
+    assert line["discount_amounts"] == [{"amount": 9, "discount": expanded}]
+
+    def mapped(payload: Any) -> Any:
+        selection = select_records(spec, payload["data"], mode="full", default_version=100)
+        page = Page(spec.name, 1, "/v1/x", body, selection.records, selection.versions)
+        return map_pages(spec, [page])
+
+    narrow, whole = mapped(narrow_payload), mapped(parse_json_body("/v1/x", body))
+    for table, frame in whole.tables.items():
+        pd.testing.assert_frame_equal(narrow.tables[table], frame)
+    staged = narrow.tables["ar_invoice_lines"].set_index("source_id")["discount_amount"]
+    # eur (2 decimals) and jpy (none); the invoice-level `di_inv` is not the line's own
+    assert (str(staged["il_gen000000001_0"]), str(staged["il_gen000000002_2"])) == ("0.07", "9")

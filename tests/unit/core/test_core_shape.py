@@ -24,7 +24,19 @@ def test_the_invoice_shape_names_its_fields_and_narrows_the_embedded_lines() -> 
     assert lines is not None and not lines.is_list and _names(lines) == {"data", "has_more"}
     line_items = dict(lines.fields)["data"]
     assert line_items is not None and line_items.is_list
-    assert _names(line_items) == {"id", "amount", "description", "quantity", "quantity_decimal"}
+    assert _names(line_items) == {
+        "id",
+        "amount",
+        "description",
+        "quantity",
+        "quantity_decimal",
+        "discounts",
+        "discount_amounts",
+    }
+    line_fields = dict(line_items.fields)
+    # A discount may be an id or the expanded object: kept whole, reduced to its id by validation.
+    assert line_fields["discounts"] is None
+    assert line_fields["discount_amounts"] == Shape.of({"amount": None, "discount": None}, is_list=True)
 
 
 def test_leaves_and_dicts_are_kept_whole() -> None:

@@ -70,6 +70,7 @@ def test_invoice_fixture_maps_to_header_and_lines() -> None:
     assert line["description"] == "My First Invoice Item (created for API docs)"
     assert line["quantity"] == Decimal(1) and isinstance(line["quantity"], Decimal)
     assert str(line["amount"]) == "10.00"
+    assert str(line["discount_amount"]) == "0.00"  # `discount_amounts` is empty: stated, none
     assert line["source_version"] == 42
 
 
@@ -99,6 +100,84 @@ def test_an_invoice_of_an_older_api_version_stages_its_single_tax() -> None:
     invoice["total"] = invoice["amount_due"] = invoice["subtotal"] + 190
     header = one_row("stripe_invoices", invoice)
     assert (header["tax_amount"], header["total_amount"]) == (Decimal("1.90"), Decimal("11.90"))
+
+
+def _discounted_invoice(currency: str) -> dict[str, Any]:
+    """An invoice with an item-level discount on two lines (one by id, one expanded) and an
+    invoice-level discount apportioned to every line's `discount_amounts` (ADR 0019)."""
+    invoice = fixture("invoice")
+    invoice["currency"] = currency
+    invoice["discounts"] = ["di_invoice"]
+    template = invoice["lines"]["data"][0]
+    expanded = {"id": "di_item_2", "object": "discount", "coupon": {"id": "SPRING", "percent_off": 5}}
+    specs = [
+        (10_000, ["di_item_1"], [(1_000, "di_item_1"), (450, "di_invoice")]),
+        (5_000, [expanded], [(250, expanded), (238, {"id": "di_invoice", "object": "discount"})]),
+        (2_001, [], [(100, "di_invoice")]),
+    ]
+    lines = []
+    for k, (amount, discounts, amounts) in enumerate(specs):
+        line = {**template, "id": f"il_disc_{k}", "amount": amount, "discounts": discounts}
+        line["discount_amounts"] = [{"amount": a, "discount": d} for a, d in amounts]
+        lines.append(line)
+    lines.append({k: v for k, v in template.items() if k != "discount_amounts"} | {"id": "il_disc_3"})
+    invoice["lines"]["data"] = lines
+    invoice["subtotal"] = 9_000 + 4_750 + 2_001 + template["amount"]
+    invoice["total"] = invoice["amount_due"] = invoice["subtotal"] - 788
+    return invoice
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("currency", "staged"),
+    [
+        ("usd", ("10.00", "2.50", "0.00", None)),
+        ("jpy", ("1000", "250", "0", None)),
+        ("kwd", ("1.000", "0.250", "0.000", None)),
+    ],
+)
+def test_a_lines_own_discounts_are_staged_in_the_invoice_currency(
+    currency: str, staged: tuple[str | None, ...]
+) -> None:
+    """Only the line's own discounts count (by id, or expanded); the invoice-level discount's share is
+    not the line's; a line without `discount_amounts` states none."""
+    batch = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [_discounted_invoice(currency)])])
+    assert batch.rejections == []
+    lines = batch.tables["ar_invoice_lines"]
+    got = tuple(None if value is None else str(value) for value in lines["discount_amount"])
+    assert got == staged
+    [header] = batch.tables["ar_invoices"].to_dict("records")
+    pairs = zip(lines["amount"], lines["discount_amount"], strict=True)
+    net = sum(amount - (discount or 0) for amount, discount in pairs)
+    assert net == header["subtotal_amount"] != header["total_amount"]
+
+
+@needs_fixtures
+def test_discount_amounts_without_the_lines_own_discounts_are_not_guessed() -> None:
+    invoice = _discounted_invoice("usd")
+    del invoice["lines"]["data"][0]["discounts"]  # which of its amounts are its own is not stated
+    invoice["lines"]["data"][1]["discount_amounts"] = []  # stated: none at all
+    lines = map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [invoice])]).tables[
+        "ar_invoice_lines"
+    ]
+    assert lines["discount_amount"].tolist()[:2] == [None, Decimal("0.00")]
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("where", "value", "field"),
+    [
+        ("discount_amounts", [{"amount": "1.00", "discount": "di_item_1"}], "discount_amounts.0.amount"),
+        ("discount_amounts", [{"amount": 100, "discount": {"object": "discount"}}], "discount_amounts.0"),
+        ("discounts", [{"object": "discount"}], "discounts.0"),
+    ],
+)
+def test_a_malformed_line_discount_rejects_the_invoice(where: str, value: Any, field: str) -> None:
+    invoice = _discounted_invoice("usd")
+    invoice["lines"]["data"][0][where] = value
+    rejection = _reject_one("stripe_invoices", invoice, [])
+    assert rejection.reason_code == "INVALID_FIELD"
+    assert f"field lines.data.0.{field}" in rejection.message
 
 
 @needs_fixtures
@@ -292,6 +371,15 @@ def test_a_changed_line_changes_its_invoice_header_only() -> None:
     after = _hashes(changed)
     differing = {sid for sid in before if before[sid] != after[sid]}
     assert differing == {"in_gen000000001", "il_gen000000001_2"}
+
+
+def test_a_changed_line_discount_changes_the_line_and_its_header() -> None:
+    before = _hashes(invoices(2))
+    changed = invoices(2)
+    changed[0]["lines"]["data"][1]["discounts"] = ["di_1"]
+    changed[0]["lines"]["data"][1]["discount_amounts"] = [{"amount": 5, "discount": "di_1"}]
+    after = _hashes(changed)
+    assert {sid for sid in before if before[sid] != after[sid]} == {"in_gen000000000", "il_gen000000000_1"}
 
 
 def test_a_removed_or_reordered_line_changes_the_header() -> None:
