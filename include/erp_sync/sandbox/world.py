@@ -35,6 +35,18 @@ UNIT_HI = np.array([25_000, 25_000, 20_000, 30_000, 80_000], dtype=np.int64)
 # Exclusive VAT in percent by currency (eur 19, gbp 20): each line's tax is rounded half up, the
 # invoice's tax is the lines' sum, and its total is the subtotal (the lines' sum) plus that tax.
 VAT_PERCENT = np.array([0, 19, 20, 0, 0], dtype=np.int64)
+# Discounts (ADR 0019). About 5% of invoices have a percent-off coupon on one line: an item-level
+# discount, in that line's `discounts`, with its `discount_amounts` entry. About half of those also
+# have one on the invoice (in the invoice's `discounts`), apportioned to every line's
+# `discount_amounts` by what the line is after its own discount. Each amount is rounded half up. A
+# line's `amount` stays gross; the subtotal is the lines less their own discounts; the VAT is on what
+# is left after both; the total is the subtotal less the invoice-level discount plus the VAT.
+# Drawn from a generator of their own, so every other draw (and so each seed's world) is as before.
+ITEM_DISCOUNT_SHARE = 0.05
+INVOICE_DISCOUNT_SHARE = 0.5  # of the invoices with an item-level discount
+ITEM_DISCOUNT_PERCENTS = np.array([10, 15, 20, 25, 50], dtype=np.int8)
+INVOICE_DISCOUNT_PERCENTS = np.array([5, 10], dtype=np.int8)
+DISCOUNT_STREAM = 0xD15C  # the discount generator's seed is (world seed, this[, invoice row])
 
 DRAFT, OPEN, PAID, VOID, UNCOLLECTIBLE = range(5)
 INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
@@ -135,9 +147,56 @@ def _iso(ts: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+def _percent_of(amounts: Any, percents: Any) -> Any:
+    """`percents` percent of `amounts` (minor units; ints or arrays), rounded half up."""
+    return (amounts * percents + 50) // 100
+
+
 def _vat(amounts: Any, currencies: Any) -> Any:
     """Exclusive VAT on line amounts (minor units), rounded half up; zero where none applies."""
-    return (amounts * VAT_PERCENT[currencies] + 50) // 100
+    return _percent_of(amounts, VAT_PERCENT[currencies])
+
+
+def _discount_plan(
+    rng: np.random.Generator, n_lines: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Per invoice: the position of its discounted line (-1: no discount), that line's percent off
+    and the invoice-level percent off (0: none)."""
+    n = len(n_lines)
+    has_item = rng.random(n) < ITEM_DISCOUNT_SHARE
+    position = np.where(has_item, (rng.random(n) * n_lines).astype(np.int64), -1)
+    item_percent = np.where(
+        has_item, ITEM_DISCOUNT_PERCENTS[rng.integers(0, len(ITEM_DISCOUNT_PERCENTS), n)], 0
+    )
+    on_invoice = has_item & (rng.random(n) < INVOICE_DISCOUNT_SHARE)
+    invoice_percent = np.where(
+        on_invoice, INVOICE_DISCOUNT_PERCENTS[rng.integers(0, len(INVOICE_DISCOUNT_PERCENTS), n)], 0
+    )
+    return position, item_percent.astype(np.int8), invoice_percent.astype(np.int8)
+
+
+def _invoice_amounts(
+    line_amount: np.ndarray[Any, Any],
+    line_off: np.ndarray[Any, Any],
+    line_inv: np.ndarray[Any, Any],
+    line_cur: np.ndarray[Any, Any],
+    discounted_line: np.ndarray[Any, Any],
+    item_percent: np.ndarray[Any, Any],
+    invoice_percent: np.ndarray[Any, Any],
+) -> tuple[np.ndarray[Any, Any], ...]:
+    """Per line its taxable amount (after every discount) and VAT; per invoice its subtotal, its
+    invoice-level discount and its total. `discounted_line`: each invoice's discounted line row, -1
+    for none. The renderers recompute each discount amount with the same `_percent_of`."""
+    line_percent = np.zeros(len(line_amount), dtype=np.int8)
+    has_item = discounted_line >= 0
+    line_percent[discounted_line[has_item]] = item_percent[has_item]
+    net = line_amount - _percent_of(line_amount, line_percent)
+    taxable = net - _percent_of(net, invoice_percent[line_inv])
+    tax = _vat(taxable, line_cur)
+    subtotal = np.add.reduceat(net, line_off).astype(np.int64)
+    discount = subtotal - np.add.reduceat(taxable, line_off).astype(np.int64)
+    total = subtotal - discount + np.add.reduceat(tax, line_off).astype(np.int64)
+    return taxable, tax, subtotal, discount, total
 
 
 def _taxes(tax: int, taxable: int, currency: int) -> list[dict[str, Any]]:
@@ -278,10 +337,14 @@ class World:
         lo, hi = UNIT_LO[line_cur], UNIT_HI[line_cur]
         unit = lo + (rng.random(n_line_rows) * (hi - lo)).astype(i64)
         line_amount = unit * qty
-        line_tax = _vat(line_amount, line_cur)
+        position, item_pct, inv_pct = _discount_plan(
+            np.random.default_rng((self.seed, DISCOUNT_STREAM)), n_lines
+        )
+        disc_line = np.where(position >= 0, line_off + position, -1).astype(i64)
+        line_taxable, line_tax, inv_subtotal, inv_discount, inv_total = _invoice_amounts(
+            line_amount, line_off, line_inv, line_cur, disc_line, item_pct, inv_pct
+        )
         product = rng.integers(0, len(PRODUCTS), n_line_rows).astype(np.int16)
-        inv_subtotal = np.add.reduceat(line_amount, line_off).astype(i64)
-        inv_total = inv_subtotal + np.add.reduceat(line_tax, line_off).astype(i64)
 
         fin_t = np.minimum(inv_created + rng.integers(0, 3600, n_inv), anchor)
         u = rng.random(n_inv)
@@ -321,7 +384,7 @@ class World:
         cn_sort = np.lexsort((cn_inv, cn_t[cn_inv]))
         cn_inv = cn_inv[cn_sort].astype(i64)
         cn_created = cn_t[cn_inv]
-        first_line = line_amount[line_off[cn_inv]]
+        first_line = line_taxable[line_off[cn_inv]]  # as charged: after its discounts, before VAT
         cn_amount = np.maximum(1, first_line * rng.integers(10, 101, len(cn_inv)) // 100)
         inv_cn_amount = np.zeros(n_inv, dtype=i64)
         inv_cn_amount[cn_inv] = cn_amount
@@ -387,7 +450,11 @@ class World:
             line_off=line_off,
             n_lines=n_lines,
             subtotal=inv_subtotal,
+            discount=inv_discount,
             total=inv_total,
+            disc_line=disc_line,
+            item_pct=item_pct,
+            inv_pct=inv_pct,
             created_ev=ev_rows("inv"),
             fin_ev=ev_rows("fin"),
             final_ev=inv_final_ev,
@@ -488,9 +555,13 @@ class World:
         d["amount"] = amount
         d["subtotal"] = amount
         d["currency"] = CURRENCIES[currency]
+        taxable = amount
+        if invoices.disc_line.a.item(inv) >= 0:
+            d["discounts"], d["discount_amounts"] = self._line_discounts(j, inv, amount)
+            taxable -= sum(entry["amount"] for entry in d["discount_amounts"])
         tax = lines.tax.a.item(j)
         if tax:
-            d["taxes"] = _taxes(tax, amount, currency)
+            d["taxes"] = _taxes(tax, taxable, currency)
         d["description"] = PRODUCTS[lines.product.a.item(j)]
         d["quantity"] = lines.qty.a.item(j)
         d["period"] = {"end": created + 30 * DAY, "start": created}
@@ -507,6 +578,30 @@ class World:
         }
         d["metadata"] = {}
         return d
+
+    def _item_discount_id(self, j: int) -> str:
+        return self.ids.encode("di", 2 * j)  # even: a line's own coupon; odd: an invoice's
+
+    def _invoice_discount_id(self, i: int) -> str:
+        return self.ids.encode("di", 2 * i + 1)
+
+    def _line_discounts(self, j: int, inv: int, amount: int) -> tuple[list[str], list[dict[str, Any]]]:
+        """A line's `discounts` (its own coupon, if it is the invoice's discounted line) and
+        `discount_amounts` (its own, then its share of the invoice's coupon), as `_invoice_amounts`
+        computed them."""
+        invoices = self.invoices
+        discounts: list[str] = []
+        amounts: list[dict[str, Any]] = []
+        own = 0
+        if invoices.disc_line.a.item(inv) == j:
+            own = _percent_of(amount, invoices.item_pct.a.item(inv))
+            discounts.append(self._item_discount_id(j))
+            amounts.append({"amount": own, "discount": discounts[0]})
+        invoice_percent = invoices.inv_pct.a.item(inv)
+        if invoice_percent:
+            share = _percent_of(amount - own, invoice_percent)
+            amounts.append({"amount": share, "discount": self._invoice_discount_id(inv)})
+        return discounts, amounts
 
     def lines_list(self, i: int, start: int, limit: int) -> dict[str, Any]:
         off, n = int(self.invoices.line_off[i]), int(self.invoices.n_lines[i])
@@ -539,7 +634,7 @@ class World:
     def render_invoice(self, i: int, as_of: int = CURRENT) -> dict[str, Any]:
         inv = self.invoices
         status = self.invoice_status(i, as_of)
-        total, subtotal = int(inv.total[i]), int(inv.subtotal[i])
+        total, subtotal, discount = int(inv.total[i]), int(inv.subtotal[i]), int(inv.discount[i])
         paid = total if status == PAID else 0
         cust = int(inv.customer[i])
         created = int(inv.created[i])
@@ -566,8 +661,8 @@ class World:
             subtotal=subtotal,
             subtotal_excluding_tax=subtotal,
             total=total,
-            total_excluding_tax=subtotal,
-            total_taxes=_taxes(total - subtotal, subtotal, int(inv.currency[i])),
+            total_excluding_tax=subtotal - discount,
+            total_taxes=_taxes(total - subtotal + discount, subtotal - discount, int(inv.currency[i])),
             post_payment_credit_notes_amount=self.invoice_cn_amount(i, as_of),
             pre_payment_credit_notes_amount=0,
             effective_at=fin_at,
@@ -586,6 +681,13 @@ class World:
             lines=self.lines_list(i, 0, 10),
             metadata={},
         )
+        disc_line = int(inv.disc_line[i])
+        if disc_line >= 0:
+            own = _percent_of(int(self.lines.amount[disc_line]), int(inv.item_pct[i]))
+            d["total_discount_amounts"] = [{"amount": own, "discount": self._item_discount_id(disc_line)}]
+            if discount:
+                d["discounts"] = [self._invoice_discount_id(i)]
+                d["total_discount_amounts"].append({"amount": discount, "discount": d["discounts"][0]})
         return d
 
     def render_refund(self, r: int, as_of: int = CURRENT) -> dict[str, Any]:
@@ -916,21 +1018,28 @@ class World:
         n_lines = int(_line_counts(np.random.default_rng(rng.getrandbits(32)), 1)[0])
         row = self.invoices.n
         off = self.lines.n
-        subtotal = tax = 0
+        drawn = []
         for _ in range(n_lines):
             unit = rng.randrange(int(UNIT_LO[cur]), int(UNIT_HI[cur]))
             qty = 1 if rng.random() < 0.7 else rng.randrange(2, 6)
-            line_tax = int(_vat(unit * qty, cur))
-            subtotal += unit * qty
-            tax += line_tax
-            self.lines.append(
-                invoice=row,
-                amount=unit * qty,
-                tax=line_tax,
-                unit=unit,
-                qty=qty,
-                product=rng.randrange(len(PRODUCTS)),
-            )
+            drawn.append((unit, qty, rng.randrange(len(PRODUCTS))))
+        # The discounts come from the row's own generator: the mutation's draws stay as they were.
+        position, item_pct, inv_pct = _discount_plan(
+            np.random.default_rng((self.seed, DISCOUNT_STREAM, row)), np.array([n_lines])
+        )
+        disc_line = off + int(position[0]) if position[0] >= 0 else -1
+        amounts = np.array([unit * qty for unit, qty, _ in drawn], dtype=np.int64)
+        _, line_tax, subtotal, discount, total = _invoice_amounts(
+            amounts,
+            np.array([0]),
+            np.zeros(n_lines, dtype=np.int64),
+            np.full(n_lines, cur),
+            np.array([position[0]]),
+            item_pct,
+            inv_pct,
+        )
+        for (unit, qty, product), tax in zip(drawn, line_tax.tolist(), strict=True):
+            self.lines.append(invoice=row, amount=unit * qty, tax=tax, unit=unit, qty=qty, product=product)
         ev_created = self._emit("invoice.created", row, at)
         ev_fin = NEVER if draft else self._emit("invoice.finalized", row, at)
         self.invoices.append(
@@ -939,8 +1048,12 @@ class World:
             currency=cur,
             line_off=off,
             n_lines=n_lines,
-            subtotal=subtotal,
-            total=subtotal + tax,
+            subtotal=int(subtotal[0]),
+            discount=int(discount[0]),
+            total=int(total[0]),
+            disc_line=disc_line,
+            item_pct=int(item_pct[0]),
+            inv_pct=int(inv_pct[0]),
             created_ev=ev_created,
             fin_ev=ev_fin,
             final_ev=NEVER,

@@ -48,8 +48,12 @@ def _minor(amount: Decimal, currency: str) -> int:
 def truth_state(sandbox: SandboxHandle) -> dict[str, dict[str, tuple[Any, ...]]]:
     """What staging must hold, from the sandbox's ground truth (amounts in minor units)."""
     objects = orjson.loads(orjson.dumps(sandbox.admin.truth(objects=True)))["objects"]
-    lines = {
-        line["id"]: (inv_id, line["amount"])
+    lines = {  # a line's own (item-level) discounts, not the invoice-level shares (ADR 0019)
+        line["id"]: (
+            inv_id,
+            line["amount"],
+            sum(a["amount"] for a in line["discount_amounts"] if a["discount"] in line["discounts"]),
+        )
         for inv_id, inv_lines in objects["invoice_lines"].items()
         for line in inv_lines
     }
@@ -78,8 +82,8 @@ def staging_state(dsn: str) -> dict[str, dict[str, tuple[Any, ...]]]:
     queries = {
         "customers": "SELECT source_id, name, email FROM erp_staging.customers",
         "ar_invoices": "SELECT source_id, currency_code, total_amount, status FROM erp_staging.ar_invoices",
-        "ar_invoice_lines": "SELECT l.source_id, l.invoice_source_id, l.amount, l.currency_code"
-        " FROM erp_staging.ar_invoice_lines l",
+        "ar_invoice_lines": "SELECT l.source_id, l.invoice_source_id, l.amount, l.currency_code,"
+        " l.discount_amount FROM erp_staging.ar_invoice_lines l",
         "ar_receipts": "SELECT source_id, currency_code, amount, amount_refunded, status FROM erp_staging.ar_receipts",
         "ar_refunds": "SELECT source_id, currency_code, amount, status FROM erp_staging.ar_refunds",
         "ar_credit_memos": "SELECT source_id, currency_code, total_amount, status FROM erp_staging.ar_credit_memos",
@@ -94,7 +98,10 @@ def staging_state(dsn: str) -> dict[str, dict[str, tuple[Any, ...]]]:
             if table == "customers":
                 out[table] = {r[0]: (r[1], r[2]) for r in rows}
             elif table == "ar_invoice_lines":
-                out[table] = {r[0]: (r[1], _minor(r[2], r[3])) for r in rows}
+                out[table] = {
+                    r[0]: (r[1], _minor(r[2], r[3]), None if r[4] is None else _minor(r[4], r[3]))
+                    for r in rows
+                }
             elif table == "ar_receipts":
                 out[table] = {r[0]: (r[1], _minor(r[2], r[1]), _minor(r[3], r[1]), r[4]) for r in rows}
             else:

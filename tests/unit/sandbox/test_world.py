@@ -47,18 +47,36 @@ def _tax(entries: list[dict[str, Any]]) -> int:
     return sum(entry["amount"] for entry in entries)
 
 
+def _own_discount(line: dict[str, Any]) -> int:
+    """What the line's own (item-level) discounts took off it (ADR 0019)."""
+    return sum(a["amount"] for a in line["discount_amounts"] if a["discount"] in line["discounts"])
+
+
+def _half_up(amount: int, percent: int) -> int:
+    return (amount * percent + 50) // 100
+
+
 def test_invoice_subtotals_are_their_lines_and_totals_add_the_lines_vat(world: World) -> None:
+    """subtotal = sum of (line amount - its own discount); total = subtotal - invoice-level discount
+    + exclusive VAT, each line's VAT rounded half up on what is left after every discount."""
     objs = objects(world)
     taxed = set()
     for invoice in objs["invoices"]:
         lines = objs["invoice_lines"][invoice["id"]]
-        assert invoice["subtotal"] == invoice["total_excluding_tax"] == sum(line["amount"] for line in lines)
+        assert invoice["subtotal"] == invoice["subtotal_excluding_tax"]
+        assert invoice["subtotal"] == sum(line["amount"] - _own_discount(line) for line in lines)
+        on_invoice = sum(
+            a["amount"] for a in invoice["total_discount_amounts"] if a["discount"] in invoice["discounts"]
+        )
+        assert invoice["total_excluding_tax"] == invoice["subtotal"] - on_invoice
         line_tax = sum(_tax(line["taxes"]) for line in lines)
         assert _tax(invoice["total_taxes"]) == line_tax
-        assert invoice["total"] == invoice["amount_due"] == invoice["subtotal"] + line_tax
+        assert invoice["total"] == invoice["amount_due"] == invoice["subtotal"] - on_invoice + line_tax
         rate = {"eur": 19, "gbp": 20}.get(invoice["currency"], 0)
         for line in lines:
-            assert _tax(line["taxes"]) == (line["amount"] * rate + 50) // 100
+            taxable = line["amount"] - _tax(line["discount_amounts"])
+            assert _tax(line["taxes"]) == _half_up(taxable, rate)
+            assert all(t["taxable_amount"] == taxable for t in line["taxes"])
         if line_tax:
             taxed.add(invoice["currency"])
         assert all(
@@ -68,6 +86,55 @@ def test_invoice_subtotals_are_their_lines_and_totals_add_the_lines_vat(world: W
         assert invoice["lines"]["has_more"] == (len(lines) > 10)
     assert max(len(v) for v in objs["invoice_lines"].values()) > 10
     assert taxed == {"eur", "gbp"}
+
+
+def test_some_invoices_have_a_line_coupon_and_some_of_those_one_on_the_invoice_too() -> None:
+    """About 5% of invoices: a percent-off coupon on one line (in that line's `discounts`, rounded
+    half up); about half of those also a percent-off coupon on the invoice, apportioned to every
+    line's `discount_amounts` by what the line is after its own discount (ADR 0019)."""
+    world = World(invoices=2_000, seed=19)
+    world.mutate(300, at=world.anchor + 10, kinds=["new_invoice"])  # these are discounted alike
+    objs = objects(world)
+    discounted, on_invoice, created = set(), set(), set()
+    for invoice in objs["invoices"]:
+        lines = objs["invoice_lines"][invoice["id"]]
+        own_lines = [line for line in lines if line["discounts"]]
+        assert len(own_lines) <= 1
+        if not own_lines:
+            assert invoice["discounts"] == invoice["total_discount_amounts"] == []
+            assert all(line["discount_amounts"] == [] for line in lines)
+            continue
+        discounted.add(invoice["id"])
+        created.update({invoice["id"]} if invoice["created"] > world.anchor else set())
+        [line] = own_lines
+        [discount_id] = line["discounts"]
+        own = line["discount_amounts"][0]
+        assert own["discount"] == discount_id and discount_id.startswith("di_")
+        assert any(own["amount"] == _half_up(line["amount"], p) for p in (10, 15, 20, 25, 50))
+        totals = {a["discount"]: a["amount"] for a in invoice["total_discount_amounts"]}
+        assert totals[discount_id] == own["amount"]
+        if invoice["discounts"]:
+            on_invoice.add(invoice["id"])
+            [coupon] = invoice["discounts"]
+            assert coupon != discount_id
+            shares = [a["amount"] for ln in lines for a in ln["discount_amounts"] if a["discount"] == coupon]
+            assert len(shares) == len(lines) and sum(shares) == totals[coupon] > 0
+            percent = next(
+                p
+                for p in (5, 10)
+                if _half_up(line["amount"] - own["amount"], p) == line["discount_amounts"][1]["amount"]
+            )
+            for other in lines:
+                [share] = [a["amount"] for a in other["discount_amounts"] if a["discount"] == coupon]
+                assert share == _half_up(other["amount"] - _own_discount(other), percent)
+        else:
+            assert len(totals) == 1 and all(
+                len(other["discount_amounts"]) == (other is line) for other in lines
+            )
+    share = len(discounted) / len(objs["invoices"])
+    assert 0.03 < share < 0.07, share
+    assert 0.25 < len(on_invoice) / len(discounted) < 0.75
+    assert created  # the mutation path discounts too
 
 
 def test_statuses_are_consistent_with_charges_refunds_and_credit_notes(world: World) -> None:
