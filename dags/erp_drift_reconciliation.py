@@ -38,7 +38,9 @@ tables (columns `source_id, currency_code, status, <amounts>, sync_batch_id`; pa
 
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
 is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or invoice
-lines that do not add up to the invoice's subtotal.
+lines that do not add up to the invoice's subtotal (`invoice_lines_sum_to_subtotal`: each live line's
+`amount` less its own item-level `discount_amount`, against `subtotal_amount`, or `total_amount` where
+no subtotal is staged; ADR 0016, 0019).
 """
 
 STAGING_TABLES = ("ar_invoices", "ar_invoice_lines", "ar_receipts", "ar_credit_memos")
