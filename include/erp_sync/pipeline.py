@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_RECORDS = 5_000
 # The first batch is a fifth of the others: the load (and the overlap with extraction) starts after
-# 1,000 records instead of 5,000, which is most of a small delta's wait.
+# 1,000 records instead of 5,000, which is most of a small delta's wait. The batches after it double
+# (1,000, 2,000, 4,000, 5,000, ...), so the loading thread is not left idle while the second batch
+# fills: in a 1% delta at 1,000,000 it waited ~0.25 s for a 5,000-record second batch.
 FIRST_BATCH_FRACTION = 5
 DEFAULT_LOOKBACK = timedelta(minutes=10)
 
@@ -145,8 +147,9 @@ def batched_pages(
     """Group pages into batches of about `batch_records` records; the flag marks the last batch.
 
     The first batch closes at `first_batch_records` (default: the same), so the load can start while
-    the rest is extracted. The last batch is always yielded (possibly empty): it is the one that
-    moves the cursor. Deterministic for the same pages: a retry re-forms the same batches.
+    the rest is extracted; each next batch may be twice the one before, up to `batch_records`. The
+    last batch is always yielded (possibly empty): it is the one that moves the cursor. Deterministic
+    for the same pages: a retry re-forms the same batches.
     """
     buffer: list[Page] = []
     count = 0
@@ -154,7 +157,7 @@ def batched_pages(
     for page in pages:
         if buffer and count + page.extracted > limit:
             yield buffer, False
-            buffer, count, limit = [], 0, batch_records
+            buffer, count, limit = [], 0, min(batch_records, 2 * limit)
         buffer.append(page)
         count += page.extracted
     yield buffer, True

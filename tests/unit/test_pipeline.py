@@ -104,3 +104,11 @@ def test_a_smaller_first_batch_then_full_ones() -> None:
     batches = list(batched_pages(pages, batch_records=80, first_batch_records=40))
     assert [[p.page_no for p in b] for b, _ in batches] == [[1], [2, 3], [4, 5], [6]]
     assert list(batched_pages(pages, 80, 40)) == batches  # the same pages form the same batches
+
+
+def test_batches_after_a_small_first_one_double_up_to_the_batch_size() -> None:
+    pages = [page(n, 1_000) for n in range(1, 16)]
+    batches = list(batched_pages(pages, batch_records=5_000, first_batch_records=1_000))
+    sizes = [sum(p.extracted for p in b) for b, _ in batches]
+    assert sizes == [1_000, 2_000, 4_000, 5_000, 3_000]
+    assert [last for _, last in batches] == [False, False, False, False, True]

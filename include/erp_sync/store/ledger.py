@@ -22,7 +22,8 @@ import pandas as pd
 
 from erp_sync.core.hashing import frame_key_digest
 
-CHUNK = 2_000
+# Keys per MGET/MSET/DEL: a batch's keys of one table in one round trip (fewer waits for the GIL).
+CHUNK = 10_000
 REBUILD_FETCH = 10_000
 
 

@@ -40,22 +40,23 @@ class CountingRedis:
 
 
 def test_bulk_round_trips_and_hashed_keys(redis_client, redis_namespace):
-    from erp_sync.store.ledger import RedisLedger
+    from erp_sync.store.ledger import CHUNK, RedisLedger
 
+    rows = 2 * CHUNK + 500  # three chunks
     counting = CountingRedis(redis_client)
     ledger = RedisLedger(counting, namespace=redis_namespace)
-    _, mapped, _ = invoice_batch(sample_invoices(5000))
+    _, mapped, _ = invoice_batch(sample_invoices(rows))
     head = mapped.tables["ar_invoices"]
 
     changed, unchanged = ledger.split_unchanged("ar_invoices", head)
-    assert (len(changed), unchanged) == (5000, 0)
-    assert ledger.remember("ar_invoices", head) == 5000
+    assert (len(changed), unchanged) == (rows, 0)
+    assert ledger.remember("ar_invoices", head) == rows
     changed, unchanged = ledger.split_unchanged("ar_invoices", head)
-    assert (len(changed), unchanged) == (0, 5000)
-    assert counting.calls == Counter({"mget": 6, "pipeline": 3})  # 5000 rows in chunks of 2000
+    assert (len(changed), unchanged) == (0, rows)
+    assert counting.calls == Counter({"mget": 6, "pipeline": 3})  # one round trip per chunk
 
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{redis_namespace}:ledger:*", count=1000)]
-    assert len(keys) == 5000
+    assert len(keys) == rows
     assert not any("in_" in k or "stripe" in k for k in keys)  # no ids in clear
     assert f"{redis_namespace}:ledger:ar_invoices:{key_digest('stripe', 'in_00000')}" in keys
 
