@@ -559,7 +559,8 @@ def delta_stages(
             "window_end": delta_end.isoformat(),
         },
     )
-    bench.set_rtt(rtt_ms)
+    if rtt_ms:
+        bench.set_rtt(rtt_ms)
     try:
         delta = bench.stage(
             "sync",
