@@ -170,7 +170,8 @@ def input_sha256(pages: Sequence[Page]) -> str:
         digest.update(b"\0")
         digest.update(page.body)
         digest.update(b"\0")
-        digest.update(page.fetched_children)
+        for piece in page.children_pieces():
+            digest.update(piece)
         digest.update(b"\0")
     return digest.hexdigest()
 

@@ -48,7 +48,7 @@ from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePagi
 from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
-from erp_sync.core.batch import Page, join_json_lists
+from erp_sync.core.batch import Page
 from erp_sync.core.batching import ReadAhead
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
@@ -363,7 +363,7 @@ class SaaSClient:
             superseded=superseded,
             deleted_ids=selection.deleted_ids(spec.primary_key),
             fetched_at=self._wall_clock(),
-            fetched_children=join_json_lists(child_bodies) if child_bodies else b"",
+            fetched_child_bodies=child_bodies,
             rebuild_whole=(
                 functools.partial(whole_records, spec, url, page_meta_for(mode, default_version), met_before)
                 if narrow

@@ -156,6 +156,8 @@ class RecordSelection:
         self.deleted: list[bool] = []
 
     def deleted_ids(self, primary_key: str) -> frozenset[str]:
+        if True not in self.deleted:  # every listing page, and most event pages
+            return frozenset()
         return frozenset(
             str(record[primary_key]) for record, gone in zip(self.records, self.deleted, strict=True) if gone
         )

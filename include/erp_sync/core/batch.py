@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,10 @@ class Page:
     # never re-serialised); False: the tail items themselves (pages stored before session 7).
     fetched_children: bytes = b""
     child_pages: bool = True
+    # The same continuation pages as the client received them, not yet joined (then
+    # `fetched_children` is empty): joining copies megabytes a batch, which a batch found committed
+    # (every batch of a replay) never needs. `children_pieces()` reads either form.
+    fetched_child_bodies: list[list[bytes]] = field(default_factory=list, repr=False)
     # Set when `records` hold only what the stream's model reads (the client decodes pages narrow):
     # rebuilds the page's records whole from `stored_body()`, for what a rejection keeps.
     rebuild_whole: Callable[[bytes], list[dict[str, Any]]] | None = field(
@@ -83,14 +87,24 @@ class Page:
             self._whole = self.rebuild_whole(self.stored_body())
         return self._whole[position]
 
+    def children_pieces(self) -> list[bytes]:
+        """The JSON of what the client fetched beyond the embedded heads (`fetched_children`), as
+        pieces whose concatenation it is; empty when nothing was fetched."""
+        if self.fetched_children:
+            return [self.fetched_children]
+        if self.fetched_child_bodies:
+            return json_list_pieces(self.fetched_child_bodies)
+        return []
+
     def stored_body(self) -> bytes:
         """What the outbox and the SFTP backups keep: `body`, or -- when the client completed
         truncated child lists -- `body` and the fetched tails in a page envelope (`envelope`), so a
         restore sees every line. Bytes are joined, nothing is re-serialised: rendering the completed
         page with orjson was 10% of a cold sync's CPU."""
-        if not self.fetched_children:
+        pieces = self.children_pieces()
+        if not pieces:
             return self.body
-        return envelope(self.body, self.fetched_children, child_pages=self.child_pages)
+        return envelope(self.body, pieces, child_pages=self.child_pages)
 
     def compressed(self, level: int) -> tuple[bytes, str]:
         """`stored_body()` gzipped at `level` (no timestamp: the same page gives the same bytes) and
@@ -114,11 +128,13 @@ _ENVELOPE_TAILS = b',"fetched_children":'
 _ENVELOPE_PAGES = b',"fetched_child_pages":'
 
 
-def envelope(body: bytes, fetched_children: bytes, *, child_pages: bool = False) -> bytes:
-    """`body` (JSON, as received) and `fetched_children` (JSON) as one JSON document: version 2 when
-    `fetched_children` holds continuation pages (`child_pages`), else version 1."""
+def envelope(body: bytes, fetched_children: bytes | Sequence[bytes], *, child_pages: bool = False) -> bytes:
+    """`body` (JSON, as received) and `fetched_children` (JSON, or pieces whose concatenation it is)
+    as one JSON document: version 2 when `fetched_children` holds continuation pages
+    (`child_pages`), else version 1."""
     key, label = (ENVELOPE_KEY_PAGES, _ENVELOPE_PAGES) if child_pages else (ENVELOPE_KEY, _ENVELOPE_TAILS)
-    return b"".join((key, str(len(body)).encode(), _ENVELOPE_BODY, body, label, fetched_children, b"}"))
+    children = (fetched_children,) if isinstance(fetched_children, bytes) else fetched_children
+    return b"".join((key, str(len(body)).encode(), _ENVELOPE_BODY, body, label, *children, b"}"))
 
 
 def open_envelope(stored: bytes) -> tuple[bytes, bytes, bool] | None:
@@ -144,7 +160,21 @@ def open_envelope(stored: bytes) -> tuple[bytes, bytes, bool] | None:
 
 def join_json_lists(lists: list[list[bytes]]) -> bytes:
     """`[[a, b], [c]]` of JSON documents as one JSON array of arrays, by joining bytes."""
-    return b"[" + b",".join(b"[" + b",".join(items) + b"]" for items in lists) + b"]"
+    return b"".join(json_list_pieces(lists))
+
+
+def json_list_pieces(lists: list[list[bytes]]) -> list[bytes]:
+    """The pieces of `join_json_lists(lists)`, the documents themselves not copied."""
+    pieces = [b"["]
+    for position, items in enumerate(lists):
+        pieces.append(b",[" if position else b"[")
+        for index, item in enumerate(items):
+            if index:
+                pieces.append(b",")
+            pieces.append(item)
+        pieces.append(b"]")
+    pieces.append(b"]")
+    return pieces
 
 
 @dataclass

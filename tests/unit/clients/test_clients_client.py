@@ -148,13 +148,15 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     rebuilt = page_from_body(get_stream("invoices"), stored, page.url, meta_for_page(page, "full"), 1)
     assert rebuilt.records == [page.whole_record(i) for i in range(len(page.records))]
     assert len(rebuilt.records[0]["lines"]["data"]) == 25
-    assert (rebuilt.body, rebuilt.fetched_children) == (page.body, page.fetched_children)
+    fetched = b"".join(page.children_pieces())
+    assert (rebuilt.body, rebuilt.fetched_children) == (page.body, fetched)
+    assert rebuilt.children_pieces() == [fetched]
     assert orjson.loads(stored)["body"] == orjson.loads(page.body)  # one JSON document, body verbatim
     assert page.body in stored
     # the raw body stays what was received; the continuation page, kept as received, is part of the
     # batch's identity
     assert len(orjson.loads(page.body)["data"][0]["lines"]["data"]) == 10
-    [[continuation]] = orjson.loads(page.fetched_children)
+    [[continuation]] = orjson.loads(fetched)
     assert [ln["id"] for ln in continuation["data"]] == [ln["id"] for ln in all_lines["in_big"][10:]]
     assert stored.startswith(b'{"erp_sync_page_envelope":2,')
     assert handle(line_calls[0]).body in stored  # the continuation page verbatim, not re-serialised
@@ -199,7 +201,7 @@ def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> No
     )
     assert page.body == body
     assert page.stored_body() is body
-    assert page.fetched_children == b""
+    assert page.children_pieces() == []
 
 
 def test_stats_and_progress_reports(make_client: Any, clock: FakeClock) -> None:

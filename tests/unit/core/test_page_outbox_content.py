@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from erp_sync.core.batch import Page, envelope, join_json_lists, open_envelope
+from erp_sync.core.batch import Page, envelope, join_json_lists, json_list_pieces, open_envelope
 
 BODY = b'{"data": [{"id": "in_1", "lines": {"data": [{"id": "il_1"}], "has_more": true}}]}'
 
@@ -79,6 +79,30 @@ def test_lists_of_json_documents_join_into_one_array() -> None:
         ["x"],
     ]
     assert join_json_lists([]) == b"[]"
+
+
+@pytest.mark.parametrize(
+    "lists", [[[b'{"a": 1}', b"[2]"], [], [b'"x"']], [[b"{}"]], [[], []], [[b"1", b"2", b"3"], [b"4"]]]
+)
+def test_the_pieces_of_joined_lists_are_the_joined_bytes(lists: list[list[bytes]]) -> None:
+    expected = b"[" + b",".join(b"[" + b",".join(items) + b"]" for items in lists) + b"]"
+    assert b"".join(json_list_pieces(lists)) == expected == join_json_lists(lists)
+
+
+def test_a_page_with_unjoined_continuation_pages_stores_and_digests_as_one_with_them_joined() -> None:
+    """The client hands over the continuation pages unjoined (a replay's batches never need them
+    joined); the outbox content and the batch's input digest are the same bytes either way."""
+    from erp_sync.pipeline import input_sha256
+
+    bodies = [[b'{"data": [{"id": "il_2"}]}', b'{"data": [{"id": "il_3"}]}'], [b'{"data": []}']]
+    unjoined = _page()
+    unjoined.fetched_child_bodies = bodies
+    joined = _page(join_json_lists(bodies))
+    assert b"".join(unjoined.children_pieces()) == joined.fetched_children
+    assert unjoined.stored_body() == joined.stored_body()
+    assert unjoined.compressed(2) == joined.compressed(2)
+    assert input_sha256([unjoined]) == input_sha256([joined])
+    assert input_sha256([unjoined]) != input_sha256([_page()])
 
 
 def test_a_plain_body_is_not_an_envelope() -> None:

@@ -1,0 +1,35 @@
+"""The bench report's floors: summed where a stage's floor has parts, averaged where two bracket it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import _rows
+
+
+def _stage(seconds: float) -> dict[str, Any]:
+    return {"seconds": seconds, "records": 1000}
+
+
+def test_the_replay_is_held_to_the_mean_of_the_floors_before_and_after_it() -> None:
+    raw = {"floor_http_full": _stage(10.0), "replay": _stage(12.0), "floor_http_replay": _stage(8.0)}
+    replay = {row["stage"]: row for row in _rows(raw)}["replay"]
+    assert replay["floor_seconds"] == 9.0
+    assert replay["ratio_to_floor"] == round(12.0 / 9.0, 2)
+    assert replay["floor"] == "mean(floor_http_full, floor_http_replay)"
+
+
+def test_without_the_second_floor_the_replay_keeps_the_first() -> None:
+    raw = {"floor_http_full": _stage(10.0), "replay": _stage(12.0)}
+    replay = {row["stage"]: row for row in _rows(raw)}["replay"]
+    assert (replay["floor"], replay["floor_seconds"], replay["ratio_to_floor"]) == (
+        "floor_http_full",
+        10.0,
+        1.2,
+    )
+
+
+def test_the_cold_sync_floor_is_still_the_sum_of_its_parts() -> None:
+    raw = {"floor_http_full": _stage(10.0), "floor_copy": _stage(5.0), "cold_sync": _stage(30.0)}
+    cold = {row["stage"]: row for row in _rows(raw)}["cold_sync"]
+    assert (cold["floor_seconds"], cold["ratio_to_floor"]) == (15.0, 2.0)
