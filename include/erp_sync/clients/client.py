@@ -50,6 +50,7 @@ from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page
 from erp_sync.core.batching import ReadAhead
+from erp_sync.core.tombstones import LookupAnswer
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -433,6 +434,20 @@ class SaaSClient:
         self._complete_children(spec, [record])
         return record
 
+    def lookup_record(self, spec: StreamSpec, source_id: str) -> LookupAnswer:
+        """GET `{spec.path}/{id}` for the repair's tombstones (ADR 0020): the record as answered (its
+        child lists not completed), or a 404 with the API's error code, which says whether the record
+        is gone (`resource_missing`) or the URL is wrong. Every other failure raises, as elsewhere."""
+        url = self._url(f"{spec.path.rstrip('/')}/{quote(source_id, safe='')}")
+        response, record = self._call("GET", url, (), parse=_record_or_error, pass_client_errors=True)
+        if response.status == 404:
+            return LookupAnswer(
+                source_id, 404, error_code=_api_code(response), message=_api_message(response)
+            )
+        if response.status >= 300:
+            raise FatalApiError(f"GET {_endpoint(url)}", response.status, _api_message(response))
+        return LookupAnswer(source_id, response.status, record=record)
+
     def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[bytes]]:
         """Complete every truncated child list of the page in place (fetching the tails with up to
         `child_concurrency` requests in flight); returns, per completed list, the bodies of its
@@ -644,6 +659,30 @@ def _api_message(response: HttpResponse) -> str:
                 return str(payload[key])
     snippet = response.body[:200].decode("utf-8", "replace").strip()
     return snippet or "(empty body)"
+
+
+def _record_or_error(response: HttpResponse) -> tuple[HttpResponse, dict[str, Any] | None]:
+    """A 2xx body as the JSON object it must be (else malformed: retried like a 5xx), or no record."""
+    if response.status >= 300:
+        return response, None
+    try:
+        record = orjson.loads(response.body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedResponseError(f"record body is not JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise MalformedResponseError(f"expected a JSON object, got {type(record).__name__}")
+    return response, record
+
+
+def _api_code(response: HttpResponse) -> str | None:
+    """The API's error code (Stripe: error.code, e.g. `resource_missing`), when it gives one."""
+    try:
+        payload = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _effective_mode(spec: StreamSpec, mode: str) -> Mode:

@@ -26,3 +26,34 @@ def test_get_record_completes_children_and_answers_none_for_unknown_ids() -> Non
         assert [line["id"] for line in record["lines"]["data"]] == expected_lines
         assert record["lines"]["has_more"] is False
         assert client.get_record(get_stream("invoices"), "in_does_not_exist") is None
+
+
+def test_lookup_record_tells_a_deleted_record_from_a_wrong_url() -> None:
+    """What the repair's tombstones rest on (ADR 0020): a deleted draft invoice answers 404
+    `resource_missing`, a deleted customer Stripe's `"deleted": true` stub, a live record itself, and a
+    wrong base URL a 404 without that code."""
+    from erp_sync.core.tombstones import Evidence, Verdict, evidence_of, verdict_of
+
+    with running_sandbox(invoices=60, seed=8) as sandbox:
+        sandbox.admin.mutate(3, kinds=["new_draft_invoice"])
+        gone = sandbox.admin.mutate(4, kinds=["delete_draft_invoice", "delete_customer"])["applied"]
+        invoice = next(c["id"] for c in gone if c["kind"] == "delete_draft_invoice")
+        customer = next(c["id"] for c in gone if c["kind"] == "delete_customer")
+        live = sandbox.admin.truth(objects=True)["objects"]["invoices"][0]["id"]
+        client = SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key))
+        wrong_url = SaaSClient(sandbox.base_url + "/api", BearerSecretKey(sandbox.secret_key))
+
+        answers = {
+            "invoice": client.lookup_record(get_stream("invoices"), invoice),
+            "customer": client.lookup_record(get_stream("customers"), customer),
+            "live": client.lookup_record(get_stream("invoices"), live),
+            "wrong_url": wrong_url.lookup_record(get_stream("invoices"), invoice),
+        }
+    assert {name: (verdict_of(a), evidence_of(a)) for name, a in answers.items()} == {
+        "invoice": (Verdict.GONE, Evidence.RESOURCE_MISSING),
+        "customer": (Verdict.GONE, Evidence.DELETED_STUB),
+        "live": (Verdict.EXISTS, None),
+        "wrong_url": (Verdict.UNCONFIRMED, None),
+    }
+    assert answers["invoice"].message == f"No such invoice: '{invoice}'"
+    assert answers["live"].record is not None and answers["live"].record["id"] == live
