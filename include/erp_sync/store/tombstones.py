@@ -1,0 +1,271 @@
+"""Tombstones the repair stages for records the SaaS confirms gone (ADR 0020), exactly once.
+
+    committed already? (same source_system, stream, window = the report's period, and an
+        input_sha256 over the gone ids: `core.tombstones.tombstone_input_sha256`) -> its recorded result
+    ONE transaction, as role erp_loader:
+        the primary rows still live and not newer than the lookups: interface_status 'DELETED',
+            row_sha256 = tombstone_sha256(row_sha256), source_version = when the lookups began
+        their live child rows (invoice lines): retired as the loader retires removed children
+        the ledger entries of every row written: evicted (before COMMIT)
+        the sync_batches row, and each record's evidence (erp_sync.repair_tombstones)
+    COMMIT
+
+What a deletion event stages (ADR 0015) is staged here too: the same tombstone hash, `DELETED` header
+and lines, a batch id an ERP importer reads to reverse them. Rows are UPDATEd, never deleted (ADR 0004).
+
+The ledger is evicted and never written: as after the loader's upsert, and as after a rebuild from
+Postgres, it holds no entry for a `DELETED` row. Evicting before COMMIT leaves no stale entry whatever
+point a crash hits (after COMMIT there is nothing left to write); a missing entry costs one no-op
+upsert later. A live read of the record after this (a full refresh with a later version, if the
+record was not gone after all) is therefore never skipped, and the upsert stages it live again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg2.extras import execute_values
+from psycopg2.sql import SQL, Identifier
+
+from erp_sync.core.batch import BatchKey, BatchResult
+from erp_sync.core.hashing import tombstone_sha256
+from erp_sync.core.tombstones import Evidence
+from erp_sync.store.faults import crash_point
+from erp_sync.store.ledger import RedisLedger
+from erp_sync.store.loader import CHILD_PARENT_COLUMN, LOADER_ROLE, find_committed
+from erp_sync.store.locks import stream_lock
+from erp_sync.store.state import get_cursor
+
+OUTCOMES = ("tombstoned", "already_deleted", "newer_version", "not_staged")
+
+
+@dataclass(frozen=True)
+class GoneRecord:
+    """A record the SaaS answered as gone, with what it answered."""
+
+    source_id: str
+    evidence: Evidence
+    api_message: str | None = None
+
+
+@dataclass(frozen=True)
+class TombstoneRequest:
+    """One stream's tombstones: its tables, the gone records, the report and when it was asked."""
+
+    key: BatchKey
+    primary_table: str
+    child_tables: Sequence[str]
+    gone: Sequence[GoneRecord]
+    report_id: int
+    looked_up_at: datetime
+
+    @property
+    def version(self) -> int:
+        """The tombstones' source_version: when the lookups began, in unix seconds (a row a sync
+        staged later than that is newer, and stays as it is)."""
+        return int(self.looked_up_at.timestamp())
+
+
+@dataclass(frozen=True)
+class TombstoneBatch:
+    """What the batch did: its record (None when no gone record was live: nothing was written), and
+    each gone record's outcome (see `OUTCOMES`)."""
+
+    result: BatchResult | None
+    outcomes: Mapping[str, str] = field(default_factory=dict)  # source_id -> outcome
+
+    @property
+    def tombstoned(self) -> list[str]:
+        return sorted(i for i, outcome in self.outcomes.items() if outcome == "tombstoned")
+
+
+def stage_tombstones(
+    conn: Any,
+    ledger: RedisLedger,
+    request: TombstoneRequest,
+    *,
+    batch_id: int,
+    lock_timeout_s: float = 600.0,
+) -> TombstoneBatch:
+    """Stage `request.gone` as tombstones in one recorded batch; a retry returns the recorded batch.
+
+    Takes the stream's load lock (a caller already holding it on `conn` passes straight through), so
+    no sync of the stream loads between the reads and the writes.
+    """
+    key = request.key
+    with stream_lock(conn, key.source_system, key.stream, timeout_s=lock_timeout_s):
+        recorded = find_committed(conn, key)
+        if recorded is not None:
+            return TombstoneBatch(recorded, recorded_outcomes(conn, recorded.batch_id))
+        return _transact(conn, ledger, request, batch_id)
+
+
+def recorded_outcomes(conn: Any, batch_id: int) -> dict[str, str]:
+    """The outcomes a committed tombstone batch recorded, by source id."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT source_id, outcome FROM erp_sync.repair_tombstones WHERE batch_id = %s", (batch_id,)
+            )
+            return {str(source_id): str(outcome) for source_id, outcome in cur.fetchall()}
+    finally:
+        conn.rollback()
+
+
+def _transact(conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_id: int) -> TombstoneBatch:
+    key = request.key
+    ids = sorted({g.source_id for g in request.gone})
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET LOCAL ROLE {LOADER_ROLE}")
+            stored = _stored_rows(cur, request.primary_table, key.source_system, ids)
+            outcomes = _outcomes(ids, stored, request.version)
+            doomed = {i: tombstone_sha256(stored[i][0]) for i, o in outcomes.items() if o == "tombstoned"}
+            if not doomed:  # every one is deleted already (say, by a delta): nothing to record
+                conn.rollback()
+                return TombstoneBatch(None, outcomes)
+            written = _tombstone_primary(cur, request, doomed, batch_id)
+            retired = {
+                table: _retire_children(cur, table, key.source_system, written, request.version, batch_id)
+                for table in request.child_tables
+                if table in CHILD_PARENT_COLUMN
+            }
+            ledger.evict(request.primary_table, written, source_system=key.source_system)
+            for table, children in retired.items():
+                ledger.evict(table, children, source_system=key.source_system)
+            result = BatchResult(
+                batch_id=batch_id,
+                extracted=len(ids),
+                loaded_new=0,
+                loaded_changed=len(written),
+                skipped_unchanged=len(ids) - len(written),
+                rejected=0,
+                rows_by_table={request.primary_table: len(written)}
+                | {table: len(children) for table, children in retired.items()},
+            )
+            result.check_conservation()
+            _insert_batch_row(cur, key, result, get_cursor(conn, key.source_system, key.stream))
+            _insert_evidence(cur, request, batch_id, outcomes)
+            crash_point("before_commit")
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    return TombstoneBatch(result, outcomes)
+
+
+def _stored_rows(
+    cur: Any, table: str, source_system: str, ids: Sequence[str]
+) -> dict[str, tuple[str, int, str]]:
+    """source_id -> (row_sha256, source_version, interface_status), locked for the update."""
+    cur.execute(
+        SQL(
+            "SELECT source_id, row_sha256, source_version, interface_status FROM erp_staging.{}"
+            " WHERE source_system = %s AND source_id = ANY(%s) FOR UPDATE"
+        ).format(Identifier(table)),
+        (source_system, list(ids)),
+    )
+    return {str(r[0]): (str(r[1]), int(r[2]), str(r[3])) for r in cur.fetchall()}
+
+
+def _outcomes(ids: Sequence[str], stored: Mapping[str, tuple[str, int, str]], version: int) -> dict[str, str]:
+    """What happens to each gone record: a live row no newer than the lookups becomes a tombstone."""
+    outcomes: dict[str, str] = {}
+    for source_id in ids:
+        row = stored.get(source_id)
+        if row is None:
+            outcomes[source_id] = "not_staged"  # an ERP-side SQL over posted tables named it
+        elif row[2] == "DELETED":
+            outcomes[source_id] = "already_deleted"  # a delta read its deletion event meanwhile
+        elif row[1] > version:
+            outcomes[source_id] = "newer_version"  # staged live after the SaaS answered
+        else:
+            outcomes[source_id] = "tombstoned"
+    return outcomes
+
+
+def _tombstone_primary(
+    cur: Any, request: TombstoneRequest, shas: Mapping[str, str], batch_id: int
+) -> list[str]:
+    if not shas:
+        return []
+    ids = sorted(shas)
+    cur.execute(
+        SQL(
+            "UPDATE erp_staging.{} AS s SET interface_status = 'DELETED', row_sha256 = t.sha,"
+            " source_version = %(version)s, sync_batch_id = %(batch_id)s, loaded_at = now()"
+            " FROM unnest(%(ids)s::text[], %(shas)s::text[]) AS t(source_id, sha)"
+            " WHERE s.source_system = %(system)s AND s.source_id = t.source_id"
+            " AND s.interface_status <> 'DELETED' AND s.source_version <= %(version)s"
+            " RETURNING s.source_id"
+        ).format(Identifier(request.primary_table)),
+        {
+            "version": request.version,
+            "batch_id": batch_id,
+            "ids": ids,
+            "shas": [shas[i] for i in ids],
+            "system": request.key.source_system,
+        },
+    )
+    return sorted(str(r[0]) for r in cur.fetchall())
+
+
+def _retire_children(
+    cur: Any, table: str, source_system: str, parents: Sequence[str], version: int, batch_id: int
+) -> list[str]:
+    """Mark the live child rows of the tombstoned records `DELETED` at the tombstone's version, as the
+    loader's retire step does for a tombstone from a deletion event (reached through the
+    `(source_system, <parent column>)` index)."""
+    if not parents:
+        return []
+    cur.execute(
+        SQL(
+            "UPDATE erp_staging.{} SET interface_status = 'DELETED', source_version = %(version)s,"
+            " sync_batch_id = %(batch_id)s, loaded_at = now()"
+            " WHERE source_system = %(system)s AND {} = ANY(%(parents)s)"
+            " AND interface_status <> 'DELETED' AND source_version <= %(version)s"
+            " RETURNING source_id"
+        ).format(Identifier(table), Identifier(CHILD_PARENT_COLUMN[table])),
+        {"version": version, "batch_id": batch_id, "system": source_system, "parents": list(parents)},
+    )
+    return sorted(str(r[0]) for r in cur.fetchall())
+
+
+def _insert_batch_row(cur: Any, key: BatchKey, result: BatchResult, cursor: datetime | None) -> None:
+    cur.execute(
+        """
+        INSERT INTO erp_sync.sync_batches (batch_id, run_id, source_system, stream, window_start, window_end,
+            input_sha256, extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, rows_by_table,
+            cursor_before, cursor_after)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, NULL)
+        """,
+        (
+            result.batch_id, key.run_id, key.source_system, key.stream, key.window_start, key.window_end,
+            key.input_sha256, result.extracted, result.loaded_new, result.loaded_changed,
+            result.skipped_unchanged, result.rejected, _json(result.rows_by_table), cursor,
+        ),
+    )  # fmt: skip
+
+
+def _insert_evidence(cur: Any, request: TombstoneRequest, batch_id: int, outcomes: Mapping[str, str]) -> None:
+    execute_values(
+        cur,
+        "INSERT INTO erp_sync.repair_tombstones (batch_id, source_system, stream, source_id, report_id,"
+        " evidence, api_message, looked_up_at, outcome) VALUES %s",
+        [
+            (
+                batch_id, request.key.source_system, request.key.stream, g.source_id, request.report_id,
+                g.evidence.value, g.api_message, request.looked_up_at, outcomes[g.source_id],
+            )
+            for g in {g.source_id: g for g in request.gone}.values()
+        ],
+    )  # fmt: skip
+
+
+def _json(value: Mapping[str, int]) -> str:
+    return orjson.dumps(dict(value), option=orjson.OPT_SORT_KEYS).decode()
