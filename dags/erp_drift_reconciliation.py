@@ -36,6 +36,18 @@ days after it was created; the rest stay `missing_in_saas`; 0 turns it off). The
 tables (columns `source_id, currency_code, status, <amounts>, sync_batch_id`; parameters
 `%(period_start)s`, `%(period_end)s`).
 
+**Records gone from the SaaS** (ADR 0020): with `repair`, each record the report found `missing_in_saas`
+is asked for by id before anything is written. One the SaaS confirms gone (404 `resource_missing`, or a
+`"deleted": true` stub) is staged as a tombstone (`interface_status = 'DELETED'`, its invoice lines
+retired), as a deletion event would have staged it: a full refresh cannot see deletions, and Stripe keeps
+its events 30 days. One that exists, or any other answer, is left alone; a lookup that fails (5xx,
+timeout, credentials) fails the task with nothing tombstoned. `repair_tombstones` (default true; false
+turns this off), `max_tombstones` (default 1000 per stream) and `max_tombstone_share` (default 0.5 of the
+ERP records the report compared for the stream): a connection to the wrong account answers every lookup
+with a 404, so more gone records than either limit fail the task before any write, naming the stream,
+the count and the param to raise. The re-check report's summary (`repair.tombstones`) says how many
+were tombstoned per stream, and which.
+
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
 is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or invoice
 lines that do not add up to the invoice's subtotal (`invoice_lines_sum_to_subtotal`: each live line's
@@ -75,6 +87,24 @@ ERP_CONN_ID = "erp_staging"
             minimum=0,
             description="Ask the SaaS by id for up to this many records only the ERP holds (0: never).",
         ),
+        "repair_tombstones": Param(
+            True,
+            type="boolean",
+            description="With repair: stage records the SaaS answers as gone (404 resource_missing) DELETED.",
+        ),
+        "max_tombstones": Param(
+            1000,
+            type="integer",
+            minimum=1,
+            description="With repair: refuse, before any write, over this many tombstones per stream.",
+        ),
+        "max_tombstone_share": Param(
+            0.5,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            description="With repair: refuse when more than this share of a stream's ERP records is gone.",
+        ),
     },
 )
 def erp_drift_reconciliation() -> None:
@@ -107,6 +137,7 @@ def erp_drift_reconciliation() -> None:
 
         from airflow.sdk.exceptions import AirflowFailException
 
+        from erp_sync.core.tombstones import TombstoneLimitError
         from erp_sync.hooks.erp import erp_connection, sync_state
         from erp_sync.hooks.saas import SaaSApiHook
         from erp_sync.reconcile_run import (
@@ -136,16 +167,19 @@ def erp_drift_reconciliation() -> None:
             backup = _backup_function()
             outcomes = []
             for request in requests:
-                outcome = run_request(
-                    conn=conn,
-                    client=client,
-                    request=request,
-                    redis_client=redis_client,
-                    namespace=namespace,
-                    dag_id=context["dag"].dag_id,
-                    run_id=context["run_id"],
-                    backup=backup,
-                )
+                try:
+                    outcome = run_request(
+                        conn=conn,
+                        client=client,
+                        request=request,
+                        redis_client=redis_client,
+                        namespace=namespace,
+                        dag_id=context["dag"].dag_id,
+                        run_id=context["run_id"],
+                        backup=backup,
+                    )
+                except TombstoneLimitError as exc:  # a verdict on the lookups: a retry gets the same
+                    raise AirflowFailException(str(exc)) from None
                 for report in outcome.reports:
                     print(report.message)
                 outcomes.append(outcome)

@@ -18,9 +18,12 @@ and (on request) repair.
 Repair re-sends exactly the records the latest report for the period found missing in the ERP or
 mismatched: it evicts them from the Redis ledger, marks the tampered staging rows' `row_sha256` as
 unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS,
-and loads it through `load_batch`; then it reconciles again. Records missing in the SaaS are never
-deleted (the loader cannot delete) and stay in the next report. Records the SaaS deleted and a delta
-staged as tombstones (`interface_status = 'DELETED'`, ADR 0015) are left out of the ERP side.
+and loads it through `load_batch`. Records the report found missing in the SaaS are asked for by id,
+before anything is written: those the SaaS confirms gone (404 `resource_missing`, or a deleted stub)
+are staged as tombstones in one recorded batch per stream, within `max_tombstones` and
+`max_tombstone_share` (`erp_sync.tombstone_repair`, ADR 0020); those that exist stay in the next
+report (ADR 0017). Then it reconciles again. Rows are never deleted (the loader cannot delete);
+tombstones (`interface_status = 'DELETED'`, ADR 0015) are left out of the ERP side.
 
 The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections and calls
 `run_from_params`; the tests call the same functions with real Postgres, Redis and the sandbox.
@@ -34,7 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
@@ -60,11 +64,19 @@ from erp_sync.core.reconcile import (
     reconcile_stream,
     side_from_frame,
 )
+from erp_sync.core.tombstones import (
+    DEFAULT_MAX_TOMBSTONE_SHARE,
+    DEFAULT_MAX_TOMBSTONES,
+    TombstonePolicy,
+)
 from erp_sync.reports import file_names, render_csv, render_html, render_json, render_totals_csv
 from erp_sync.reports.render import repair_commands
 from erp_sync.store import drift
 from erp_sync.streams import STREAMS, get_stream
 from erp_sync.streams.spec import StreamSpec
+
+if TYPE_CHECKING:
+    from erp_sync.tombstone_repair import StreamTombstones
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +96,9 @@ PARAM_NAMES = frozenset(
         "erp_sql",
         "saas_lookback_days",
         "lookup_missing_limit",
+        "repair_tombstones",
+        "max_tombstones",
+        "max_tombstone_share",
     }
 )
 UNKNOWN_SHA = "0" * 64
@@ -116,6 +131,7 @@ class ReconcileRequest:
     erp_sql: Mapping[str, str] = field(default_factory=dict)  # stream -> SQL over posted tables
     saas_lookback: timedelta = timedelta(days=DEFAULT_SAAS_LOOKBACK_DAYS)
     lookup_missing_limit: int = DEFAULT_LOOKUP_MISSING_LIMIT
+    tombstones: TombstonePolicy = field(default_factory=TombstonePolicy)  # what repair may tombstone
 
 
 def reconcilable_streams() -> list[str]:
@@ -182,7 +198,38 @@ def parse_request(conf: Mapping[str, Any], *, now: datetime) -> ReconcileRequest
         erp_sql=dict(erp_sql),
         saas_lookback=timedelta(days=lookback),
         lookup_missing_limit=_non_negative_int(conf, "lookup_missing_limit", DEFAULT_LOOKUP_MISSING_LIMIT),
+        tombstones=parse_tombstone_policy(conf),
     )
+
+
+def parse_tombstone_policy(conf: Mapping[str, Any]) -> TombstonePolicy:
+    """`repair_tombstones`, `max_tombstones` (at least 1) and `max_tombstone_share` (above 0, at most 1)."""
+    max_tombstones = _non_negative_int(conf, "max_tombstones", DEFAULT_MAX_TOMBSTONES)
+    if max_tombstones < 1:
+        raise InvalidParamError(
+            "max_tombstones", "expected at least 1; set repair_tombstones=false to tombstone nothing"
+        )
+    return TombstonePolicy(
+        enabled=parse_bool("repair_tombstones", conf.get("repair_tombstones"), default=True),
+        max_per_stream=max_tombstones,
+        max_share=_share(conf, "max_tombstone_share", DEFAULT_MAX_TOMBSTONE_SHARE),
+    )
+
+
+def _share(conf: Mapping[str, Any], name: str, default: Decimal) -> Decimal:
+    """A share above 0 and at most 1, exact (0.1 is one tenth, not the nearest binary fraction)."""
+    value = conf.get(name)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+            raise InvalidOperation
+        share = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidParamError(name, f"expected a number above 0 and at most 1, got {value!r}") from None
+    if not share.is_finite() or not Decimal(0) < share <= Decimal(1):
+        raise InvalidParamError(name, f"expected a number above 0 and at most 1, got {value!r}")
+    return share
 
 
 def _non_negative_int(conf: Mapping[str, Any], name: str, default: int) -> int:
@@ -578,6 +625,7 @@ def reconcile_period(
     backup: BackupFn | None = None,
     repair_of_report_id: int | None = None,
     lock_timeout_s: float = 600.0,
+    repair_summary: Mapping[str, Any] | None = None,
 ) -> ReconcileOutcome:
     """Compare the SaaS and the ERP for `request`'s period and streams; store and render the report.
 
@@ -586,7 +634,8 @@ def reconcile_period(
     are done, so a half-loaded window never shows as drift.
 
     A failure while reading either side is stored as an ERROR report (so the UI shows the attempt and
-    its reason) and then re-raised.
+    its reason) and then re-raised. A re-check after a repair carries `repair_summary` (what the repair
+    re-sent and tombstoned) in its summary.
     """
     sources: dict[str, Any] = {"saas": {}, "erp": {}}
     try:
@@ -607,7 +656,7 @@ def reconcile_period(
         period_end=request.period_end,
         streams=request.streams,
         status=result.status,
-        summary=_summary(result),
+        summary=_summary(result) | ({"repair": dict(repair_summary)} if repair_summary is not None else {}),
         conservation=conservation,
         tolerances=dict(request.tolerances_raw),
         invariants=invariants,
@@ -876,6 +925,20 @@ class RepairResult:
     loaded_changed: int = 0
     skipped_unchanged: int = 0
     rejected: int = 0
+    tombstones: dict[str, StreamTombstones] = field(default_factory=dict)  # stream -> (ADR 0020)
+
+    def summary(self) -> dict[str, Any]:
+        """What the repair did, small and JSON-safe (the re-check report's summary, the XCom)."""
+        return {
+            "of_report": self.report_id,
+            "resent": {
+                "requested": dict(self.requested),
+                "new": self.loaded_new,
+                "changed": self.loaded_changed,
+                "not_found": {stream: len(ids) for stream, ids in self.not_found.items()},
+            },
+            "tombstones": {stream: t.summary() for stream, t in sorted(self.tombstones.items())},
+        }
 
 
 def repair_targets(conn: Any, report_id: int) -> dict[str, dict[str, set[str]]]:
@@ -950,8 +1013,14 @@ def repair_report(
     namespace: str = "erpsync",
     now: datetime | None = None,
     lock_timeout_s: float = 600.0,
+    tombstones: TombstonePolicy | None = None,
 ) -> RepairResult:
-    """Re-send exactly the records report `report_id` found missing in the ERP or mismatched."""
+    """Re-send exactly the records report `report_id` found missing in the ERP or mismatched, and stage
+    as tombstones those it found missing in the SaaS that the SaaS confirms gone (ADR 0020).
+
+    The records missing in the SaaS are looked up first: a stream with more gone records than
+    `tombstones` allows raises `TombstoneLimitError` before anything is written.
+    """
     from erp_sync.clients.pages import page_meta_for
     from erp_sync.core.transform import map_pages
     from erp_sync.pipeline import input_sha256
@@ -959,6 +1028,7 @@ def repair_report(
     from erp_sync.store.ledger import RedisLedger
     from erp_sync.store.loader import load_batch
     from erp_sync.store.locks import stream_lock
+    from erp_sync.tombstone_repair import look_up_gone, stage_gone
 
     when = now or datetime.now(UTC)
     report = drift.get_report(conn, report_id)
@@ -966,6 +1036,8 @@ def repair_report(
     if report is None:
         raise LookupError(f"no drift report {report_id} to repair")
     targets = repair_targets(conn, report_id)
+    looked_up_at = datetime.now(UTC)
+    lookups = look_up_gone(conn, client, report, tombstones or TombstonePolicy())
     ledger = RedisLedger(redis_client, namespace=namespace)
     result = RepairResult(report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[])
     for stream, kinds in sorted(targets.items()):
@@ -1011,6 +1083,10 @@ def repair_report(
                     stream, batch.batch_id, len(records), batch.loaded_new, batch.loaded_changed,
                     batch.skipped_unchanged, batch.rejected,
                 )  # fmt: skip
+    result.tombstones = stage_gone(
+        conn=conn, ledger=ledger, redis_client=redis_client, namespace=namespace, lookups=lookups,
+        report=report, run_id=run_id, looked_up_at=looked_up_at, lock_timeout_s=lock_timeout_s,
+    )  # fmt: skip
     return result
 
 
@@ -1036,6 +1112,7 @@ class RunOutcome:
                 "new": self.repair.loaded_new,
                 "changed": self.repair.loaded_changed,
                 "not_found": self.repair.not_found,
+                "tombstones": {s: t.summary() for s, t in sorted(self.repair.tombstones.items())},
             }
         return out
 
@@ -1076,10 +1153,11 @@ def run_request(
         report_id=base_id,
         run_id=run_id,
         namespace=namespace,
+        tombstones=request.tombstones,
     )
     after = reconcile_period(
         conn=conn, client=client, request=request, dag_id=dag_id, run_id=run_id, backup=backup,
-        repair_of_report_id=base_id,
+        repair_of_report_id=base_id, repair_summary=repaired.summary(),
     )  # fmt: skip
     reports.append(after)
     return RunOutcome(reports=reports, repair=repaired)

@@ -194,14 +194,18 @@ def test_clean_sync_is_ok_then_tampering_is_found_exactly_and_repair_restores_ex
     assert _currency_diffs(stored) == {c: d for c, d in expected_diff.items() if d != 0}
     conn.commit()
 
-    # 4. repair: exactly the deleted, changed and unsynced records are (re)written, nothing else
+    # 4. repair: exactly the deleted, changed and unsynced records are (re)written, and the record the
+    # SaaS answers as gone (404 resource_missing) is staged as a tombstone (ADR 0020); nothing else
     before_inv = _snapshot(conn, "ar_invoices")
     before_lines = _snapshot(conn, "ar_invoice_lines")
     repaired = _run(conn, sandbox, {**invoices_only, "repair": True}, redis_client=redis_client, ns=ns)
     after_inv = _snapshot(conn, "ar_invoices")
     after_lines = _snapshot(conn, "ar_invoice_lines")
     rewritten = {k for k, v in after_inv.items() if before_inv.get(k) != v}
-    assert rewritten == {r[0] for r in deleted} | set(new_ids) | {r[0] for r in bumped} | {restatused[0]}
+    assert rewritten == {r[0] for r in deleted} | set(new_ids) | {r[0] for r in bumped} | {
+        restatused[0],
+        "in_never_in_saas",
+    }
     changed_lines = {k for k, v in after_lines.items() if before_lines.get(k) != v}
     line_parents = _rows(
         conn,
@@ -209,15 +213,17 @@ def test_clean_sync_is_ok_then_tampering_is_found_exactly_and_repair_restores_ex
         (list(changed_lines),),
     )
     assert {r[0] for r in line_parents} == set(new_ids)  # only the new invoices' lines were written
-    assert "in_never_in_saas" in after_inv  # the loader cannot delete
+    # the loader cannot delete: the row stays, as a tombstone
+    assert _rows(
+        conn, "SELECT interface_status FROM erp_staging.ar_invoices WHERE source_id = 'in_never_in_saas'"
+    ) == [("DELETED",)]
 
     final = repaired.reports[-1]
-    assert final.status == "DRIFT"
-    assert [(i["kind"], i["source_id"]) for i in drift.get_items(conn, final.report_id)] == [
-        ("missing_in_saas", "in_never_in_saas")
-    ]
+    assert final.status == "OK", final.message
+    assert drift.get_items(conn, final.report_id) == []
     assert drift.get_report(conn, final.report_id)["repair_of_report_id"] == found.report_id
     assert repaired.repair is not None and repaired.repair.loaded_new == len(deleted) + len(new_ids)
+    assert repaired.repair.tombstones["invoices"].tombstoned == ["in_never_in_saas"]
     assert drift.verify_report(conn, final.report_id)
 
 
