@@ -96,6 +96,15 @@ def test_html_is_self_contained_and_escaped():
     assert "make reconcile" in page and "DRIFT" in page and "0.001" in page
 
 
+def test_html_of_a_recheck_says_what_the_repair_tombstoned():
+    tombstones = {"invoices": {"tombstoned": 2, "tombstoned_ids": ["in_1", "in_<2>"], "batch_id": 9}}
+    recheck = {**REPORT, "summary": {"repair": {"of_report": 6, "tombstones": tombstones}}}
+    page = render_html(recheck, ITEMS).decode()
+    assert "What the repair before this report did" in page
+    assert "&quot;tombstoned_ids&quot;" in page and "in_&lt;2&gt;" in page
+    assert "What the repair before this report did" not in render_html(REPORT, ITEMS).decode()
+
+
 def test_html_truncates_items_beyond_the_limit():
     page = render_html(REPORT, ITEMS * 3, item_limit=2).decode()
     assert page.count("amount_mismatch") == 2 and "more items in the CSV/JSON" in page
