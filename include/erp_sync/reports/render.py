@@ -230,8 +230,8 @@ def render_html(
     repaired = (report.get("summary") or {}).get("repair")
     if repaired:  # a re-check after a repair: what it re-sent and tombstoned (ADR 0020)
         parts.append("<h2>What the repair before this report did</h2>")
-        shown = orjson.dumps(_jsonable(repaired), option=orjson.OPT_INDENT_2).decode()
-        parts.append(f"<pre>{esc(shown)}</pre>")
+        repair_json = orjson.dumps(_jsonable(repaired), option=orjson.OPT_INDENT_2).decode()
+        parts.append(f"<pre>{esc(repair_json)}</pre>")
     parts.append(
         "<h2>Repair</h2><p>Re-send exactly the records this report found missing in the ERP or mismatched, "
         "and stage as deleted those it found missing in the SaaS that the SaaS answers as gone:</p>"
