@@ -120,3 +120,60 @@ def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
         assert _report_link(env) == f"/drift-reports/reports/{latest['report_id']}"  # even on a red task
     finally:
         conn.close()
+
+
+def test_repair_over_max_tombstones_fails_red_before_any_write_and_within_it_tombstones(
+    airflow_home, sandbox, sftp, migrated_pg_dsn, redis_client, redis_namespace
+):
+    """The tombstone params reach the repair (ADR 0020): over `max_tombstones` the reconcile task fails
+    once, without a retry, saying which stream, how many and which param to raise; within it the rows
+    the SaaS answers as gone are staged DELETED and the re-check is OK."""
+    end = _full_sync(sandbox, migrated_pg_dsn, redis_client, redis_namespace)
+    env = connections_env(airflow_home, sandbox, migrated_pg_dsn, redis_namespace, sftp)
+    foreign = ["in_foreign_1", "in_foreign_2"]  # the SaaS answers 404 resource_missing for both
+    conn = psycopg2.connect(migrated_pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            for source_id in foreign:
+                cur.execute(
+                    """INSERT INTO erp_staging.ar_invoices (source_system, source_id, status, currency_code,
+                           total_amount, amount_paid, amount_due, issued_at, row_sha256, source_version,
+                           sync_batch_id)
+                       VALUES ('stripe', %s, 'open', 'USD', 2.5, 0, 2.5, now(), repeat('f', 64), 1, 1)""",
+                    (source_id,),
+                )
+        conn.commit()
+        conf = {"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat(), "repair": True}
+
+        states, output = dag_test(env, DAG_ID, {**conf, "max_tombstones": 1})
+        assert states["reconcile"] == "failed", output[-3000:]
+        tries = latest_run_rows(
+            env, DAG_ID, "SELECT try_number FROM task_instance", where="task_id = 'reconcile'"
+        )
+        assert tries == [(1,)]
+        assert "repair refused before any write: stream invoices: the SaaS answers 2 of the records" in output
+        assert "raise max_tombstones for this run" in output
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT interface_status FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)",
+                (foreign,),
+            )
+            assert cur.fetchall() == [("PENDING",)]
+        conn.rollback()
+
+        states, output = dag_test(env, DAG_ID, {**conf, "max_tombstones": 2})
+        assert states["reconcile"] == "success", output[-3000:]
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT interface_status FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)",
+                (foreign,),
+            )
+            assert cur.fetchall() == [("DELETED",)]
+        conn.rollback()
+        recheck = drift.list_reports(conn)[0]
+        assert (
+            recheck["status"] == "OK"
+            and recheck["summary"]["repair"]["tombstones"]["invoices"]["tombstoned"] == 2
+        )
+    finally:
+        conn.close()
