@@ -26,7 +26,8 @@ report (ADR 0017). Then it reconciles again. Rows are never deleted (the loader 
 tombstones (`interface_status = 'DELETED'`, ADR 0015) are left out of the ERP side.
 
 The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections and calls
-`run_from_params`; the tests call the same functions with real Postgres, Redis and the sandbox.
+`conf_from_params` and `run_request` (per period); the tests call the same functions with real
+Postgres, Redis and the sandbox.
 """
 
 from __future__ import annotations
