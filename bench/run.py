@@ -737,7 +737,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument(
-        "--batch-records", type=int, default=int(os.environ.get("BENCH_BATCH_RECORDS", "5000"))
+        "--batch-records",
+        type=int,
+        # unset: the pipeline's own sizes by mode (5,000 for a full refresh, 2,500 for a delta)
+        default=int(os.environ["BENCH_BATCH_RECORDS"]) if os.environ.get("BENCH_BATCH_RECORDS") else None,
     )
     parser.add_argument(
         "--skip", default=os.environ.get("BENCH_SKIP", ""), help="comma-separated stage names"

@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--window-start", default=None)
     sync.add_argument("--window-end", default=None)
     sync.add_argument("--lookback-minutes", type=float, default=10.0)
-    sync.add_argument("--batch-records", type=int, default=5_000)
+    sync.add_argument(
+        "--batch-records",
+        type=int,
+        default=None,
+        help="records per batch (default: 5,000 for a full refresh, 2,500 for an incremental window)",
+    )
     sync.add_argument("--page-size", type=int, default=100)
     return parser
 

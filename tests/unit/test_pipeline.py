@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from erp_sync.core.batch import BatchResult, Page
-from erp_sync.pipeline import StreamRunResult, batched_pages, input_sha256
+from erp_sync.pipeline import StreamRunResult, batch_sizes, batched_pages, input_sha256
 
 
 def page(n: int, records: int) -> Page:
@@ -93,7 +93,7 @@ def test_prepared_batches_carry_their_input_digest_and_are_mapped_only_when_aske
 
     pages = [keyed_page(1, ["in_a", "in_b"]), keyed_page(2, ["in_b", "in_c"]), keyed_page(3, ["in_a"])]
     not_ahead = threading.Event()  # clear: nothing is mapped ahead
-    batches = list(_prepare_batches(get_stream("invoices"), pages, 2, not_ahead))
+    batches = list(_prepare_batches(get_stream("invoices"), pages, (1, 2), not_ahead))
     assert [b.mapped for b in batches] == [None, None, None]
     assert [b.digest for b in batches] == [input_sha256([p]) for p in pages]
     assert [b.is_last for b in batches] == [False, False, True]
@@ -104,6 +104,16 @@ def test_a_smaller_first_batch_then_full_ones() -> None:
     batches = list(batched_pages(pages, batch_records=80, first_batch_records=40))
     assert [[p.page_no for p in b] for b, _ in batches] == [[1], [2, 3], [4, 5], [6]]
     assert list(batched_pages(pages, 80, 40)) == batches  # the same pages form the same batches
+
+
+def test_an_incremental_window_stops_its_batches_at_2500_unless_the_size_is_set() -> None:
+    pages = [page(n, 500) for n in range(1, 28)]  # 13,500 records, as a 1% delta at 1,000,000
+    first, size = batch_sizes("incremental", None)
+    sizes = [sum(p.extracted for p in b) for b, _ in batched_pages(pages, size, first)]
+    assert sizes == [1_000, 2_000, 2_500, 2_500, 2_500, 2_500, 500]
+    assert batch_sizes("full", None) == (1_000, 5_000)
+    assert batch_sizes("incremental", 10_000) == batch_sizes("full", 10_000) == (2_000, 10_000)
+    assert batch_sizes("incremental", 80) == (16, 80)
 
 
 def test_batches_after_a_small_first_one_double_up_to_the_batch_size() -> None:

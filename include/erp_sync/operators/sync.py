@@ -35,7 +35,7 @@ class SaaSStreamSyncOperator(BaseOperator):
         saas_conn_id: str | None = None,
         erp_conn_id: str = "erp_staging",
         state_conn_id: str = "sync_state",
-        batch_records: int = 5_000,
+        batch_records: int | None = None,  # None: by the window's mode (`pipeline.batch_sizes`)
         lookback: timedelta = timedelta(minutes=10),
         **kwargs: Any,
     ) -> None:
