@@ -74,13 +74,6 @@ def _header(result, **extra) -> ReportHeader:
     )
 
 
-@pytest.fixture
-def conn(migrated_pg_dsn):
-    connection = psycopg2.connect(migrated_pg_dsn)
-    yield connection
-    connection.close()
-
-
 def test_report_is_stored_with_totals_items_and_a_verifiable_hash(conn):
     result = _drift_result()
     stored = write_report(conn, _header(result), result.totals, result.items)

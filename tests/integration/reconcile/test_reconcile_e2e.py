@@ -40,13 +40,6 @@ def sandbox() -> Iterator[SandboxHandle]:
         yield handle
 
 
-@pytest.fixture
-def conn(migrated_pg_dsn: str) -> Iterator[Any]:
-    connection = psycopg2.connect(migrated_pg_dsn)
-    yield connection
-    connection.close()
-
-
 def _client(sandbox: SandboxHandle) -> SaaSClient:
     return SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key), page_size=50)
 

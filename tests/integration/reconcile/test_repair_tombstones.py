@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import psycopg2
 import pytest
 import redis
 
@@ -41,13 +40,6 @@ WHOLE_HISTORY = "2020-01-01T00:00:00Z"
 def sandbox() -> Iterator[SandboxHandle]:
     with running_sandbox(invoices=120, seed=6) as handle:
         yield handle
-
-
-@pytest.fixture
-def conn(migrated_pg_dsn: str) -> Iterator[Any]:
-    connection = psycopg2.connect(migrated_pg_dsn)
-    yield connection
-    connection.close()
 
 
 def _client(sandbox: SandboxHandle, base_url: str | None = None, **kwargs: Any) -> SaaSClient:
