@@ -46,7 +46,14 @@ import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
 from erp_sync.core.batch import BatchKey, Page
-from erp_sync.core.batching import READ_AHEAD_PAGES, ReadAhead, collect_between_batches, gc_paused
+from erp_sync.core.batching import (
+    READ_AHEAD_PAGES,
+    ReadAhead,
+    chunked,
+    collect_between_batches,
+    each_in_flight,
+    gc_paused,
+)
 from erp_sync.core.params import InvalidParamError, parse_bool, parse_streams, parse_utc
 from erp_sync.core.reconcile import (
     METRICS_BY_TABLE,
@@ -954,11 +961,6 @@ def repair_targets(conn: Any, report_id: int) -> dict[str, dict[str, set[str]]]:
     return targets
 
 
-def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
-
-
 def fetch_records(
     client: Any, spec: StreamSpec, ids: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -967,17 +969,12 @@ def fetch_records(
     Up to the client's `child_concurrency` requests are in flight (a real API's round trip, not its
     rate budget, bounds one request after another); the records come back in the ids' order.
     """
-    workers = min(int(getattr(client, "child_concurrency", 1)), len(ids))
-    if workers <= 1:
-        fetched = [client.get_record(spec, source_id) for source_id in ids]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="get-by-id") as pool:
-            futures = [pool.submit(client.get_record, spec, source_id) for source_id in ids]
-            try:
-                fetched = [future.result() for future in futures]
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    fetched = each_in_flight(
+        lambda source_id: client.get_record(spec, source_id),
+        ids,
+        int(getattr(client, "child_concurrency", 1)),
+        "get-by-id",
+    )
     records = [record for record in fetched if record is not None]
     missing = [source_id for source_id, record in zip(ids, fetched, strict=True) if record is None]
     return records, missing
@@ -1047,7 +1044,7 @@ def repair_report(
         ids = sorted(kinds["missing"] | kinds["mismatched"])
         result.requested[stream] = len(ids)
         with stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s):
-            for chunk_no, chunk in enumerate(_chunks(ids, REPAIR_CHUNK), start=1):
+            for chunk_no, chunk in enumerate(chunked(ids, REPAIR_CHUNK), start=1):
                 records, gone = fetch_records(client, spec, chunk)
                 result.fetched[stream] = result.fetched.get(stream, 0) + len(records)
                 if gone:

@@ -18,13 +18,14 @@ and every report of its period lists it missing in the SaaS.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from erp_sync.core.batch import BatchKey
+from erp_sync.core.batching import chunked, each_in_flight
 from erp_sync.core.tombstones import (
     LookupAnswer,
     TombstonePolicy,
@@ -129,7 +130,7 @@ def _look_up_stream(
     client: Any, spec: StreamSpec, ids: Sequence[str], lookups: StreamLookups, policy: TombstonePolicy
 ) -> None:
     header_spec = replace(spec, children=())  # the header answers the question; no line requests
-    for chunk in _chunks(ids, LOOKUP_CHUNK):
+    for chunk in chunked(ids, LOOKUP_CHUNK):
         for answer in lookup_records(client, header_spec, chunk):
             _classify(answer, lookups)
         lookups.asked += len(chunk)
@@ -154,16 +155,12 @@ def _classify(answer: LookupAnswer, lookups: StreamLookups) -> None:
 def lookup_records(client: Any, spec: StreamSpec, ids: Sequence[str]) -> list[LookupAnswer]:
     """`client.lookup_record` for each id, up to the client's `child_concurrency` in flight; the
     answers in the ids' order. The first failure (other than a 404) raises."""
-    workers = min(int(getattr(client, "child_concurrency", 1)), len(ids))
-    if workers <= 1:
-        return [client.lookup_record(spec, source_id) for source_id in ids]
-    with ThreadPoolExecutor(workers, thread_name_prefix="lookup-gone") as pool:
-        futures = [pool.submit(client.lookup_record, spec, source_id) for source_id in ids]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    return each_in_flight(
+        lambda source_id: client.lookup_record(spec, source_id),
+        ids,
+        int(getattr(client, "child_concurrency", 1)),
+        "lookup-gone",
+    )
 
 
 def stage_gone(
@@ -195,7 +192,7 @@ def stage_gone(
             lock_timeout_s=lock_timeout_s,
         )  # fmt: skip
         outcome.tombstoned = batch.tombstoned
-        outcome.not_tombstoned = _counted(o for o in batch.outcomes.values() if o != "tombstoned")
+        outcome.not_tombstoned = dict(Counter(o for o in batch.outcomes.values() if o != "tombstoned"))
         if batch.result is not None:
             outcome.batch_id = batch.result.batch_id
             outcome.already_committed = batch.result.already_committed
@@ -228,15 +225,3 @@ def tombstone_request(
         report_id=int(report["report_id"]),
         looked_up_at=looked_up_at,
     )
-
-
-def _counted(values: Iterator[str] | Sequence[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return counts
-
-
-def _chunks(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]

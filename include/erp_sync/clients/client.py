@@ -422,7 +422,7 @@ class SaaSClient:
     def get_record(self, spec: StreamSpec, source_id: str) -> dict[str, Any] | None:
         """GET `{spec.path}/{id}` with the client's retry, rate and auth policies, children completed
         like a listing's; None when the API answers 404 (the record does not exist)."""
-        url = self._url(f"{spec.path.rstrip('/')}/{quote(source_id, safe='')}")
+        url = self._record_url(spec, source_id)
         try:
             record = self._call("GET", url, (), parse=lambda r: orjson.loads(r.body))
         except FatalApiError as exc:
@@ -438,7 +438,7 @@ class SaaSClient:
         """GET `{spec.path}/{id}` for the repair's tombstones (ADR 0020): the record as answered (its
         child lists not completed), or a 404 with the API's error code, which says whether the record
         is gone (`resource_missing`) or the URL is wrong. Every other failure raises, as elsewhere."""
-        url = self._url(f"{spec.path.rstrip('/')}/{quote(source_id, safe='')}")
+        url = self._record_url(spec, source_id)
         response, record = self._call("GET", url, (), parse=_record_or_error, pass_client_errors=True)
         if response.status == 404:
             return LookupAnswer(
@@ -512,6 +512,9 @@ class SaaSClient:
         return tail_items(head, payloads), bodies
 
     # ---------------------------------------------------------------- request
+
+    def _record_url(self, spec: StreamSpec, source_id: str) -> str:
+        return self._url(f"{spec.path.rstrip('/')}/{quote(source_id, safe='')}")
 
     def _url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):

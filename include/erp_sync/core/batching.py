@@ -1,4 +1,5 @@
-"""Helpers for long batch loops: a garbage-collector pause and a bounded read-ahead thread.
+"""Helpers for long batch loops: a garbage-collector pause, a bounded read-ahead thread, and calls
+made a few at a time (lookups by id).
 
 Airflow-free and pure: the pipeline, the reconciliation re-read and `map_pages` use them.
 """
@@ -9,10 +10,33 @@ import contextlib
 import gc
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in consecutive slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def each_in_flight(call: Callable[[T], R], items: Sequence[T], workers: int, name: str) -> list[R]:
+    """`call(item)` for each item, up to `workers` in flight (threads named `name`); the results in
+    the items' order. The first exception raises, once the calls already started have ended."""
+    workers = min(workers, len(items))
+    if workers <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+        futures = [pool.submit(call, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 _pauses = 0

@@ -14,22 +14,18 @@ The ledger is a cache of Postgres, never the truth, and it is kept safe to trust
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from erp_sync.core.batching import chunked
 from erp_sync.core.hashing import frame_key_digest
 
 # Keys per MGET/MSET/DEL: a batch's keys of one table in one round trip (fewer waits for the GIL).
 CHUNK = 10_000
 REBUILD_FETCH = 10_000
-
-
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _text(value: Any) -> str | None:
@@ -82,7 +78,7 @@ class RedisLedger:
 
     def _lookup_keys(self, keys: Sequence[str]) -> list[str | None]:
         found: list[str | None] = []
-        for chunk in _chunks(keys):
+        for chunk in chunked(keys, CHUNK):
             found.extend(_text(value) for value in self.redis.mget(list(chunk)))
         return found
 
@@ -158,7 +154,7 @@ class RedisLedger:
 
     def evict_full_keys(self, keys: Sequence[str]) -> int:
         """Forget full Redis keys (as `split` returns them), one DEL per chunk."""
-        return sum(int(self.redis.delete(*chunk)) for chunk in _chunks(keys))
+        return sum(int(self.redis.delete(*chunk)) for chunk in chunked(keys, CHUNK))
 
     def _set_many(self, keys: Sequence[str], values: Sequence[str]) -> None:
         """One MSET per chunk (a SET per key cost 82 s for 455,108 keys; entries carry no TTL, so

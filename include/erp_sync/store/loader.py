@@ -279,7 +279,7 @@ def _transact(
             if dry_run:
                 conn.rollback()
                 return result, outcomes
-            _insert_batch_row(cur, key, result, cursor_before, cursor_after)
+            insert_batch_row(cur, key, result, cursor_before, cursor_after)
             _write_rejections(cur, mapped, batch_id)
             _mark_replayed(cur, replayed_ids, mapped.rejections, batch_id)
             _write_outbox(cur, key, pages, batch_id, page_meta)
@@ -554,7 +554,7 @@ def _count(mapped: MappedBatch, batch_id: int, outcomes: Mapping[str, _TableOutc
     )
 
 
-def _insert_batch_row(
+def insert_batch_row(
     cur: Any,
     key: BatchKey,
     result: BatchResult,

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from psycopg2.extras import execute_values
 from psycopg2.sql import SQL, Identifier
 
@@ -36,7 +35,7 @@ from erp_sync.core.hashing import tombstone_sha256
 from erp_sync.core.tombstones import Evidence
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
-from erp_sync.store.loader import CHILD_PARENT_COLUMN, LOADER_ROLE, find_committed
+from erp_sync.store.loader import CHILD_PARENT_COLUMN, LOADER_ROLE, find_committed, insert_batch_row
 from erp_sync.store.locks import stream_lock
 from erp_sync.store.state import get_cursor
 
@@ -148,7 +147,8 @@ def _transact(conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_i
                 | {table: len(children) for table, children in retired.items()},
             )
             result.check_conservation()
-            _insert_batch_row(cur, key, result, get_cursor(conn, key.source_system, key.stream))
+            cursor = get_cursor(conn, key.source_system, key.stream)
+            insert_batch_row(cur, key, result, cursor_before=cursor, cursor_after=None)
             _insert_evidence(cur, request, batch_id, outcomes)
             crash_point("before_commit")
         conn.commit()
@@ -236,22 +236,6 @@ def _retire_children(
     return sorted(str(r[0]) for r in cur.fetchall())
 
 
-def _insert_batch_row(cur: Any, key: BatchKey, result: BatchResult, cursor: datetime | None) -> None:
-    cur.execute(
-        """
-        INSERT INTO erp_sync.sync_batches (batch_id, run_id, source_system, stream, window_start, window_end,
-            input_sha256, extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, rows_by_table,
-            cursor_before, cursor_after)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, NULL)
-        """,
-        (
-            result.batch_id, key.run_id, key.source_system, key.stream, key.window_start, key.window_end,
-            key.input_sha256, result.extracted, result.loaded_new, result.loaded_changed,
-            result.skipped_unchanged, result.rejected, _json(result.rows_by_table), cursor,
-        ),
-    )  # fmt: skip
-
-
 def _insert_evidence(cur: Any, request: TombstoneRequest, batch_id: int, outcomes: Mapping[str, str]) -> None:
     execute_values(
         cur,
@@ -265,7 +249,3 @@ def _insert_evidence(cur: Any, request: TombstoneRequest, batch_id: int, outcome
             for g in {g.source_id: g for g in request.gone}.values()
         ],
     )  # fmt: skip
-
-
-def _json(value: Mapping[str, int]) -> str:
-    return orjson.dumps(dict(value), option=orjson.OPT_SORT_KEYS).decode()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from erp_sync.core.batching import ReadAhead, collect_between_batches, gc_paused
+from erp_sync.core.batching import ReadAhead, chunked, collect_between_batches, each_in_flight, gc_paused
 
 
 def test_read_ahead_yields_every_item_in_order_from_another_thread() -> None:
@@ -139,3 +139,31 @@ def test_closing_a_handoff_with_an_item_waiting_stops_the_producer() -> None:
     ahead.close()
     assert not ahead._thread.is_alive()
     assert time.monotonic() - started < 5
+
+
+def test_chunked_slices_in_order_with_a_short_last_slice() -> None:
+    assert [list(c) for c in chunked(list(range(7)), 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(chunked([], 3)) == []
+
+
+def test_each_in_flight_keeps_the_items_order_and_calls_on_its_pool_threads() -> None:
+    started: list[str] = []
+
+    def slow_first(item: int) -> int:
+        started.append(threading.current_thread().name)
+        time.sleep(0.05 if item == 0 else 0)
+        return item * 10
+
+    assert each_in_flight(slow_first, [0, 1, 2, 3], workers=3, name="probe") == [0, 10, 20, 30]
+    assert all(name.startswith("probe") for name in started)
+    assert each_in_flight(slow_first, [5], workers=3, name="probe") == [50]  # one item: no pool
+
+
+def test_each_in_flight_raises_the_first_failure() -> None:
+    def fail_on_two(item: int) -> int:
+        if item == 2:
+            raise ValueError("boom 2")
+        return item
+
+    with pytest.raises(ValueError, match="boom 2"):
+        each_in_flight(fail_on_two, [1, 2, 3], workers=2, name="probe")
