@@ -46,7 +46,8 @@ turns this off), `max_tombstones` (default 1000 per stream) and `max_tombstone_s
 ERP records the report compared for the stream): a connection to the wrong account answers every lookup
 with a 404, so more gone records than either limit fail the task before any write, naming the stream,
 the count and the param to raise. The re-check report's summary (`repair.tombstones`) says how many
-were tombstoned per stream, and which.
+were tombstoned per stream, and which. A re-send whose 404 does not say the record is missing (a wrong
+base URL) fails the task without a retry before any write, naming the URL.
 
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
 is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or invoice
@@ -137,6 +138,7 @@ def erp_drift_reconciliation() -> None:
 
         from airflow.sdk.exceptions import AirflowFailException
 
+        from erp_sync.clients.errors import UnconfirmedNotFoundError
         from erp_sync.core.tombstones import TombstoneLimitError
         from erp_sync.hooks.erp import erp_connection, sync_state
         from erp_sync.hooks.saas import SaaSApiHook
@@ -178,7 +180,8 @@ def erp_drift_reconciliation() -> None:
                         run_id=context["run_id"],
                         backup=backup,
                     )
-                except TombstoneLimitError as exc:  # a verdict on the lookups: a retry gets the same
+                # a verdict on the lookups, a wrong base URL (ADR 0020): a retry gets the same answer
+                except (TombstoneLimitError, UnconfirmedNotFoundError) as exc:
                     raise AirflowFailException(str(exc)) from None
                 for report in outcome.reports:
                     print(report.message)

@@ -415,6 +415,7 @@ class LookupStats:
     not_found: int = 0
     outside_period: int = 0
     rejected: int = 0
+    unconfirmed: int = 0  # asked, but the API's 404 did not say missing: the by-id path is wrong
 
 
 def lookup_by_id(
@@ -428,9 +429,13 @@ def lookup_by_id(
 ) -> LookupById:
     """GET each record the ERP holds and the listing missed; map its header like the listing's.
 
-    A record that no longer exists (404), that the mapping rejects, or whose period column is outside
-    the period stays `missing_in_saas` (counted in `stats`).
+    A record that no longer exists (404 `resource_missing`), that the mapping rejects, or whose period
+    column is outside the period stays `missing_in_saas` (counted in `stats`). So do all of them when
+    the API answers the stream's by-id path with a 404 that does not say the record is missing (an
+    API without Stripe's code, or no such path; the listing already reached the base URL): counted
+    `unconfirmed`, with a warning naming the URL, rather than failing the report.
     """
+    from erp_sync.clients.errors import UnconfirmedNotFoundError
     from erp_sync.clients.pages import page_meta_for
     from erp_sync.core.transform import map_pages
 
@@ -439,7 +444,12 @@ def lookup_by_id(
     metrics = METRICS_BY_TABLE[table]
 
     def find(ids: list[str]) -> pd.DataFrame:
-        records, gone = fetch_records(client, header_spec, ids)
+        try:
+            records, gone = fetch_records(client, header_spec, ids)
+        except UnconfirmedNotFoundError as exc:
+            log.warning("reconcile %s: %d records not looked up by id: %s", spec.name, len(ids), exc)
+            stats.unconfirmed += len(ids)
+            return empty_side(metrics)
         stats.not_found += len(gone)
         if not records:
             return empty_side(metrics)
@@ -790,6 +800,7 @@ def _looked_up_source(looked_up: LookedUp, stats: LookupStats, request: Reconcil
         "not_found": stats.not_found,
         "outside_period": stats.outside_period,
         "rejected": stats.rejected,
+        "unconfirmed": stats.unconfirmed,
         "over_limit": looked_up.unasked,
     }
 
@@ -966,6 +977,9 @@ def fetch_records(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """GET {path}/{id} for each id (children completed like a listing); returns (records, ids not found).
 
+    Not found: the API's 404 `resource_missing`. A 404 without that code raises
+    `UnconfirmedNotFoundError` naming the URL (a wrong base URL or path), as every other failure raises.
+
     Up to the client's `child_concurrency` requests are in flight (a real API's round trip, not its
     rate budget, bounds one request after another); the records come back in the ids' order.
     """
@@ -1017,7 +1031,9 @@ def repair_report(
     as tombstones those it found missing in the SaaS that the SaaS confirms gone (ADR 0020).
 
     The records missing in the SaaS are looked up first: a stream with more gone records than
-    `tombstones` allows raises `TombstoneLimitError` before anything is written.
+    `tombstones` allows raises `TombstoneLimitError` before anything is written. A wrong base URL
+    (a 404 that does not say the record is missing) raises `UnconfirmedNotFoundError` at the first
+    re-send, before anything is written.
     """
     from erp_sync.clients.pages import page_meta_for
     from erp_sync.core.transform import map_pages

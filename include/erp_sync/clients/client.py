@@ -29,6 +29,7 @@ from erp_sync.clients.errors import (
     RetriableError,
     RetriableHttpError,
     RetryExhaustedError,
+    UnconfirmedNotFoundError,
 )
 from erp_sync.clients.pages import (
     Mode,
@@ -50,7 +51,7 @@ from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page
 from erp_sync.core.batching import ReadAhead
-from erp_sync.core.tombstones import LookupAnswer
+from erp_sync.core.tombstones import STRIPE_GONE_CODE, LookupAnswer
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -421,23 +422,26 @@ class SaaSClient:
 
     def get_record(self, spec: StreamSpec, source_id: str) -> dict[str, Any] | None:
         """GET `{spec.path}/{id}` with the client's retry, rate and auth policies, children completed
-        like a listing's; None when the API answers 404 (the record does not exist)."""
-        url = self._record_url(spec, source_id)
-        try:
-            record = self._call("GET", url, (), parse=lambda r: orjson.loads(r.body))
-        except FatalApiError as exc:
-            if exc.status == 404:
+        like a listing's; None when the API says the record does not exist (a 404 `resource_missing`).
+
+        Read as `lookup_record` reads it. A 404 without that code (a wrong base URL or path: Stripe's
+        "Unrecognized request URL", a proxy's page, an API without that code) raises
+        `UnconfirmedNotFoundError` (a `FatalApiError`) naming the URL: it does not say the record is
+        missing."""
+        answer = self.lookup_record(spec, source_id)
+        if answer.record is None:
+            if answer.error_code == STRIPE_GONE_CODE:
                 return None
-            raise
-        if not isinstance(record, dict):
-            raise FatalApiError(url, None, f"expected a JSON object, got {type(record).__name__}")
+            raise _unconfirmed_404(self._record_url(spec, source_id), answer)
+        record = dict(answer.record)
         self._complete_children(spec, [record])
         return record
 
     def lookup_record(self, spec: StreamSpec, source_id: str) -> LookupAnswer:
-        """GET `{spec.path}/{id}` for the repair's tombstones (ADR 0020): the record as answered (its
-        child lists not completed), or a 404 with the API's error code, which says whether the record
-        is gone (`resource_missing`) or the URL is wrong. Every other failure raises, as elsewhere."""
+        """GET `{spec.path}/{id}` for the repair's tombstones (ADR 0020) and `get_record`: the record as
+        answered (its child lists not completed), or a 404 with the API's error code, which says whether
+        the record is gone (`resource_missing`) or the URL is wrong. Every other failure raises, as
+        elsewhere."""
         url = self._record_url(spec, source_id)
         response, record = self._call("GET", url, (), parse=_record_or_error, pass_client_errors=True)
         if response.status == 404:
@@ -675,6 +679,17 @@ def _record_or_error(response: HttpResponse) -> tuple[HttpResponse, dict[str, An
     if not isinstance(record, dict):
         raise MalformedResponseError(f"expected a JSON object, got {type(record).__name__}")
     return response, record
+
+
+def _unconfirmed_404(url: str, answer: LookupAnswer) -> UnconfirmedNotFoundError:
+    """A by-id 404 that does not say the record is missing (no `resource_missing` code)."""
+    code = f"error code {answer.error_code!r}" if answer.error_code else "no error code"
+    return UnconfirmedNotFoundError(
+        f"GET {url}",
+        404,
+        f"{answer.message} ({code}, not {STRIPE_GONE_CODE!r}: the 404 does not say the record is missing,"
+        " so the base URL or the stream's path may be wrong)",
+    )
 
 
 def _api_code(response: HttpResponse) -> str | None:

@@ -55,3 +55,8 @@ class AuthenticationError(FatalApiError):
 
 class RetryExhaustedError(FatalApiError):
     """A retriable failure kept happening until the retry policy gave up."""
+
+
+class UnconfirmedNotFoundError(FatalApiError):
+    """A 404 for a record by id that does not say the record is missing (no `resource_missing` code):
+    the base URL or the path is wrong, or the API has no such lookup. A retry gets the same answer."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
+from erp_sync.clients.errors import UnconfirmedNotFoundError
 from erp_sync.sandbox.testing import running_sandbox
 from erp_sync.streams import get_stream
 
@@ -26,6 +29,25 @@ def test_get_record_completes_children_and_answers_none_for_unknown_ids() -> Non
         assert [line["id"] for line in record["lines"]["data"]] == expected_lines
         assert record["lines"]["has_more"] is False
         assert client.get_record(get_stream("invoices"), "in_does_not_exist") is None
+
+
+def test_get_record_raises_for_a_wrong_path_or_base_url_and_answers_none_only_for_an_unknown_id() -> None:
+    """The sandbox, as Stripe: an unknown id is a 404 `resource_missing`; an unknown path is a 404
+    "Unrecognized request URL" without a code, which must not read as "no such record"."""
+    invoices = get_stream("invoices")
+    with running_sandbox(invoices=20, seed=5) as sandbox:
+        key = BearerSecretKey(sandbox.secret_key)
+        client = SaaSClient(sandbox.base_url, key)
+        live = sandbox.admin.truth(objects=True)["objects"]["invoices"][0]["id"]
+        assert client.get_record(invoices, "in_does_not_exist") is None
+        with pytest.raises(UnconfirmedNotFoundError) as wrong_path:
+            client.get_record(replace(invoices, path="/v1/invoice"), live)
+        with pytest.raises(UnconfirmedNotFoundError) as wrong_base:
+            SaaSClient(sandbox.base_url + "/api", key).get_record(invoices, live)
+    assert str(wrong_path.value).startswith(f"GET {sandbox.base_url}/v1/invoice/{live}: HTTP 404: ")
+    assert str(wrong_base.value).startswith(f"GET {sandbox.base_url}/api/v1/invoices/{live}: HTTP 404: ")
+    for error in (wrong_path.value, wrong_base.value):
+        assert "Unrecognized request URL" in str(error) and "does not say the record is missing" in str(error)
 
 
 def test_lookup_record_tells_a_deleted_record_from_a_wrong_url() -> None:

@@ -19,7 +19,7 @@ import redis
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
-from erp_sync.clients.errors import AuthenticationError, RetryExhaustedError
+from erp_sync.clients.errors import AuthenticationError, RetryExhaustedError, UnconfirmedNotFoundError
 from erp_sync.clients.retry import RetryPolicy
 from erp_sync.core.hashing import tombstone_sha256
 from erp_sync.core.tombstones import TombstoneLimitError, TombstonePolicy
@@ -129,6 +129,16 @@ def _run(
         conn=conn, client=client, request=parse_request(conf, now=datetime.now(UTC)),
         redis_client=redis_client, namespace=ns, run_id="reconcile-test",
     )  # fmt: skip
+
+
+def _unsync_a_paid_invoice(conn: Any) -> str:
+    """Delete a paid invoice's staging header: the next report finds it `missing_in_erp`."""
+    [(source_id,)] = _rows(
+        conn,
+        "DELETE FROM erp_staging.ar_invoices WHERE source_id = (SELECT max(source_id) FROM erp_staging.ar_invoices"
+        " WHERE status = 'paid') RETURNING source_id",
+    )
+    return str(source_id)
 
 
 def _second(offset_s: int) -> datetime:
@@ -310,11 +320,7 @@ def test_over_max_tombstones_the_repair_refuses_before_any_write(
 ):
     ns = redis_namespace
     deleted = _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=3)
-    [(unsynced,)] = _rows(
-        conn,
-        "DELETE FROM erp_staging.ar_invoices WHERE source_id = (SELECT max(source_id) FROM erp_staging.ar_invoices"
-        " WHERE status = 'paid') RETURNING source_id",
-    )  # a record the same repair would re-send: it must not be re-sent either
+    unsynced = _unsync_a_paid_invoice(conn)  # the same repair would re-send it: it must not be either
     period = _whole_history()
     found = _run(conn, _client(sandbox), period).reports[-1]
     assert ("missing_in_erp", unsynced) in _items(conn, found.report_id)
@@ -423,6 +429,30 @@ def test_a_404_without_resource_missing_proves_nothing(sandbox, conn, redis_clie
     outcome = repaired.tombstones["invoices"]
     assert (outcome.asked, outcome.gone, outcome.unconfirmed, outcome.tombstoned) == (2, 0, 2, [])
     assert _staging(conn) == before and _control_rows(conn) == controls
+
+
+def test_a_wrong_base_url_fails_the_re_sends_before_any_write_naming_it(
+    sandbox, conn, redis_client, redis_namespace
+):
+    """The re-send's 404 has no `resource_missing` either: it is not "no such record" (nothing to
+    re-send), and the repair fails naming the URL, with nothing written."""
+    ns = redis_namespace
+    _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=2)
+    unsynced = _unsync_a_paid_invoice(conn)  # a record the repair re-sends
+    period = _whole_history()
+    found = _run(conn, _client(sandbox), period).reports[-1]
+    assert ("missing_in_erp", unsynced) in _items(conn, found.report_id)
+    before, controls, ledger = _staging(conn), _control_rows(conn), _ledger_size(redis_client, ns)
+    wrong = sandbox.base_url + "/api"
+
+    with pytest.raises(UnconfirmedNotFoundError) as failed:
+        _run(conn, _client(sandbox, base_url=wrong), {**period, "repair": True}, redis_client, ns)
+
+    text = str(failed.value)
+    assert f"GET {wrong}/v1/invoices/{unsynced}: HTTP 404: Unrecognized request URL" in text
+    assert "does not say the record is missing" in text and "base URL" in text
+    assert _staging(conn) == before and _control_rows(conn) == controls  # no batch, no evidence, no report
+    assert _ledger_size(redis_client, ns) == ledger
 
 
 def test_a_crash_before_commit_leaves_nothing_but_evicted_entries(
