@@ -252,8 +252,14 @@ def sync_stream(
             cursor_before=cursor_before,
             cursor_after=cursor_before,
         )
+        # While batches are found committed, nothing reads their records: the client then decodes
+        # pages for navigation only, and a batch that is loaded after all decodes its records then.
         pages = client.iter_pages(
-            spec, mode=resolved.mode, window_start=resolved.start, window_end=resolved.end
+            spec,
+            mode=resolved.mode,
+            window_start=resolved.start,
+            window_end=resolved.end,
+            records_needed=mapping_ahead.is_set,
         )
         with (
             _read_ahead(pages, read_ahead_pages) as ahead,

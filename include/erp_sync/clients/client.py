@@ -32,14 +32,18 @@ from erp_sync.clients.errors import (
     UnconfirmedNotFoundError,
 )
 from erp_sync.clients.pages import (
+    CHILD_PAGE_SHAPE,
     Mode,
+    decoded_records,
     drop_superseded,
     list_decoder,
+    navigation_decoder,
     page_meta_for,
     page_selector,
     parse_json_body,
     select_items,
     select_records,
+    shape_decoder,
     tail_items,
     truncated_child_lists,
     uses_events,
@@ -58,7 +62,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _Tail = tuple[list[Any], list[bytes]]  # a child list's tail items, and the bodies they came in
-_Listed = tuple[PageRequest, HttpResponse, list[Any], bool]  # a listed page: ..., is it the last
+# A listed page: its request, response, decoded items, whether it is the last, whether it was
+# decoded for navigation only.
+_Listed = tuple[PageRequest, HttpResponse, list[Any], bool, bool]
+_Decoder = Callable[[str, bytes], Any]
 CHILD_PAGE_SIZE = 100  # Stripe's maximum `limit`
 SLICE_READ_AHEAD = 4  # pages a slice's walk may read before the consumer reaches that slice
 
@@ -186,6 +193,7 @@ class SaaSClient:
         window_start: datetime | None,
         window_end: datetime,
         record_fields: Collection[str] | None = None,
+        records_needed: Callable[[], bool] | None = None,
     ) -> Iterator[Page]:
         """Yield the stream's pages for `[window_start, window_end)`, lazily.
 
@@ -200,6 +208,11 @@ class SaaSClient:
         without building the rest (`list_decoder`); `Page.whole_record` decodes a
         record whole again, for a rejection. `record_fields`: a reader that needs only these top-level
         fields (the reconciliation's header re-read) gets just them. `Page.body` is the raw body.
+
+        `records_needed`, asked before each listing request: False decodes that page for navigation
+        only (`navigation_decoder`; its records then hold only their keys, versions and child-list
+        ids until `Page.decode_records`). The pipeline says False while its batches are found
+        committed (a replay), where nothing reads the records.
         """
         for name, value in (("window_start", window_start), ("window_end", window_end)):
             if value is not None and value.utcoffset() is None:
@@ -221,22 +234,35 @@ class SaaSClient:
         selector = page_selector(spec, effective_mode)
         decode = list_decoder(spec, effective_mode, record_fields)
         narrow = decode is not parse_json_body
+        navigate = navigation_decoder(spec, effective_mode) if records_needed is not None else None
+
+        def decoder() -> tuple[_Decoder, bool]:
+            if navigate is not None and records_needed is not None and not records_needed():
+                return navigate, True
+            return decode, False
 
         def walk(start: datetime | None, end: datetime) -> Generator[_Listed, None, None]:
             return self._walk(
-                spec, effective_mode, self._first_request(spec, effective_mode, start, end), selector, decode
+                spec, effective_mode, self._first_request(spec, effective_mode, start, end), selector, decoder
             )
 
         # The keys an event listing met so far: the newest snapshot of each record (drop_superseded).
         keys_met: set[str] | None = set() if uses_events(spec, effective_mode) else None
         page_no = 0
         with ExitStack() as running:
-            for request, response, items, _ in self._walks(
+            for request, response, items, _, navigation in self._walks(
                 spec, effective_mode, window_start, window_end, walk, running
             ):
                 page_no += 1
                 yield self._page(
-                    spec, effective_mode, default_version, page_no, request, response, items, narrow, keys_met
+                    spec,
+                    effective_mode,
+                    default_version,
+                    page_no,
+                    (request, response, items),
+                    narrow,
+                    keys_met,
+                    decode if navigation else None,
                 )
         self.stats.finished = self._clock()
         self.progress(spec.name, self.stats)
@@ -300,10 +326,11 @@ class SaaSClient:
         mode: Mode,
         first: PageRequest,
         selector: str,
-        decode: Callable[[str, bytes], Any],
+        decoder: Callable[[], tuple[_Decoder, bool]],
     ) -> Generator[_Listed, None, None]:
-        """One paginated walk: each page's request, response, decoded items and whether it is the
-        last, in the API's order."""
+        """One paginated walk: each page's request, response, decoded items, whether it is the
+        last and whether it was decoded for navigation only (`decoder`, asked for each page), in the
+        API's order."""
         paginator = make_paginator(self._paginator_spec(spec, mode), spec.primary_key)
         request: PageRequest | None = paginator.first(first)
         requested: set[PageRequest] = set()
@@ -312,11 +339,15 @@ class SaaSClient:
                 # An offset walk may repeat a request after backing up (see OffsetPaginator).
                 raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
             requested.add(request)
+            decode, navigation = decoder()
             response, payload, items = self._call(
-                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, selector, decode)
+                "GET",
+                request.url,
+                request.params,
+                parse=functools.partial(self._parse_list, selector=selector, decode=decode),
             )
             following = paginator.next(request, response, payload, items)
-            yield request, response, items, following is None
+            yield request, response, items, following is None, navigation
             request = following
 
     def _page(
@@ -325,20 +356,22 @@ class SaaSClient:
         mode: Mode,
         default_version: int | None,
         page_no: int,
-        request: PageRequest,
-        response: HttpResponse,
-        items: list[Any],
+        listed: tuple[PageRequest, HttpResponse, list[Any]],
         narrow: bool,
         keys_met: set[str] | None,
+        model_decode: _Decoder | None,
     ) -> Page:
         """Select the page's records, drop older snapshots (`keys_met`: the event listing's keys so
-        far), complete the child lists of the rest, count them.
+        far), complete the child lists of the rest, count them. `model_decode`: the page was decoded
+        for navigation only; its records are decoded with this when they are read
+        (`Page.decode_records`).
 
         The body is the exact bytes received; when child lists were completed, the page's stored
         body (`Page.stored_body`, what the outbox keeps) is that body with the fetched tails, in an
         envelope `page_from_body` opens. Narrow items select exactly as whole ones (the shape keeps
         what selection reads); the problems of a narrow page are taken from the whole items.
         """
+        request, response, items = listed
         selection = select_records(spec, items, mode=mode, default_version=default_version)
         url = _page_url(request)
         problems = selection.problems
@@ -353,7 +386,8 @@ class SaaSClient:
                     key for key in (str(r[spec.primary_key]) for r in selection.records) if key in keys_met
                 )
             superseded = drop_superseded(spec, selection, keys_met)
-        child_bodies = self._complete_children(spec, selection.records)
+        child_bodies = self._complete_children(spec, selection.records, navigation=model_decode is not None)
+        meta = page_meta_for(mode, default_version)
         page = Page(
             stream=spec.name,
             page_no=page_no,
@@ -366,9 +400,10 @@ class SaaSClient:
             deleted_ids=selection.deleted_ids(spec.primary_key),
             fetched_at=self._wall_clock(),
             fetched_child_bodies=child_bodies,
-            rebuild_whole=(
-                functools.partial(whole_records, spec, url, page_meta_for(mode, default_version), met_before)
-                if narrow
+            rebuild_whole=functools.partial(whole_records, spec, url, meta, met_before) if narrow else None,
+            rebuild_records=(
+                functools.partial(decoded_records, spec, url, meta, met_before, model_decode)
+                if model_decode is not None
                 else None
             ),
         )
@@ -452,14 +487,17 @@ class SaaSClient:
             raise FatalApiError(f"GET {_endpoint(url)}", response.status, _api_message(response))
         return LookupAnswer(source_id, response.status, record=record)
 
-    def _complete_children(self, spec: StreamSpec, records: list[dict[str, Any]]) -> list[list[bytes]]:
+    def _complete_children(
+        self, spec: StreamSpec, records: list[dict[str, Any]], *, navigation: bool = False
+    ) -> list[list[bytes]]:
         """Complete every truncated child list of the page in place (fetching the tails with up to
         `child_concurrency` requests in flight); returns, per completed list, the bodies of its
         continuation pages as received (empty: none was truncated). Each parent's tail is fetched:
         a walk meets a record once (an event listing's older snapshots are dropped before this,
-        ADR 0013)."""
+        ADR 0013). `navigation`: the tails' items are decoded to their ids only, as the records are."""
+        decode = _CHILD_NAVIGATION if navigation else parse_json_body
         pending = [
-            (embedded, self._child_fetch(child, str(record[spec.primary_key]), embedded))
+            (embedded, self._child_fetch(child, str(record[spec.primary_key]), embedded, decode))
             for child, record, embedded in truncated_child_lists(spec, records)
         ]
         fetched = self._run_child_jobs([fetch for _, fetch in pending])
@@ -469,13 +507,13 @@ class SaaSClient:
         return [bodies for _, bodies in fetched]
 
     def _child_fetch(
-        self, child: ChildListSpec, parent_id: str, embedded: dict[str, Any]
+        self, child: ChildListSpec, parent_id: str, embedded: dict[str, Any], decode: _Decoder
     ) -> Callable[[], _Tail]:
         head = embedded.get("data")
         if not isinstance(head, list):
             raise MalformedResponseError(f"{child.field} of {parent_id} has has_more but no data list")
         head_copy = list(head)
-        return lambda: self._fetch_child_tail(child, parent_id, head_copy)
+        return lambda: self._fetch_child_tail(child, parent_id, head_copy, decode)
 
     def _run_child_jobs(self, jobs: list[Callable[[], _Tail]]) -> list[_Tail]:
         if self.child_concurrency == 1 or len(jobs) <= 1:
@@ -491,7 +529,9 @@ class SaaSClient:
             self._pool = ThreadPoolExecutor(self.child_concurrency, thread_name_prefix="child-lists")
         return self._pool
 
-    def _fetch_child_tail(self, child: ChildListSpec, parent_id: str, head: list[Any]) -> _Tail:
+    def _fetch_child_tail(
+        self, child: ChildListSpec, parent_id: str, head: list[Any], decode: _Decoder = parse_json_body
+    ) -> _Tail:
         """The child items after the embedded head, from the child endpoint (Stripe list paging),
         and the bodies of the pages they came in, as received (what the stored page keeps)."""
         paginator = StripePaginator(PaginatorSpec("stripe", page_size=CHILD_PAGE_SIZE))
@@ -507,7 +547,7 @@ class SaaSClient:
         bodies: list[bytes] = []
         while request is not None:
             response, payload, items = self._call(
-                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, "data")
+                "GET", request.url, request.params, parse=lambda r: self._parse_list(r, "data", decode)
             )
             self._count(child_requests=1)
             payloads.append(payload)
@@ -649,6 +689,9 @@ class SaaSClient:
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()
+
+
+_CHILD_NAVIGATION = shape_decoder("data", CHILD_PAGE_SHAPE)
 
 
 def _api_message(response: HttpResponse) -> str:

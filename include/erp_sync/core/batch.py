@@ -71,6 +71,12 @@ class Page:
     rebuild_whole: Callable[[bytes], list[dict[str, Any]]] | None = field(
         default=None, repr=False, compare=False
     )
+    # Set when `records` hold only what the walk reads (keys, versions, child-list ids): the client
+    # decoded the page for navigation only, as it does while a replay finds its batches committed.
+    # `decode_records()` decodes the records the mapping reads from `stored_body()`.
+    rebuild_records: Callable[[bytes], list[dict[str, Any]]] | None = field(
+        default=None, repr=False, compare=False
+    )
     _compressed: tuple[int, bytes, str] | None = field(default=None, init=False, repr=False, compare=False)
     _whole: list[dict[str, Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -86,6 +92,19 @@ class Page:
         if self._whole is None:
             self._whole = self.rebuild_whole(self.stored_body())
         return self._whole[position]
+
+    def decode_records(self) -> list[dict[str, Any]]:
+        """`records` with what the stream's model reads, decoded now if the client decoded the page
+        for navigation only (`rebuild_records`); the same records, in the same order."""
+        if self.rebuild_records is not None:
+            records = self.rebuild_records(self.stored_body())
+            if len(records) != len(self.records):
+                raise ValueError(
+                    f"page {self.page_no} of {self.stream}: decoded {len(records)} records from its"
+                    f" stored body, {len(self.records)} when it was read"
+                )
+            self.records, self.rebuild_records = records, None
+        return self.records
 
     def children_pieces(self) -> list[bytes]:
         """The JSON of what the client fetched beyond the embedded heads (`fetched_children`), as

@@ -724,12 +724,13 @@ def _validate_pages(spec: StreamSpec, pages: Sequence[Page], model: type[BaseMod
     dropped = 0
     deleted: set[str] = set()
     for page in pages:
-        if len(page.versions) != len(page.records):
+        page_records = page.decode_records()
+        if len(page.versions) != len(page_records):
             raise ValueError(
-                f"page {page.page_no} of {page.stream}: {len(page.records)} records "
+                f"page {page.page_no} of {page.stream}: {len(page_records)} records "
                 f"but {len(page.versions)} versions"
             )
-        records.extend(page.records)
+        records.extend(page_records)
         versions.extend(page.versions)
         rejections.extend(page.problems)
         dropped += page.superseded
