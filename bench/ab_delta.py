@@ -1,5 +1,6 @@
-"""Interleaved A/B of the 1% delta between two checkouts, on one sandbox and one database:
-`python -m bench.ab_delta --invoices N --rounds R --a DIR --b DIR [--label-a NAME --label-b NAME]`.
+"""Interleaved A/B of the 1% delta (or the replay) between two checkouts, on one sandbox and one
+database: `python -m bench.ab_delta --invoices N --rounds R --a DIR --b DIR [--label-a NAME
+--label-b NAME] [--stage replay]`.
 
 The machine's speed drifts by tens of percent within minutes (BENCHMARKS.md), so two variants are
 compared only inside one run: one sandbox seeded with N invoices, one cold sync (by checkout A), then
@@ -8,7 +9,10 @@ from round to round. Each delta is followed by its HTTP floor on the same events
 delta has a floor ratio of its own. Each checkout needs its own `.venv` (scripts/setup_venv.sh).
 The staging tables are vacuumed and analyzed after the cold sync (`--first-delta-cold` skips it),
 so every delta is a settled one.
-Results: `<results-dir>/<stamp>-ab-delta.json` (every stage's result) and a printed summary.
+`--stage replay`: each round replays the cold sync's window instead (nothing changed, so the rounds
+are alike), each replay followed by its HTTP floor (`floor_replay_<variant>_<round>`) and the walk's
+own floor (`floor_walk_replay_<variant>_<round>`, ADR 0021).
+Results: `<results-dir>/<stamp>-ab-<stage>.json` (every stage's result) and a printed summary.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label-a", default="A")
     parser.add_argument("--label-b", default="B")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stage", choices=("delta", "replay"), default="delta", help="what each round runs")
     parser.add_argument(
         "--first-delta-cold",
         action="store_true",
@@ -50,14 +55,14 @@ def use_checkout(bench: bench_run.Bench, checkout: Path) -> None:
     bench.stage_python = bench.project_dir / ".venv" / "bin" / "python"
 
 
-def summary(raw: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[str, Any]:
-    """Per variant label: each delta's seconds, process CPU and ratio to its own floor, in run order,
-    and the median seconds. Failed deltas are left out."""
+def summary(raw: dict[str, dict[str, Any]], labels: dict[str, str], stage: str = "delta") -> dict[str, Any]:
+    """Per variant label: each round's `stage` (delta or replay) seconds, process CPU and ratio to
+    its own floor, in run order, and the median seconds. Failed rounds are left out."""
     by_variant: dict[str, dict[str, list[Any]]] = {}
     for name, result in raw.items():
         parts = name.split("_")
-        if len(parts) != 3 or parts[0] != "delta" or result.get("failed"):
-            continue  # not a delta stage (a floor, a mutation), or one that failed
+        if len(parts) != 3 or parts[0] != stage or result.get("failed"):
+            continue  # not a round's stage (a floor, a mutation), or one that failed
         variant = parts[1]
         floor = raw.get(f"floor_{name}", {})
         numbers = by_variant.setdefault(
@@ -67,6 +72,11 @@ def summary(raw: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[str,
         numbers["process_cpu_seconds"].append(result.get("extra", {}).get("process_cpu_seconds"))
         if floor.get("seconds"):
             numbers["ratio_to_floor"].append(round(result["seconds"] / floor["seconds"], 2))
+        walk_floor = raw.get(f"floor_walk_{name}", {})
+        if walk_floor.get("seconds"):
+            numbers.setdefault("ratio_to_walk_floor", []).append(
+                round(result["seconds"] / walk_floor["seconds"], 2)
+            )
     return {
         label: {**numbers, "median_seconds": statistics.median(numbers["seconds"])}
         for label, numbers in by_variant.items()
@@ -96,14 +106,30 @@ def main(argv: list[str] | None = None) -> int:
             order = ("a", "b") if round_no % 2 else ("b", "a")
             for variant in order:
                 use_checkout(bench, checkouts[variant])
-                name = f"delta_{variant}_{round_no}"
-                bench_run.delta_stages(bench, name, f"floor_{name}", with_peer=False, lookback_s=0)
+                name = f"{args.stage}_{variant}_{round_no}"
+                if args.stage == "replay":
+                    replay_stages(bench, name, window_end)
+                else:
+                    bench_run.delta_stages(bench, name, f"floor_{name}", with_peer=False, lookback_s=0)
     finally:
         try:
             report(bench, args, labels, checkouts, results_dir)
         finally:
             bench.teardown()
     return 0
+
+
+def replay_stages(bench: bench_run.Bench, name: str, window_end: Any) -> None:
+    """One replay of the cold sync's window by the current checkout, then its two floors, measured
+    by the harness's own checkout for both variants (an older one has no walk floor)."""
+    variant = (bench.project_dir, bench.stage_python)
+    bench.stage("sync", name, {"run_id": f"bench-{name}", "full_refresh": True, "window_end": window_end})
+    use_checkout(bench, bench_run.PROJECT_DIR)
+    try:
+        bench.stage("floor_http", f"floor_{name}", {"window_end": window_end})
+        bench.stage("floor_http", f"floor_walk_{name}", {"window_end": window_end, "navigation": True})
+    finally:
+        bench.project_dir, bench.stage_python = variant
 
 
 def report(
@@ -117,10 +143,11 @@ def report(
         "labels": labels,
         "checkouts": {key: str(path.resolve()) for key, path in checkouts.items()},
         "invoices": args.invoices,
-        "summary": summary(bench.raw, labels),
+        "stage": args.stage,
+        "summary": summary(bench.raw, labels, args.stage),
         "stages": bench.raw,
     }
-    out = results_dir / f"{args.stamp}-ab-delta.json"
+    out = results_dir / f"{args.stamp}-ab-{args.stage}.json"
     out.write_text(json.dumps(document, default=bench_run._json_default, indent=1))
     print(json.dumps(document["summary"], indent=1))
     print(f"[bench] results: {out}", flush=True)

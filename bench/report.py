@@ -27,8 +27,10 @@ ORDER = (
     "floor_copy",
     "floor_mget",
     "peer_dlt_cold",
+    "floor_walk_full",
     "replay",
     "floor_http_replay",
+    "floor_walk_replay",
     "peer_dlt_replay",
     "warm_delta",
     "delta",
@@ -60,6 +62,8 @@ LINKS: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 # stage -> floors measured before and after it: its floor is their mean (what is missing is left out)
 BRACKETING_FLOORS: dict[str, tuple[str, ...]] = {"replay": ("floor_http_full", "floor_http_replay")}
+# The replay's second floor: the same requests decoded only as far as its walk reads them (ADR 0021).
+REPLAY_WALK_FLOORS = ("floor_walk_full", "floor_walk_replay")
 PIPELINE_STAGES = ("cold_sync", "replay", "delta", "delta_settled", "reconcile")
 MEMORY_LIMIT_MB = 1024.0
 
@@ -120,6 +124,14 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _ratio_to_mean(stage: dict[str, Any] | None, floors: list[dict[str, Any] | None]) -> float | None:
+    """`stage`'s seconds over the mean of `floors`' (None when any is missing)."""
+    if stage is None or not floors or any(f is None or not f["seconds"] for f in floors):
+        return None
+    mean = sum(float(f["seconds"]) for f in floors if f is not None) / len(floors)
+    return _round(float(stage["seconds"]) / mean, 2)
+
+
 def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
     """The issue's targets, each with its measured value and whether it is met (None: not measured)."""
     by = {r["stage"]: r for r in rows}
@@ -145,6 +157,14 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
         "<= 1.2x its extraction floor (mean of floor_http_full and floor_http_replay)",
         replay and replay["ratio_to_floor"],
         None if not replay or replay["ratio_to_floor"] is None else replay["ratio_to_floor"] <= 1.2,
+    )
+    walk_ratio = _ratio_to_mean(replay, [by.get(name) for name in REPLAY_WALK_FLOORS])
+    add(
+        "replay vs its walk's floor",
+        "<= 1.2x the same requests decoded as far as the walk reads them (mean of floor_walk_full and"
+        " floor_walk_replay; stricter than the issue's floor, ADR 0021)",
+        walk_ratio,
+        None if walk_ratio is None else walk_ratio <= 1.2,
     )
     for stage, name in (
         ("delta", "1% delta, right after the bulk loads"),

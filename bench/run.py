@@ -9,8 +9,11 @@ One run on one machine, everything against real services:
        floor_copy        Postgres COPY of the same mapped rows into empty copies of the tables
        floor_mget        Redis MGET of every ledger key the sync wrote
        peer_dlt_cold     dlt merge-load of the same rows into the same Postgres (bench/.venv-peers)
+       floor_walk_full   HTTP pagination + what the walk alone decodes (keys, versions, line ids),
+                         right before the replay
        replay            the same window again, nothing changed (zero staging writes expected)
        floor_http_replay floor_http_full again, right after the replay (its floor is the mean of both)
+       floor_walk_replay floor_walk_full again, right after it (the replay's walk floor: their mean)
        peer_dlt_replay   dlt merge-load of the same rows again
        delta             1% of N mutated in the sandbox and its events read once (untimed), then an
                          incremental run
@@ -480,11 +483,19 @@ def run(bench: Bench) -> None:
         bench.peer(
             "dlt_peer.py", "peer_dlt_cold", {"dataset": "bench_dlt", "tables": dlt_tables, "records": n}
         )
+    # A replay whose batches are found committed decodes only what its walk reads (ADR 0021): its
+    # second, stricter floor decodes the same, taken before and after it as the first one is.
+    walk_floor = {"window_end": window_end, "navigation": True}
+    replaying = "replay" not in args.skip
+    if replaying:
+        bench.stage("floor_http", "floor_walk_full", walk_floor)
     bench.stage("sync", "replay", {"run_id": "bench-replay", "full_refresh": True, "window_end": window_end})
-    if "replay" not in args.skip:
-        # The same floor again, right after the replay: the replay's ratio is taken against the mean
-        # of the two that bracket it (one ~10 s floor alone varied by 50% between runs of the same code).
+    if replaying:
+        # The same floors again, right after the replay: the replay's ratios are taken against the
+        # means of the two that bracket it (one ~10 s floor alone varied by 50% between runs of the
+        # same code).
         bench.stage("floor_http", "floor_http_replay", {"window_end": window_end})
+        bench.stage("floor_http", "floor_walk_replay", walk_floor)
     if all(p.exists() for p in cold_dumps.values()):
         bench.peer(
             "dlt_peer.py", "peer_dlt_replay", {"dataset": "bench_dlt", "tables": dlt_tables, "records": n}

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import orjson
@@ -324,20 +324,36 @@ def _stripe_list_pages(
         after = data[-1]["id"]
 
 
-def _listing_decoder(path: str) -> Callable[[bytes], Any]:
+def _listing_decoder(path: str, navigation: bool) -> Callable[[bytes], Any]:
     """The client's own decoding of the invoice listing (or its events, `list_decoder`): the
-    cheapest decode that gives the pipeline what it needs. Continuation pages of line lists are
-    decoded whole, as the client does."""
-    from erp_sync.clients.pages import list_decoder
+    cheapest decode that gives the pipeline what it needs. `navigation`: what a walk whose batches
+    are found committed decodes (`navigation_decoder`: keys, versions, line ids)."""
+    from erp_sync.clients.pages import list_decoder, navigation_decoder
     from erp_sync.streams import get_stream
 
-    decoder = list_decoder(get_stream("invoices"), "incremental" if path == "/v1/events" else "full")
+    spec = get_stream("invoices")
+    mode: Literal["full", "incremental"] = "incremental" if path == "/v1/events" else "full"
+    decoder = navigation_decoder(spec, mode) if navigation else list_decoder(spec, mode)
+    if decoder is None:
+        raise RuntimeError("the invoice stream's pages are decoded whole: no navigation decoder")
     return lambda body: decoder(path, body)
+
+
+def _child_page_decoder(navigation: bool) -> Callable[[bytes], Any]:
+    """Line-list continuation pages: whole (orjson), or to their items' ids for a navigation walk,
+    as the client decodes them."""
+    if not navigation:
+        return orjson.loads
+    from erp_sync.clients.pages import CHILD_PAGE_SHAPE, shape_decoder
+
+    decoder = shape_decoder("data", CHILD_PAGE_SHAPE)
+    return lambda body: decoder("/v1/invoices/lines", body)
 
 
 def stage_floor_http(cfg: Config) -> Result:
     """HTTP pagination + JSON decoding alone: the same requests the client makes, including the
-    continuation of truncated invoice line lists (`lines.has_more`), decoded as the client does."""
+    continuation of truncated invoice line lists (`lines.has_more`), decoded as the client does
+    (`navigation`: as it decodes a replay's pages once its batches are found committed)."""
     params = cfg["params"]
     path = params.get("path", "/v1/invoices")
     query = _created_params(params)
@@ -345,7 +361,9 @@ def stage_floor_http(cfg: Config) -> Result:
     records = pages = body_bytes = child_requests = 0
     decode_seconds = 0.0
     box: dict[str, float] = {}
-    listing_decoder = _listing_decoder(path)
+    navigation = bool(params.get("navigation"))
+    listing_decoder = _listing_decoder(path, navigation)
+    child_decoder = _child_page_decoder(navigation)
     lock = threading.Lock()
 
     def timed_decode(body: bytes, decoder: Callable[[bytes], Any]) -> Any:
@@ -361,7 +379,7 @@ def stage_floor_http(cfg: Config) -> Result:
         return timed_decode(body, listing_decoder)
 
     def decode_child(body: bytes) -> Any:
-        return timed_decode(body, orjson.loads)
+        return timed_decode(body, child_decoder)
 
     def child_pages(child_path: str, start: list[tuple[str, str]]) -> int:
         count = 0
@@ -388,7 +406,11 @@ def stage_floor_http(cfg: Config) -> Result:
         "child_requests": child_requests,
         "mb": round(body_bytes / 1e6, 1),
         "decode_seconds": round(decode_seconds, 3),  # decoding alone; the rest is HTTP + the sandbox
-        "decoder": "shape_decoder (the client's narrow decode); line continuations orjson",
+        "decoder": (
+            "navigation_decoder (keys, versions, line ids); line continuations to their ids"
+            if navigation
+            else "shape_decoder (the client's narrow decode); line continuations orjson"
+        ),
         "path": path,
         "process_cpu_seconds": round(box["process_cpu_seconds"], 3),
     }

@@ -35,7 +35,8 @@ if [ -x "$PROJECT_DIR/scripts/sftp_server.sh" ] && ! "$PROJECT_DIR/scripts/sftp_
 fi
 sftp_conn_default
 trap '[ -n "$started_sftp" ] && "$PROJECT_DIR/scripts/sftp_server.sh" stop >/dev/null 2>&1 || true' EXIT
-# `scripts/bench.sh ab-delta --a DIR --b DIR ...`: the interleaved delta A/B (bench/ab_delta.py).
+# `scripts/bench.sh ab-delta --a DIR --b DIR [--stage replay] ...`: the interleaved delta (or replay)
+# A/B (bench/ab_delta.py).
 if [ "${1:-}" = "ab-delta" ]; then
   shift
   python -m bench.ab_delta "$@"

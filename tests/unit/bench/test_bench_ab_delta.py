@@ -38,3 +38,23 @@ def test_each_variant_gets_its_deltas_cpu_and_floor_ratios_in_run_order() -> Non
             "median_seconds": 2.0,
         },
     }
+
+
+def test_a_replay_round_gets_its_ratio_to_both_floors() -> None:
+    raw: dict[str, dict[str, Any]] = {
+        "cold_sync": {"seconds": 100.0},
+        "replay_a_1": _delta(12.0, 11.0),
+        "floor_replay_a_1": {"seconds": 10.0},
+        "floor_walk_replay_a_1": {"seconds": 8.0},
+        "delta_a_1": _delta(2.0, 1.5),  # not a replay round
+    }
+    got = summary(raw, {"a": "before", "b": "after"}, "replay")
+    assert got == {
+        "before": {
+            "seconds": [12.0],
+            "process_cpu_seconds": [11.0],
+            "ratio_to_floor": [1.2],
+            "ratio_to_walk_floor": [1.5],
+            "median_seconds": 12.0,
+        }
+    }
