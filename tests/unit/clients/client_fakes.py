@@ -146,3 +146,20 @@ def stripe_list_handler(objects: list[dict[str, Any]], path: str = "/v1/customer
 
 def objects(n: int, prefix: str = "cus") -> list[dict[str, Any]]:
     return [{"id": f"{prefix}_{i}", "object": "customer", "created": 1_700_000_000 + i} for i in range(n)]
+
+
+def invoice_with_lines(invoice_id: str, n_lines: int, embedded: int, **line_fields: Any) -> dict[str, Any]:
+    """A Stripe-shaped invoice embedding its first `embedded` of `n_lines` lines (`has_more` when
+    truncated); every line, for the `/lines` endpoint, under `_all_lines` (pop it before serving)."""
+    lines = [{"id": f"il_{invoice_id}_{i}", "amount": 100 + i, **line_fields} for i in range(n_lines)]
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "lines": {
+            "object": "list",
+            "data": lines[:embedded],
+            "has_more": n_lines > embedded,
+            "url": f"/v1/invoices/{invoice_id}/lines",
+        },
+        "_all_lines": lines,
+    }

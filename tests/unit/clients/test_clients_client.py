@@ -13,6 +13,7 @@ from client_fakes import (
     FakeClock,
     FakeTransport,
     RecordingSleep,
+    invoice_with_lines,
     json_response,
     stripe_list_handler,
 )
@@ -106,23 +107,8 @@ def test_naive_datetimes_are_refused(make_client: Any) -> None:
         )
 
 
-def _invoice(invoice_id: str, n_lines: int, embedded: int) -> dict[str, Any]:
-    lines = [{"id": f"il_{invoice_id}_{i}", "amount": 100 + i} for i in range(n_lines)]
-    return {
-        "id": invoice_id,
-        "object": "invoice",
-        "lines": {
-            "object": "list",
-            "data": lines[:embedded],
-            "has_more": n_lines > embedded,
-            "url": f"/v1/invoices/{invoice_id}/lines",
-        },
-        "_all_lines": lines,
-    }
-
-
 def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any) -> None:
-    big, small = _invoice("in_big", 25, 10), _invoice("in_small", 3, 3)
+    big, small = invoice_with_lines("in_big", 25, 10), invoice_with_lines("in_small", 3, 3)
     all_lines = {"in_big": big.pop("_all_lines"), "in_small": small.pop("_all_lines")}
     invoices = stripe_list_handler([big, small], "/v1/invoices")
 
@@ -167,7 +153,7 @@ def test_line_discounts_in_the_embedded_head_and_the_fetched_tail_are_both_stage
 ) -> None:
     """The embedded lines are decoded narrow, a truncated list's tail from `/v1/invoices/{id}/lines`
     whole: a line's own discount reaches `discount_amount` either way (ADR 0019)."""
-    invoice = _invoice("in_big", 13, 10)
+    invoice = invoice_with_lines("in_big", 13, 10)
     lines = invoice.pop("_all_lines")
     for line in lines:
         line.update(description=None, discounts=[], discount_amounts=[])
@@ -278,10 +264,10 @@ def test_an_event_listing_keeps_each_records_newest_snapshot_and_completes_only_
     """Events come newest first: a record met again, on the same page or a later one, is an older
     snapshot. It is dropped before its lines are fetched, counted as superseded, and a restore
     (page_from_body with the window's keys) and a rejection's whole record see the same pages."""
-    inv = _invoice("in_1", 15, 10)
+    inv = invoice_with_lines("in_1", 15, 10)
     lines = inv.pop("_all_lines")
-    small = {k: v for k, v in _invoice("in_2", 3, 3).items() if k != "_all_lines"}
-    new = {k: v for k, v in _invoice("in_3", 2, 2).items() if k != "_all_lines"}
+    small = {k: v for k, v in invoice_with_lines("in_2", 3, 3).items() if k != "_all_lines"}
+    new = {k: v for k, v in invoice_with_lines("in_3", 2, 2).items() if k != "_all_lines"}
 
     def event(n: int, record: dict[str, Any], total: int) -> dict[str, Any]:
         obj = orjson.loads(orjson.dumps({**record, "total": total, "subtotal": total}))
@@ -409,9 +395,9 @@ def test_a_deletion_event_is_a_tombstone_whose_lines_are_never_fetched(make_clie
     no request for their tail (Stripe answers 404 for a deleted invoice's lines), its key in
     `Page.deleted_ids`; a restore sees the same. An older snapshot of the same invoice further down
     the listing is dropped as usual. (How it maps: test_core_transform.)"""
-    inv = _invoice("in_1", 15, 10)
+    inv = invoice_with_lines("in_1", 15, 10)
     inv.pop("_all_lines")
-    live = {k: v for k, v in _invoice("in_2", 3, 3).items() if k != "_all_lines"}
+    live = {k: v for k, v in invoice_with_lines("in_2", 3, 3).items() if k != "_all_lines"}
 
     def event(n: int, kind: str, record: dict[str, Any]) -> dict[str, Any]:
         obj = orjson.loads(orjson.dumps(record))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from client_fakes import Call, FakeTransport, stripe_list_handler
+from client_fakes import Call, FakeTransport, invoice_with_lines, stripe_list_handler
 
 from erp_sync.clients.transport import HttpResponse
 from erp_sync.core.transform import map_pages
@@ -19,15 +19,13 @@ INVOICES = get_stream("invoices")
 
 
 def _invoice(invoice_id: str, n_lines: int, embedded: int) -> dict[str, Any]:
-    lines = [
-        {"id": f"il_{invoice_id}_{i}", "amount": 100 + i, "description": f"line {i}", "discounts": [],
-         "discount_amounts": []}
-        for i in range(n_lines)
-    ]  # fmt: skip
-    subtotal = sum(line["amount"] for line in lines)
+    """An invoice the invoice model accepts, its lines summing to its subtotal."""
+    invoice = invoice_with_lines(
+        invoice_id, n_lines, embedded, description="a line", discounts=[], discount_amounts=[]
+    )
+    subtotal = sum(line["amount"] for line in invoice["_all_lines"])
     return {
-        "id": invoice_id,
-        "object": "invoice",
+        **invoice,
         "status": "open",
         "currency": "usd",
         "created": 1,
@@ -37,13 +35,6 @@ def _invoice(invoice_id: str, n_lines: int, embedded: int) -> dict[str, Any]:
         "total": subtotal,
         "amount_due": subtotal,
         "customer": "cus_1",
-        "lines": {
-            "object": "list",
-            "data": lines[:embedded],
-            "has_more": n_lines > embedded,
-            "url": f"/v1/invoices/{invoice_id}/lines",
-        },
-        "_all_lines": lines,
     }
 
 
