@@ -224,3 +224,71 @@ def test_combine_digests_is_order_sensitive() -> None:
     a, b = row_sha256({"x": 1}), row_sha256({"x": 2})
     assert combine_digests([a, b]) != combine_digests([b, a])
     assert combine_digests([a]) != combine_digests([a, a])
+
+
+def _complete_rows() -> list[dict[str, Any]]:
+    """Rows with no missing value (each column one type: the vectorised paths without a None), with
+    `%`, braces, a lone surrogate and a NUL in keys and values."""
+    offsets = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    texts = ["", "plain", "Ünïcode ✓ \n", "100% {x} %s %d %%", "\ud800 lone surrogate", "\x00nul"]
+    return [
+        {
+            "text": texts[n % len(texts)] * (n % 3 + 1),
+            "money": Decimal(n * 37 - 5000).scaleb(-(n % 4)),
+            "when": datetime(2020, 1, 1, tzinfo=offsets[n % 3])
+            + timedelta(seconds=n * 86_399, microseconds=n),
+            "count": n - 150,
+            "100%s {k}": f"key with a % sign {n}",
+        }
+        for n in range(300)
+    ]
+
+
+def _typed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "text": pd.Series([row["text"] for row in rows], dtype=object),
+            "money": pd.Series([row["money"] for row in rows], dtype=object),
+            "when": pd.Series(pd.to_datetime([row["when"] for row in rows], utc=True)).astype(
+                "datetime64[us, UTC]"
+            ),
+            "count": np.asarray([row["count"] for row in rows], dtype=np.int64),
+            "nullable_count": pd.array([row["count"] for row in rows], dtype="Int64"),
+            "100%s {k}": pd.Series([row["100%s {k}"] for row in rows], dtype=object),
+        }
+    )
+
+
+def test_vectorised_equals_per_row_on_columns_without_missing_values() -> None:
+    rows = _complete_rows()
+    frame = _typed_frame(rows)
+    expected = [row_sha256({**row, "nullable_count": row["count"]}) for row in rows]
+    assert frame_row_sha256(frame, frame.columns).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Decimal("-0.00"), Decimal("1E+3"), Decimal("1E-7"), Decimal("-0.5"), Decimal("-12.30")],
+)
+def test_vectorised_equals_per_row_on_decimals_str_would_not_write_canonically(value: Decimal) -> None:
+    values = [Decimal("1.10"), value, Decimal("0")]
+    frame = pd.DataFrame({"money": pd.Series(values, dtype=object)})
+    assert frame_row_sha256(frame, ["money"]).tolist() == [row_sha256({"money": v}) for v in values]
+
+
+def test_vectorised_on_no_rows_and_no_columns() -> None:
+    frame = _typed_frame([])
+    assert frame_row_sha256(frame, frame.columns).tolist() == []
+    assert frame_row_sha256(_typed_frame(_complete_rows()[:2]), []).tolist() == [row_sha256({})] * 2
+
+
+@pytest.mark.parametrize("column", ["text", "money", "when", "nullable_count"])
+def test_vectorised_equals_per_row_with_one_missing_value(column: str) -> None:
+    rows = _complete_rows()[:20]
+    frame = _typed_frame(rows)
+    frame.loc[7, column] = pd.NA if column == "nullable_count" else None
+    expected = [
+        row_sha256({**row, "nullable_count": row["count"], **({column: None} if n == 7 else {})})
+        for n, row in enumerate(rows)
+    ]
+    assert frame_row_sha256(frame, frame.columns).tolist() == expected
