@@ -182,12 +182,7 @@ def test_vectorised_equals_per_row_on_typed_columns() -> None:
     rows = _varied_rows()
     frame = pd.DataFrame(
         {
-            "text": pd.Series([row["text"] for row in rows], dtype=object),
-            "money": pd.Series([row["money"] for row in rows], dtype=object),
-            "when": pd.Series(pd.to_datetime([row["when"] for row in rows], utc=True)).astype(
-                "datetime64[us, UTC]"
-            ),
-            "count": np.asarray([row["count"] for row in rows], dtype=np.int64),
+            **_common_columns(rows),
             "maybe_count": pd.array([row["maybe_count"] for row in rows], dtype="Int64"),
             "flag": np.asarray([row["flag"] for row in rows], dtype=bool),
             "mixed": pd.Series([row["mixed"] for row in rows], dtype=object),
@@ -244,15 +239,22 @@ def _complete_rows() -> list[dict[str, Any]]:
     ]
 
 
+def _common_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Text, Decimal money, tz-aware timestamps and int64 counts, typed as the mapping types them."""
+    return {
+        "text": pd.Series([row["text"] for row in rows], dtype=object),
+        "money": pd.Series([row["money"] for row in rows], dtype=object),
+        "when": pd.Series(pd.to_datetime([row["when"] for row in rows], utc=True)).astype(
+            "datetime64[us, UTC]"
+        ),
+        "count": np.asarray([row["count"] for row in rows], dtype=np.int64),
+    }
+
+
 def _typed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "text": pd.Series([row["text"] for row in rows], dtype=object),
-            "money": pd.Series([row["money"] for row in rows], dtype=object),
-            "when": pd.Series(pd.to_datetime([row["when"] for row in rows], utc=True)).astype(
-                "datetime64[us, UTC]"
-            ),
-            "count": np.asarray([row["count"] for row in rows], dtype=np.int64),
+            **_common_columns(rows),
             "nullable_count": pd.array([row["count"] for row in rows], dtype="Int64"),
             "100%s {k}": pd.Series([row["100%s {k}"] for row in rows], dtype=object),
         }
