@@ -530,7 +530,7 @@ class SaaSClient:
         return self._pool
 
     def _fetch_child_tail(
-        self, child: ChildListSpec, parent_id: str, head: list[Any], decode: _Decoder = parse_json_body
+        self, child: ChildListSpec, parent_id: str, head: list[Any], decode: _Decoder
     ) -> _Tail:
         """The child items after the embedded head, from the child endpoint (Stripe list paging),
         and the bodies of the pages they came in, as received (what the stored page keeps)."""

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -220,6 +221,22 @@ def find_committed(conn: Any, key: BatchKey) -> BatchResult | None:
 # -- the transaction -----------------------------------------------------------------------------
 
 
+@contextmanager
+def loader_transaction(conn: Any) -> Iterator[Any]:
+    """A cursor in one transaction as the loader's role: committed when the block ends, rolled back
+    when it raises (the error goes on). A block that rolls back itself and returns leaves nothing to
+    commit."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET LOCAL ROLE {LOADER_ROLE}")
+            yield cur
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+
+
 def _transact(
     conn: Any,
     ledger: RedisLedger,
@@ -235,64 +252,57 @@ def _transact(
     replayed_ids: Sequence[int],
     unknown_keys: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[BatchResult, dict[str, _TableOutcome]]:
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SET LOCAL ROLE {LOADER_ROLE}")
-            # Every statement here is driven by the batch's keys through indexes; JIT compiling one
-            # whose estimated cost crosses jit_above_cost (the retire, the upserts of a large batch)
-            # took 9 ms a statement, and the first in a session also loads LLVM.
-            cur.execute("SET LOCAL jit = off")
-            # Two tries of the same batch at once: the second waits here, then finds the first's record.
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_batch_lock_key(key),))
-            recorded = _find_committed(cur, key)
-            if recorded is not None:
-                conn.rollback()
-                return recorded, {}
-            cursor_before = _current_cursor(cur, key)
-            crash_point("before_copy")
-            outcomes: dict[str, _TableOutcome] = {}
-            for table, df in candidates.items():
-                if df.empty:
-                    continue
-                deleted = mapped.deleted_ids if table == mapped.primary_table else frozenset()
-                copied = (
-                    _copy_new_rows(cur, table, df, batch_id, unknown_keys[table], deleted)
-                    if not dry_run
-                    and unknown_keys
-                    and _may_copy(table, mapped.primary_table, unknown_keys, outcomes)
-                    else None
-                )
-                outcomes[table] = copied or _upsert_table(
-                    cur,
-                    table,
-                    df,
-                    batch_id,
-                    with_final_state=not dry_run,
-                    primary_table=mapped.primary_table,
-                    deleted_ids=deleted,
-                )
-            retired = _retire_removed_children(cur, mapped, batch_id, outcomes)
-            if retired and not dry_run:
-                ledger.evict_keys(retired)  # before COMMIT: a crash after it leaves no stale entry
-            result = _count(mapped, batch_id, outcomes)
-            result.check_conservation()  # raises ConservationError -> rollback below
-            if dry_run:
-                conn.rollback()
-                return result, outcomes
-            insert_batch_row(cur, key, result, cursor_before, cursor_after)
-            _write_rejections(cur, mapped, batch_id)
-            _mark_replayed(cur, replayed_ids, mapped.rejections, batch_id)
-            _write_outbox(cur, key, pages, batch_id, page_meta)
-            if cursor_after is not None:
-                advance_cursor(
-                    cur, key.source_system, key.stream, cursor_after, batch_id=batch_id, run_id=key.run_id
-                )
-            crash_point("before_commit")
-        conn.commit()
-    except BaseException:
-        if not conn.closed:
+    with loader_transaction(conn) as cur:
+        # Every statement here is driven by the batch's keys through indexes; JIT compiling one
+        # whose estimated cost crosses jit_above_cost (the retire, the upserts of a large batch)
+        # took 9 ms a statement, and the first in a session also loads LLVM.
+        cur.execute("SET LOCAL jit = off")
+        # Two tries of the same batch at once: the second waits here, then finds the first's record.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_batch_lock_key(key),))
+        recorded = _find_committed(cur, key)
+        if recorded is not None:
             conn.rollback()
-        raise
+            return recorded, {}
+        cursor_before = _current_cursor(cur, key)
+        crash_point("before_copy")
+        outcomes: dict[str, _TableOutcome] = {}
+        for table, df in candidates.items():
+            if df.empty:
+                continue
+            deleted = mapped.deleted_ids if table == mapped.primary_table else frozenset()
+            copied = (
+                _copy_new_rows(cur, table, df, batch_id, unknown_keys[table], deleted)
+                if not dry_run
+                and unknown_keys
+                and _may_copy(table, mapped.primary_table, unknown_keys, outcomes)
+                else None
+            )
+            outcomes[table] = copied or _upsert_table(
+                cur,
+                table,
+                df,
+                batch_id,
+                with_final_state=not dry_run,
+                primary_table=mapped.primary_table,
+                deleted_ids=deleted,
+            )
+        retired = _retire_removed_children(cur, mapped, batch_id, outcomes)
+        if retired and not dry_run:
+            ledger.evict_keys(retired)  # before COMMIT: a crash after it leaves no stale entry
+        result = _count(mapped, batch_id, outcomes)
+        result.check_conservation()  # raises ConservationError -> rollback below
+        if dry_run:
+            conn.rollback()
+            return result, outcomes
+        insert_batch_row(cur, key, result, cursor_before, cursor_after)
+        _write_rejections(cur, mapped, batch_id)
+        _mark_replayed(cur, replayed_ids, mapped.rejections, batch_id)
+        _write_outbox(cur, key, pages, batch_id, page_meta)
+        if cursor_after is not None:
+            advance_cursor(
+                cur, key.source_system, key.stream, cursor_after, batch_id=batch_id, run_id=key.run_id
+            )
+        crash_point("before_commit")
     return result, outcomes
 
 

@@ -35,7 +35,7 @@ from erp_sync.core.hashing import tombstone_sha256
 from erp_sync.core.tombstones import Evidence
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
-from erp_sync.store.loader import CHILD_PARENT_COLUMN, LOADER_ROLE, find_committed, insert_batch_row
+from erp_sync.store.loader import CHILD_PARENT_COLUMN, find_committed, insert_batch_row, loader_transaction
 from erp_sync.store.locks import stream_lock
 from erp_sync.store.state import get_cursor
 
@@ -118,44 +118,37 @@ def recorded_outcomes(conn: Any, batch_id: int) -> dict[str, str]:
 def _transact(conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_id: int) -> TombstoneBatch:
     key = request.key
     ids = sorted({g.source_id for g in request.gone})
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SET LOCAL ROLE {LOADER_ROLE}")
-            stored = _stored_rows(cur, request.primary_table, key.source_system, ids)
-            outcomes = _outcomes(ids, stored, request.version)
-            doomed = {i: tombstone_sha256(stored[i][0]) for i, o in outcomes.items() if o == "tombstoned"}
-            if not doomed:  # every one is deleted already (say, by a delta): nothing to record
-                conn.rollback()
-                return TombstoneBatch(None, outcomes)
-            written = _tombstone_primary(cur, request, doomed, batch_id)
-            retired = {
-                table: _retire_children(cur, table, key.source_system, written, request.version, batch_id)
-                for table in request.child_tables
-                if table in CHILD_PARENT_COLUMN
-            }
-            ledger.evict(request.primary_table, written, source_system=key.source_system)
-            for table, children in retired.items():
-                ledger.evict(table, children, source_system=key.source_system)
-            result = BatchResult(
-                batch_id=batch_id,
-                extracted=len(ids),
-                loaded_new=0,
-                loaded_changed=len(written),
-                skipped_unchanged=len(ids) - len(written),
-                rejected=0,
-                rows_by_table={request.primary_table: len(written)}
-                | {table: len(children) for table, children in retired.items()},
-            )
-            result.check_conservation()
-            cursor = get_cursor(conn, key.source_system, key.stream)
-            insert_batch_row(cur, key, result, cursor_before=cursor, cursor_after=None)
-            _insert_evidence(cur, request, batch_id, outcomes)
-            crash_point("before_commit")
-        conn.commit()
-    except BaseException:
-        if not conn.closed:
+    with loader_transaction(conn) as cur:
+        stored = _stored_rows(cur, request.primary_table, key.source_system, ids)
+        outcomes = _outcomes(ids, stored, request.version)
+        doomed = {i: tombstone_sha256(stored[i][0]) for i, o in outcomes.items() if o == "tombstoned"}
+        if not doomed:  # every one is deleted already (say, by a delta): nothing to record
             conn.rollback()
-        raise
+            return TombstoneBatch(None, outcomes)
+        written = _tombstone_primary(cur, request, doomed, batch_id)
+        retired = {
+            table: _retire_children(cur, table, key.source_system, written, request.version, batch_id)
+            for table in request.child_tables
+            if table in CHILD_PARENT_COLUMN
+        }
+        ledger.evict(request.primary_table, written, source_system=key.source_system)
+        for table, children in retired.items():
+            ledger.evict(table, children, source_system=key.source_system)
+        result = BatchResult(
+            batch_id=batch_id,
+            extracted=len(ids),
+            loaded_new=0,
+            loaded_changed=len(written),
+            skipped_unchanged=len(ids) - len(written),
+            rejected=0,
+            rows_by_table={request.primary_table: len(written)}
+            | {table: len(children) for table, children in retired.items()},
+        )
+        result.check_conservation()
+        cursor = get_cursor(conn, key.source_system, key.stream)
+        insert_batch_row(cur, key, result, cursor_before=cursor, cursor_after=None)
+        _insert_evidence(cur, request, batch_id, outcomes)
+        crash_point("before_commit")
     return TombstoneBatch(result, outcomes)
 
 

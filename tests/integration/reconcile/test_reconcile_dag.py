@@ -153,23 +153,11 @@ def test_repair_over_max_tombstones_fails_red_before_any_write_and_within_it_tom
         assert tries == [(1,)]
         assert "repair refused before any write: stream invoices: the SaaS answers 2 of the records" in output
         assert "raise max_tombstones for this run" in output
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT DISTINCT interface_status FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)",
-                (foreign,),
-            )
-            assert cur.fetchall() == [("PENDING",)]
-        conn.rollback()
+        assert _invoice_statuses(conn, foreign) == {"PENDING"}
 
         states, output = dag_test(env, DAG_ID, {**conf, "max_tombstones": 2})
         assert states["reconcile"] == "success", output[-3000:]
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT DISTINCT interface_status FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)",
-                (foreign,),
-            )
-            assert cur.fetchall() == [("DELETED",)]
-        conn.rollback()
+        assert _invoice_statuses(conn, foreign) == {"DELETED"}
         recheck = drift.list_reports(conn)[0]
         assert (
             recheck["status"] == "OK"
@@ -177,3 +165,14 @@ def test_repair_over_max_tombstones_fails_red_before_any_write_and_within_it_tom
         )
     finally:
         conn.close()
+
+
+def _invoice_statuses(conn: Any, ids: list[str]) -> set[str]:
+    """The interface statuses staged for these invoices."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT interface_status FROM erp_staging.ar_invoices WHERE source_id = ANY(%s)", (ids,)
+        )
+        statuses = {status for (status,) in cur.fetchall()}
+    conn.rollback()
+    return statuses
