@@ -186,7 +186,7 @@ def input_sha256(pages: Sequence[Page]) -> str:
         digest.update(b"\0")
         digest.update(page.body)
         digest.update(b"\0")
-        for piece in page.children_pieces():
+        for piece in page.fetched_children:
             digest.update(piece)
         digest.update(b"\0")
     return digest.hexdigest()

@@ -53,7 +53,7 @@ from erp_sync.clients.paginators import OffsetPaginator, PageRequest, StripePagi
 from erp_sync.clients.ratelimit import RateLimiter
 from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
-from erp_sync.core.batch import Page
+from erp_sync.core.batch import Page, json_list_pieces
 from erp_sync.core.batching import ReadAhead
 from erp_sync.core.tombstones import STRIPE_GONE_CODE, LookupAnswer
 from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
@@ -399,7 +399,7 @@ class SaaSClient:
             superseded=superseded,
             deleted_ids=selection.deleted_ids(spec.primary_key),
             fetched_at=self._wall_clock(),
-            fetched_child_bodies=child_bodies,
+            fetched_children=json_list_pieces(child_bodies) if child_bodies else (),
             rebuild_whole=functools.partial(whole_records, spec, url, meta, met_before) if narrow else None,
             rebuild_records=(
                 functools.partial(decoded_records, spec, url, meta, met_before, model_decode)

@@ -278,11 +278,11 @@ def page_from_body(
         int(raw_default) if isinstance(raw_default, int | float | str) and raw_default != "" else None
     )
     opened = open_envelope(body)
-    raw, fetched_children, child_pages = opened if opened is not None else (body, b"", True)
+    raw, stored_tails, child_pages = opened if opened is not None else (body, b"", True)
     payload = decode(url, raw)
     items = select_items(url, payload, page_selector(spec, mode))
     selection = select_records(spec, items, mode=mode, default_version=default_version)
-    tails = parse_json_body(url, fetched_children) if fetched_children else None
+    tails = parse_json_body(url, stored_tails) if stored_tails else None
     events = uses_events(spec, mode)
     if tails is not None and events:
         if _tails_for_every_list(spec, selection.records, tails):
@@ -308,7 +308,7 @@ def page_from_body(
         superseded=superseded,
         deleted_ids=selection.deleted_ids(spec.primary_key),
         fetched_at=None,
-        fetched_children=fetched_children,
+        fetched_children=(stored_tails,) if stored_tails else (),
         child_pages=child_pages,
     )
 

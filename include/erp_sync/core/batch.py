@@ -56,16 +56,15 @@ class Page:
     # staged as tombstones; their child lists are emptied, never fetched (ADR 0015).
     deleted_ids: frozenset[str] = frozenset()
     fetched_at: datetime | None = None
-    # What the client fetched beyond the embedded heads of truncated child lists, as JSON: one entry
-    # per completed list; with `body` and `url`, what identifies the batch's input (`input_sha256`).
-    # `child_pages`: each entry is the list's continuation pages as received (raw bodies, joined,
-    # never re-serialised); False: the tail items themselves (pages stored before session 7).
-    fetched_children: bytes = b""
+    # What the client fetched beyond the embedded heads of truncated child lists, as JSON pieces whose
+    # concatenation is one list with an entry per completed list (empty: nothing fetched); with `body`
+    # and `url`, what identifies the batch's input (`input_sha256`). The client hands over the
+    # continuation pages as received, unjoined (`json_list_pieces`): joining copies megabytes a batch,
+    # which a batch found committed (every batch of a replay) never needs; a stored page gives one
+    # piece. `child_pages`: each entry is the list's continuation pages as received (raw bodies, never
+    # re-serialised); False: the tail items themselves (pages stored before session 7).
+    fetched_children: Sequence[bytes] = ()
     child_pages: bool = True
-    # The same continuation pages as the client received them, not yet joined (then
-    # `fetched_children` is empty): joining copies megabytes a batch, which a batch found committed
-    # (every batch of a replay) never needs. `children_pieces()` reads either form.
-    fetched_child_bodies: list[list[bytes]] = field(default_factory=list, repr=False)
     # Set when `records` hold only what the stream's model reads (the client decodes pages narrow):
     # rebuilds the page's records whole from `stored_body()`, for what a rejection keeps.
     rebuild_whole: Callable[[bytes], list[dict[str, Any]]] | None = field(
@@ -106,24 +105,14 @@ class Page:
             self.records, self.rebuild_records = records, None
         return self.records
 
-    def children_pieces(self) -> list[bytes]:
-        """The JSON of what the client fetched beyond the embedded heads (`fetched_children`), as
-        pieces whose concatenation it is; empty when nothing was fetched."""
-        if self.fetched_children:
-            return [self.fetched_children]
-        if self.fetched_child_bodies:
-            return json_list_pieces(self.fetched_child_bodies)
-        return []
-
     def stored_body(self) -> bytes:
         """What the outbox and the SFTP backups keep: `body`, or -- when the client completed
         truncated child lists -- `body` and the fetched tails in a page envelope (`envelope`), so a
         restore sees every line. Bytes are joined, nothing is re-serialised: rendering the completed
         page with orjson was 10% of a cold sync's CPU."""
-        pieces = self.children_pieces()
-        if not pieces:
+        if not self.fetched_children:
             return self.body
-        return envelope(self.body, pieces, child_pages=self.child_pages)
+        return envelope(self.body, self.fetched_children, child_pages=self.child_pages)
 
     def compressed(self, level: int) -> tuple[bytes, str]:
         """`stored_body()` gzipped at `level` (no timestamp: the same page gives the same bytes) and

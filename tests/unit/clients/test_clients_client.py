@@ -134,9 +134,8 @@ def test_truncated_invoice_lines_are_completed_before_yielding(make_client: Any)
     rebuilt = page_from_body(get_stream("invoices"), stored, page.url, meta_for_page(page, "full"), 1)
     assert rebuilt.records == [page.whole_record(i) for i in range(len(page.records))]
     assert len(rebuilt.records[0]["lines"]["data"]) == 25
-    fetched = b"".join(page.children_pieces())
-    assert (rebuilt.body, rebuilt.fetched_children) == (page.body, fetched)
-    assert rebuilt.children_pieces() == [fetched]
+    fetched = b"".join(page.fetched_children)
+    assert (rebuilt.body, rebuilt.fetched_children) == (page.body, (fetched,))
     assert orjson.loads(stored)["body"] == orjson.loads(page.body)  # one JSON document, body verbatim
     assert page.body in stored
     # the raw body stays what was received; the continuation page, kept as received, is part of the
@@ -187,7 +186,7 @@ def test_untruncated_pages_keep_the_exact_bytes_received(make_client: Any) -> No
     )
     assert page.body == body
     assert page.stored_body() is body
-    assert page.children_pieces() == []
+    assert page.fetched_children == ()
 
 
 def test_stats_and_progress_reports(make_client: Any, clock: FakeClock) -> None:

@@ -74,8 +74,8 @@ def test_a_page_read_for_navigation_decodes_the_same_records_later(make_client: 
     assert all(p.rebuild_records is not None for p in navigated)
     assert all(p.rebuild_records is None for p in model)
     # the batch's identity and the outbox's bytes are those of a model read
-    assert [(p.url, p.body, p.children_pieces(), p.stored_body()) for p in navigated] == [
-        (p.url, p.body, p.children_pieces(), p.stored_body()) for p in model
+    assert [(p.url, p.body, p.fetched_children, p.stored_body()) for p in navigated] == [
+        (p.url, p.body, p.fetched_children, p.stored_body()) for p in model
     ]
     assert [(p.versions, p.extracted, p.problems) for p in navigated] == [
         (p.versions, p.extracted, p.problems) for p in model

@@ -15,6 +15,7 @@ BODY = b'{"data": [{"id": "in_1", "lines": {"data": [{"id": "il_1"}], "has_more"
 
 
 def _page(fetched_children: bytes = b"") -> Page:
+    """A page as `page_from_body` gives it back: what was fetched in one piece, as stored."""
     return Page(
         stream="invoices",
         page_no=1,
@@ -22,7 +23,7 @@ def _page(fetched_children: bytes = b"") -> Page:
         body=BODY,
         records=[{"id": "in_1"}],
         versions=[1],
-        fetched_children=fetched_children,
+        fetched_children=(fetched_children,) if fetched_children else (),
     )
 
 
@@ -90,15 +91,16 @@ def test_the_pieces_of_joined_lists_are_the_joined_bytes(lists: list[list[bytes]
 
 
 def test_a_page_with_unjoined_continuation_pages_stores_and_digests_as_one_with_them_joined() -> None:
-    """The client hands over the continuation pages unjoined (a replay's batches never need them
-    joined); the outbox content and the batch's input digest are the same bytes either way."""
+    """The client hands over the continuation pages unjoined, as pieces (a replay's batches never need
+    them joined); the outbox content and the batch's input digest are the same bytes as a stored
+    page's, whose tails come back in one piece."""
     from erp_sync.pipeline import input_sha256
 
     bodies = [[b'{"data": [{"id": "il_2"}]}', b'{"data": [{"id": "il_3"}]}'], [b'{"data": []}']]
     unjoined = _page()
-    unjoined.fetched_child_bodies = bodies
+    unjoined.fetched_children = json_list_pieces(bodies)
     joined = _page(join_json_lists(bodies))
-    assert b"".join(unjoined.children_pieces()) == joined.fetched_children
+    assert b"".join(unjoined.fetched_children) == b"".join(joined.fetched_children)
     assert unjoined.stored_body() == joined.stored_body()
     assert unjoined.compressed(2) == joined.compressed(2)
     assert input_sha256([unjoined]) == input_sha256([joined])
