@@ -27,6 +27,7 @@ from typing import Any
 from erp_sync.core.batch import BatchKey
 from erp_sync.core.batching import chunked, each_in_flight
 from erp_sync.core.tombstones import (
+    GoneRecord,
     LookupAnswer,
     TombstonePolicy,
     Verdict,
@@ -37,7 +38,7 @@ from erp_sync.core.tombstones import (
     verdict_of,
 )
 from erp_sync.store import drift
-from erp_sync.store.tombstones import GoneRecord, TombstoneRequest, stage_tombstones
+from erp_sync.store.tombstones import TombstoneRequest, stage_tombstones
 from erp_sync.streams import get_stream
 from erp_sync.streams.spec import StreamSpec
 

@@ -47,6 +47,20 @@ class Evidence(StrEnum):
 
 
 @dataclass(frozen=True)
+class GoneRecord:
+    """A record the SaaS answered as gone, with what it answered."""
+
+    source_id: str
+    evidence: Evidence
+    api_message: str | None = None
+
+
+def distinct_gone(gone: Iterable[GoneRecord]) -> list[GoneRecord]:
+    """One record per source id (the last one given wins), sorted by id: what a batch records."""
+    return sorted({g.source_id: g for g in gone}.values(), key=lambda g: g.source_id)
+
+
+@dataclass(frozen=True)
 class LookupAnswer:
     """What `GET {path}/{id}` answered: the record (200), or the 404 and its error code."""
 

@@ -7,7 +7,8 @@
             row_sha256 = tombstone_sha256(row_sha256), source_version = when the lookups began
         their live child rows (invoice lines): retired as the loader retires removed children
         the ledger entries of every row written: evicted (before COMMIT)
-        the sync_batches row, and each record's evidence (erp_sync.repair_tombstones)
+        the sync_batches row, each record's evidence (erp_sync.repair_tombstones), and the batch's
+            document in the outbox (`core.tombstone_document`: what a restore stages again, ADR 0022)
     COMMIT
 
 What a deletion event stages (ADR 0015) is staged here too: the same tombstone hash, `DELETED` header
@@ -22,33 +23,33 @@ record was not gone after all) is therefore never skipped, and the upsert stages
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg2.extras import execute_values
+from psycopg2.extras import Json, execute_values
 from psycopg2.sql import SQL, Identifier
 
 from erp_sync.core.batch import BatchKey, BatchResult
 from erp_sync.core.hashing import tombstone_sha256
-from erp_sync.core.tombstones import Evidence
+from erp_sync.core.tombstone_document import TOMBSTONE_MODE, TombstoneDocument, encode_document
+from erp_sync.core.tombstones import GoneRecord, distinct_gone
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
-from erp_sync.store.loader import CHILD_PARENT_COLUMN, find_committed, insert_batch_row, loader_transaction
+from erp_sync.store.loader import (
+    CHILD_PARENT_COLUMN,
+    OUTBOX_GZIP_LEVEL,
+    find_committed,
+    insert_batch_row,
+    loader_transaction,
+)
 from erp_sync.store.locks import stream_lock
 from erp_sync.store.state import get_cursor
 
 OUTCOMES = ("tombstoned", "already_deleted", "newer_version", "not_staged")
-
-
-@dataclass(frozen=True)
-class GoneRecord:
-    """A record the SaaS answered as gone, with what it answered."""
-
-    source_id: str
-    evidence: Evidence
-    api_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,35 @@ class TombstoneRequest:
         """The tombstones' source_version: when the lookups began, in unix seconds (a row a sync
         staged later than that is newer, and stays as it is)."""
         return int(self.looked_up_at.timestamp())
+
+    def document(self) -> TombstoneDocument:
+        """What the batch writes to the outbox, for a restore to stage it again."""
+        return TombstoneDocument(
+            source_system=self.key.source_system,
+            stream=self.key.stream,
+            primary_table=self.primary_table,
+            child_tables=tuple(self.child_tables),
+            report_id=self.report_id,
+            looked_up_at=self.looked_up_at,
+            gone=tuple(self.gone),
+        )
+
+    @classmethod
+    def from_document(cls, key: BatchKey, document: TombstoneDocument) -> TombstoneRequest:
+        """The request a restore stages under `key`: the same records, evidence, report and version."""
+        if (key.source_system, key.stream) != (document.source_system, document.stream):
+            raise ValueError(
+                f"batch key {key.source_system}/{key.stream} is not the document's "
+                f"{document.source_system}/{document.stream}"
+            )
+        return cls(
+            key=key,
+            primary_table=document.primary_table,
+            child_tables=document.child_tables,
+            gone=document.gone,
+            report_id=document.report_id,
+            looked_up_at=document.looked_up_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +178,7 @@ def _transact(conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_i
         cursor = get_cursor(conn, key.source_system, key.stream)
         insert_batch_row(cur, key, result, cursor_before=cursor, cursor_after=None)
         _insert_evidence(cur, request, batch_id, outcomes)
+        _write_document(cur, request, batch_id)
         crash_point("before_commit")
     return TombstoneBatch(result, outcomes)
 
@@ -239,6 +270,23 @@ def _insert_evidence(cur: Any, request: TombstoneRequest, batch_id: int, outcome
                 batch_id, request.key.source_system, request.key.stream, g.source_id, request.report_id,
                 g.evidence.value, g.api_message, request.looked_up_at, outcomes[g.source_id],
             )
-            for g in {g.source_id: g for g in request.gone}.values()
+            for g in distinct_gone(request.gone)
         ],
+    )  # fmt: skip
+
+
+def _write_document(cur: Any, request: TombstoneRequest, batch_id: int) -> None:
+    """The batch's one outbox row: the drain backs it up with the pages (ADR 0022). Its URL names the
+    report, as no page of the SaaS is behind it."""
+    document = request.document()
+    raw = encode_document(document)
+    cur.execute(
+        "INSERT INTO erp_sync.outbox (batch_id, run_id, source_system, stream, page_no, url, page_meta,"
+        " record_count, content_gzip, sha256) VALUES (%s, %s, %s, %s, 1, %s, %s, %s, %s, %s)",
+        (
+            batch_id, request.key.run_id, document.source_system, document.stream,
+            f"erp-sync:repair-tombstones?report_id={document.report_id}", Json({"mode": TOMBSTONE_MODE}),
+            document.record_count, gzip.compress(raw, compresslevel=OUTBOX_GZIP_LEVEL, mtime=0),
+            hashlib.sha256(raw).hexdigest(),
+        ),
     )  # fmt: skip
