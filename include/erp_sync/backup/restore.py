@@ -10,6 +10,11 @@
    holds is recognised as committed and writes nothing; into an emptied database the batch loads
    again, and the stream cursor moves forward only (never backwards) with the original
    window-closing batch.
+   A repair's tombstone batch (ADR 0020) has one document instead of pages (mode `repair_tombstones`,
+   `core.tombstone_document`, decoded and checked with the files, before any write): its gone records
+   are staged again by `store.tombstones.stage_tombstones`, with the original version and evidence,
+   under a key tied to this restore; a database that holds them as tombstones already writes nothing
+   (ADR 0022).
 
 Before loading a stream the Redis ledger is rebuilt from Postgres: after staging was emptied the
 ledger would otherwise still claim every row is loaded and skip them all.
@@ -35,6 +40,12 @@ from erp_sync.backup.errors import ManifestError, RestoreIntegrityError
 from erp_sync.backup.layout import MANIFEST_ROOT, manifest_path, run_id_from_manifest_name
 from erp_sync.backup.remote import CHUNK, describe_target, exists, listdir, read_back, sftp_errors
 from erp_sync.core.batch import BatchKey, BatchResult, Page
+from erp_sync.core.tombstone_document import (
+    TOMBSTONE_MODE,
+    TombstoneDocument,
+    TombstoneDocumentError,
+    decode_document,
+)
 from erp_sync.store import outbox
 from erp_sync.streams.spec import StreamSpec
 
@@ -104,6 +115,7 @@ class RestoreResult:
     loaded_changed: int = 0
     skipped_unchanged: int = 0
     rejected: int = 0
+    tombstoned: int = 0  # records a repair's tombstone batch staged as deleted again
     rows_by_table: dict[str, int] = field(default_factory=dict)
 
     def add(self, batch: BatchResult) -> None:
@@ -134,6 +146,7 @@ class RestoreResult:
             "changed": self.loaded_changed,
             "unchanged": self.skipped_unchanged,
             "rejected": self.rejected,
+            "tombstoned": self.tombstoned,
             "rows_by_table": self.rows_by_table,
             "rows_written": self.rows_written,
         }
@@ -143,6 +156,14 @@ class RestoreResult:
 class _VerifiedFile:
     entry: dict[str, Any]
     local: Path  # the verified raw page body
+
+    @property
+    def mode(self) -> str:
+        return _mode(self.entry)
+
+
+def _mode(entry: Mapping[str, Any]) -> str:
+    return str((entry.get("page_meta") or {}).get("mode", "full"))
 
 
 # -- 1. manifests ----------------------------------------------------------------------------------
@@ -235,8 +256,55 @@ def _spec_for(specs: Mapping[str, StreamSpec] | None, source_system: str, stream
 
 def _check_streams_known(specs: Mapping[str, StreamSpec] | None, files: list[_VerifiedFile]) -> None:
     for item in files:
-        if str((item.entry.get("page_meta") or {}).get("mode", "full")) not in NOT_RESTORABLE_MODES:
+        if item.mode not in NOT_RESTORABLE_MODES:
             _spec_for(specs, str(item.entry["source_system"]), str(item.entry["stream"]))
+
+
+def read_tombstone_documents(
+    specs: Mapping[str, StreamSpec] | None, files: list[_VerifiedFile]
+) -> dict[str, TombstoneDocument]:
+    """Decode every verified tombstone document (by its remote path), checked against its manifest entry
+    and its stream's spec; `RestoreIntegrityError` naming the file on the first that does not hold."""
+    documents: dict[str, TombstoneDocument] = {}
+    per_batch: dict[tuple[str, int], int] = {}
+    for item in files:
+        if item.mode != TOMBSTONE_MODE:
+            continue
+        path = str(item.entry["path"])
+        try:
+            document = decode_document(item.local.read_bytes(), path)
+        except TombstoneDocumentError as exc:
+            raise RestoreIntegrityError(f"{exc}; restore refused, nothing written") from exc
+        _check_document_matches(
+            document, item.entry, _spec_for(specs, document.source_system, document.stream)
+        )
+        batch = (str(item.entry["source_system"]), int(item.entry["batch_id"]))
+        per_batch[batch] = per_batch.get(batch, 0) + 1
+        if per_batch[batch] > 1:
+            raise RestoreIntegrityError(
+                f"{path}: batch {batch[1]} lists more than one tombstone document;"
+                " restore refused, nothing written"
+            )
+        documents[path] = document
+    return documents
+
+
+def _check_document_matches(document: TombstoneDocument, entry: Mapping[str, Any], spec: StreamSpec) -> None:
+    """The document must be the batch its manifest entry names, over the tables its stream stages."""
+    path = entry["path"]
+    found = (document.source_system, document.stream, document.record_count)
+    listed = (entry["source_system"], entry["stream"], entry.get("record_count"))
+    if found != listed:
+        raise RestoreIntegrityError(
+            f"{path}: holds {found[2]} gone records of {found[0]}/{found[1]}, its manifest entry lists "
+            f"{listed[2]} of {listed[0]}/{listed[1]}; restore refused, nothing written"
+        )
+    tables = (document.primary_table, *document.child_tables)
+    if document.primary_table != spec.target_tables[0] or not set(tables) <= set(spec.target_tables):
+        raise RestoreIntegrityError(
+            f"{path}: tombstones rows of {list(tables)}, but stream {spec.name} stages"
+            f" {list(spec.target_tables)}; restore refused, nothing written"
+        )
 
 
 def _batch_windows(document: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
@@ -251,11 +319,17 @@ def restore_key(
     loader skip a batch whose rows are missing from staging."""
     from erp_sync.pipeline import input_sha256
 
-    tagged = hashlib.sha256(f"{restore_run_id}|{input_sha256(pages)}".encode()).hexdigest()
+    return _restore_batch_key(restore_run_id, spec.source_system, spec.name, batch, input_sha256(pages))
+
+
+def _restore_batch_key(
+    restore_run_id: str, source_system: str, stream: str, batch: Mapping[str, Any], input_digest: str
+) -> BatchKey:
+    tagged = hashlib.sha256(f"{restore_run_id}|{input_digest}".encode()).hexdigest()
     return BatchKey(
         restore_run_id,
-        spec.source_system,
-        spec.name,
+        source_system,
+        stream,
         manifest_mod.parse_time(batch.get("window_start")),
         manifest_mod.parse_time(batch.get("window_end")),
         tagged,
@@ -310,22 +384,53 @@ def _restore_batch(
     )
     result.check_conservation()
     if not result.already_committed:
-        # The loader put the pages in the outbox again; they are already on the server, verified.
-        outbox.mark_restored(
-            conn,
-            result.batch_id,
-            [
-                (
-                    int(f.entry["page_no"]),
-                    str(f.entry["path"]),
-                    str(f.entry["sha256_gz"]),
-                    str(f.entry["sha256_raw"]),
-                )
-                for f in ordered
-            ],
-        )
-        conn.commit()
+        _point_outbox_at_backup(conn, result.batch_id, ordered)
     return result
+
+
+def _restore_tombstones(
+    ctx: _RestoreContext, item: _VerifiedFile, batch: Mapping[str, Any]
+) -> BatchResult | None:
+    """Stage a repair's tombstone batch again; None when no gone record is live here (nothing written).
+
+    The same rules as the repair's own batch (`stage_tombstones`): only live rows no newer than the
+    document's version become tombstones, their lines are retired, their ledger entries evicted and
+    each record's evidence recorded. The key is tied to this restore, as a page batch's is: the
+    original batch's record, kept in a database whose staging was emptied, must not make it skip.
+    """
+    from erp_sync.store.tombstones import TombstoneRequest, stage_tombstones
+
+    document = ctx.tombstone_documents[str(item.entry["path"])]
+    key = _restore_batch_key(
+        ctx.restore_run_id, document.source_system, document.stream, batch, document.input_sha256
+    )
+    staged = stage_tombstones(
+        ctx.conn, ctx.ledger, TombstoneRequest.from_document(key, document),
+        batch_id=ctx.next_batch_id(), lock_timeout_s=ctx.lock_timeout_s,
+    )  # fmt: skip
+    if staged.result is None or staged.result.already_committed:
+        return None
+    _point_outbox_at_backup(ctx.conn, staged.result.batch_id, [item])
+    return staged.result
+
+
+def _point_outbox_at_backup(conn: Any, batch_id: int, files: list[_VerifiedFile]) -> None:
+    """The restored batch's outbox rows are the very files the restore just verified on the server:
+    point them there instead of uploading them again."""
+    outbox.mark_restored(
+        conn,
+        batch_id,
+        [
+            (
+                int(f.entry["page_no"]),
+                str(f.entry["path"]),
+                str(f.entry["sha256_gz"]),
+                str(f.entry["sha256_raw"]),
+            )
+            for f in files
+        ],
+    )
+    conn.commit()
 
 
 def _default_batch_ids(ledger: Any, conn: Any) -> Callable[[], int]:
@@ -343,6 +448,7 @@ class _RestoreContext:
     restore_run_id: str
     lock_timeout_s: float
     rebuilt: set[tuple[str, str]] = field(default_factory=set)
+    tombstone_documents: Mapping[str, TombstoneDocument] = field(default_factory=dict)  # by remote path
 
 
 def _restore_run(
@@ -361,7 +467,7 @@ def _restore_run(
     for original_batch_id in sorted(by_batch):
         batch_files = by_batch[original_batch_id]
         first = batch_files[0].entry
-        mode = str((first.get("page_meta") or {}).get("mode", "full"))
+        mode = batch_files[0].mode
         if mode in NOT_RESTORABLE_MODES:
             out.skipped_pages += len(batch_files)
             log.warning("restore: batch %s of run %s is a %s batch: skipped", original_batch_id, run, mode)
@@ -372,29 +478,34 @@ def _restore_run(
                 ctx.ledger.rebuild_from_postgres(ctx.conn, spec.target_tables)
                 ctx.rebuilt.add((spec.source_system, spec.name))
             window = windows.get(original_batch_id, {})
-            seen = (
-                seen_by_window.setdefault(
-                    (spec.name, window.get("window_start"), window.get("window_end")), set()
+            if mode == TOMBSTONE_MODE:
+                batch = _restore_tombstones(ctx, batch_files[0], window)
+            else:
+                seen = (
+                    seen_by_window.setdefault(
+                        (spec.name, window.get("window_start"), window.get("window_end")), set()
+                    )
+                    if uses_events(spec, mode)
+                    else None
                 )
-                if uses_events(spec, mode)
-                else None
-            )
-            batch = _restore_batch(
-                ctx.conn,
-                ctx.ledger,
-                spec,
-                ctx.restore_run_id,
-                batch_files,
-                window,
-                ctx.next_batch_id,
-                seen,
-            )
+                batch = _restore_batch(
+                    ctx.conn,
+                    ctx.ledger,
+                    spec,
+                    ctx.restore_run_id,
+                    batch_files,
+                    window,
+                    ctx.next_batch_id,
+                    seen,
+                )
         out.pages += len(batch_files)
         if batch is None:
             out.batches_already_present += 1
             log.info("restore: run %s batch %s is already in staging", run, original_batch_id)
             continue
         out.add(batch)
+        if mode == TOMBSTONE_MODE:
+            out.tombstoned += batch.loaded_changed
         log.info(
             "restore: run %s batch %s -> batch %s: new %d, changed %d, unchanged %d, rejected %d",
             run,
@@ -445,6 +556,7 @@ def restore(
             verified = verify_files(sftp, documents, Path(tmp))
         result.files_verified = len(verified)
         _check_streams_known(specs, verified)  # also before any write
+        ctx.tombstone_documents = read_tombstone_documents(specs, verified)
         log.info("restore: %d runs, %d files verified against their manifests", len(documents), len(verified))
         index = 0
         for document in documents:
