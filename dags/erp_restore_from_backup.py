@@ -19,7 +19,10 @@ The restore downloads every file the selected manifests name and checks each one
 against its manifest **before writing anything**: one mismatch stops the run and names the file. The
 pages then go through the sync's own path (record selection, validation, mapping, Redis dedupe, the
 version-guarded upsert), so restoring over staging that already holds the data writes no row, and
-restoring into emptied staging rebuilds it. Connections: `sftp_backup`, `erp_staging`, `sync_state`.
+restoring into emptied staging rebuilds it. A repair's tombstone batch is backed up as one document,
+checked with the files before anything is written, and staged again through the repair's own rules:
+records it proved gone stay deleted, with their evidence (ADR 0022). Connections: `sftp_backup`,
+`erp_staging`, `sync_state`.
 """
 
 
