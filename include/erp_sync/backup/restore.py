@@ -391,7 +391,8 @@ def _restore_batch(
 def _restore_tombstones(
     ctx: _RestoreContext, item: _VerifiedFile, batch: Mapping[str, Any]
 ) -> BatchResult | None:
-    """Stage a repair's tombstone batch again; None when no gone record is live here (nothing written).
+    """Stage a repair's tombstone batch again; None when that writes nothing (no gone record is live
+    and older here, or a retry of this restore finds its batch committed).
 
     The same rules as the repair's own batch (`stage_tombstones`): only live rows no newer than the
     document's version become tombstones, their lines are retired, their ledger entries evicted and
