@@ -49,6 +49,10 @@ the count and the param to raise. The re-check report's summary (`repair.tombsto
 were tombstoned per stream, and which. A re-send whose 404 does not say the record is missing (a wrong
 base URL) fails the task without a retry before any write, naming the URL.
 
+`backup_repair` (with `repair`, whatever the reconcile's outcome) drains the outbox to SFTP, as the
+sync's `backup_raw_pages` does: the repair's re-sent pages and its tombstone documents (ADR 0022) are
+backed up now, not at the next sync.
+
 `reconcile` fails when drift exceeds tolerance and logs what drifted, by how much and where the report
 is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or invoice
 lines that do not add up to the invoice's subtotal (`invoice_lines_sum_to_subtotal`: each live line's
@@ -196,6 +200,17 @@ def erp_drift_reconciliation() -> None:
         print("Within tolerance: " + "; ".join(f"report {o.reports[-1].report_id} OK" for o in outcomes))
         return {"runs": [o.xcom() for o in outcomes]}
 
+    @task(retries=5, retry_delay=timedelta(minutes=5), trigger_rule="all_done", multiple_outputs=False)
+    def backup_repair(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """With `repair`: back up what it wrote (re-sent pages, tombstone documents) to SFTP now."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from erp_sync.backup.tasks import backup_outbox_task
+
+        if not (params or {}).get("repair"):
+            raise AirflowSkipException("no repair in this run: it wrote nothing to the outbox")
+        return backup_outbox_task()
+
     @task_group
     def table_invariants() -> None:
         """Staging tables' own rules, checked with the common.sql operators."""
@@ -218,7 +233,7 @@ def erp_drift_reconciliation() -> None:
     checked = check_params()
     reconciled = reconcile()
     reconciled.operator.operator_extra_links = (DriftReportLink(),)
-    checked >> reconciled
+    checked >> reconciled >> backup_repair()
     checked >> table_invariants()
 
 

@@ -16,7 +16,8 @@ DOC = """
 Pushes PENDING rows of `erp_sync.rejections` back through validate → transform → dedupe → load, after
 the mapping or the source is fixed. Each one ends **REPLAYED** or stays PENDING with its new reason and
 one more attempt — none is ever dropped. Params filter what is replayed: `stream`, `reason_code`,
-`rejection_ids` (all empty: every pending rejection).
+`rejection_ids` (all empty: every pending rejection). `backup_outbox` then drains the outbox to SFTP,
+as the sync's `backup_raw_pages` does, so the replayed batches are backed up now, not at the next sync.
 """
 
 
@@ -67,7 +68,14 @@ def erp_rejections_replay() -> None:
         print(f"replayed {result.replayed} of {result.selected}; still rejected: {summary}")
         return summary
 
-    replay()
+    @task(retries=5, retry_delay=timedelta(minutes=5), trigger_rule="all_done", multiple_outputs=False)
+    def backup_outbox() -> dict[str, Any]:
+        """Drain the outbox (the replayed batches' pages) to SFTP, verified."""
+        from erp_sync.backup.tasks import backup_outbox_task
+
+        return backup_outbox_task()
+
+    replay() >> backup_outbox()
 
 
 erp_rejections_replay()

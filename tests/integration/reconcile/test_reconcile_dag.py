@@ -68,6 +68,7 @@ def test_impossible_period_fails_in_check_params_before_any_read(airflow_home, s
     )
     assert states["check_params"] == "failed"
     assert states["reconcile"] == "upstream_failed"
+    assert states["backup_repair"] == "skipped"  # no repair asked for: nothing of this run to back up
     assert "period_end 2026-11-01T00:00:00+00:00 is before period_start 2026-11-10T00:00:00+00:00" in output
     assert sandbox.admin.request_counts()["total"] == 0
 
@@ -81,6 +82,7 @@ def test_dag_succeeds_within_tolerance_and_fails_red_on_drift(
 
     states, output = dag_test(env, DAG_ID, conf)
     assert states["reconcile"] == "success", output[-3000:]
+    assert states["backup_repair"] == "skipped"
     assert "within tolerance" in output
     assert all(state == "success" for task, state in states.items() if task.startswith("table_invariants."))
     conn = psycopg2.connect(migrated_pg_dsn)
@@ -163,8 +165,23 @@ def test_repair_over_max_tombstones_fails_red_before_any_write_and_within_it_tom
             recheck["status"] == "OK"
             and recheck["summary"]["repair"]["tombstones"]["invoices"]["tombstoned"] == 2
         )
+        # The repair's tombstone document (ADR 0022) is on the SFTP server after this run, not the next sync's.
+        assert states["backup_repair"] == "success", output[-3000:]
+        [(remote_path, backed_up_at)] = _tombstone_documents(conn)
+        assert backed_up_at is not None and (sftp.data_dir / remote_path).is_file()
     finally:
         conn.close()
+
+
+def _tombstone_documents(conn: Any) -> list[tuple[str | None, Any]]:
+    """(remote path, when its backup was verified) of each repair tombstone document in the outbox."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT remote_path, backed_up_at FROM erp_sync.outbox WHERE page_meta->>'mode' = 'repair_tombstones'"
+        )
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
 
 
 def _invoice_statuses(conn: Any, ids: list[str]) -> set[str]:
