@@ -26,6 +26,7 @@ from erp_sync.clients.errors import (
     AuthenticationError,
     FatalApiError,
     MalformedResponseError,
+    NoByIdLookupError,
     RetriableError,
     RetriableHttpError,
     RetryExhaustedError,
@@ -456,13 +457,14 @@ class SaaSClient:
     # --------------------------------------------------------------- children
 
     def get_record(self, spec: StreamSpec, source_id: str) -> dict[str, Any] | None:
-        """GET `{spec.path}/{id}` with the client's retry, rate and auth policies, children completed
-        like a listing's; None when the API says the record does not exist (a 404 `resource_missing`).
+        """GET the stream's by-id path (`spec.record_path`, by default `{path}/{id}`) with the client's
+        retry, rate and auth policies, children completed like a listing's; None when the API says the
+        record does not exist (a 404 `resource_missing`).
 
         Read as `lookup_record` reads it. A 404 without that code (a wrong base URL or path: Stripe's
         "Unrecognized request URL", a proxy's page, an API without that code) raises
         `UnconfirmedNotFoundError` (a `FatalApiError`) naming the URL: it does not say the record is
-        missing."""
+        missing. A stream that declares no by-id path raises `NoByIdLookupError`, sending nothing."""
         answer = self.lookup_record(spec, source_id)
         if answer.record is None:
             if answer.error_code == STRIPE_GONE_CODE:
@@ -473,10 +475,10 @@ class SaaSClient:
         return record
 
     def lookup_record(self, spec: StreamSpec, source_id: str) -> LookupAnswer:
-        """GET `{spec.path}/{id}` for the repair's tombstones (ADR 0020) and `get_record`: the record as
-        answered (its child lists not completed), or a 404 with the API's error code, which says whether
-        the record is gone (`resource_missing`) or the URL is wrong. Every other failure raises, as
-        elsewhere."""
+        """GET the stream's by-id path for the repair's tombstones (ADR 0020) and `get_record`: the
+        record as answered (its child lists not completed), or a 404 with the API's error code, which
+        says whether the record is gone (`resource_missing`) or the URL is wrong. Every other failure
+        raises, as elsewhere (`NoByIdLookupError`, before any request, when there is no by-id path)."""
         url = self._record_url(spec, source_id)
         response, record = self._call("GET", url, (), parse=_record_or_error, pass_client_errors=True)
         if response.status == 404:
@@ -558,7 +560,10 @@ class SaaSClient:
     # ---------------------------------------------------------------- request
 
     def _record_url(self, spec: StreamSpec, source_id: str) -> str:
-        return self._url(f"{spec.path.rstrip('/')}/{quote(source_id, safe='')}")
+        """The stream's declared by-id path (`StreamSpec.record_path`) for one id."""
+        if spec.record_path is None:
+            raise NoByIdLookupError(spec.name)
+        return self._url(spec.record_path.format(path=spec.path.rstrip("/"), id=quote(source_id, safe="")))
 
     def _url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):

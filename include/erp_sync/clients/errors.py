@@ -60,3 +60,15 @@ class RetryExhaustedError(FatalApiError):
 class UnconfirmedNotFoundError(FatalApiError):
     """A 404 for a record by id that does not say the record is missing (no `resource_missing` code):
     the base URL or the path is wrong, or the API has no such lookup. A retry gets the same answer."""
+
+
+class NoByIdLookupError(SaaSClientError):
+    """The stream declares no by-id path (`StreamSpec.record_path` is None): the API has no lookup of
+    one record, so none was asked for. Callers check `StreamSpec.looks_up_by_id` first (ADR 0022)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(
+            f"stream {stream} declares no by-id path (record_path=None): its API cannot be asked for one"
+            " record; no request was sent"
+        )
+        self.stream = stream

@@ -9,10 +9,14 @@ objects differ, a model and a mapping) -- never a new operator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from string import Formatter
 from typing import Literal
 
 PaginatorKind = Literal["stripe", "cursor", "offset", "link_header"]
 IncrementalKind = Literal["stripe_events", "updated_since", "none"]
+# Stripe's, and most REST APIs': one record at its list path plus its id (`GET /v1/invoices/in_123`).
+DEFAULT_RECORD_PATH = "{path}/{id}"
+RECORD_PATH_FIELDS = frozenset({"path", "id"})
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,37 @@ class StreamSpec:
     full_refresh: FullRefreshSpec = field(default_factory=FullRefreshSpec)
     children: tuple[ChildListSpec, ...] = ()
     extra_params: tuple[tuple[str, str], ...] = ()
+    # GET one record by id (the reconcile's lookups, the repair's re-sends and tombstones): a template
+    # of `{path}` (the list path above) and `{id}`. None: the API has no such lookup, and those skip
+    # the stream, saying so (ADR 0022).
+    record_path: str | None = DEFAULT_RECORD_PATH
+
+    def __post_init__(self) -> None:
+        if self.record_path is not None:
+            check_record_path(self.name, self.record_path)
+
+    @property
+    def looks_up_by_id(self) -> bool:
+        """Whether the API can be asked for one record of this stream by its id."""
+        return self.record_path is not None
+
+
+def check_record_path(stream: str, template: str) -> None:
+    """A by-id path names `{id}`, and `{path}` at most besides, plainly (a typo would otherwise fail
+    only at the first GET, or ask for the wrong URL)."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in Formatter().parse(template)]
+    except ValueError as exc:
+        raise _record_path_error(stream, template, str(exc)) from None
+    names = {name for name, _, _ in fields if name is not None}
+    if "id" not in names or not names <= RECORD_PATH_FIELDS:
+        raise _record_path_error(stream, template, f"it names {sorted(names)}")
+    if any(spec or conversion for name, spec, conversion in fields if name is not None):
+        raise _record_path_error(stream, template, "a field has a format spec or a conversion")
+
+
+def _record_path_error(stream: str, template: str, why: str) -> ValueError:
+    return ValueError(
+        f"stream {stream}: record_path {template!r} must name {{id}} and may name {{path}}, nothing else"
+        f" ({why}); set record_path=None when the API has no by-id lookup"
+    )

@@ -3,12 +3,13 @@ record does not exist (404 `resource_missing`); any other 404 raises, naming the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from client_fakes import BASE, FakeTransport, json_response, raw_response
 
-from erp_sync.clients.errors import FatalApiError, UnconfirmedNotFoundError
+from erp_sync.clients.errors import FatalApiError, NoByIdLookupError, UnconfirmedNotFoundError
 from erp_sync.streams import get_stream
 
 INVOICES = get_stream("invoices")
@@ -62,3 +63,23 @@ def test_a_record_comes_back_with_its_child_lists_completed(make_client: Any) ->
     assert record is not None and [line["id"] for line in record["lines"]["data"]] == ["il_1", "il_2"]
     assert record["lines"]["has_more"] is False
     assert [c.path for c in transport.calls] == ["/v1/invoices/in_1", "/v1/invoices/in_1/lines"]
+
+
+def test_the_stream_s_declared_by_id_path_is_asked_with_the_id_quoted(make_client: Any) -> None:
+    """`StreamSpec.record_path` is a template: an API whose record lives elsewhere than `{path}/{id}`
+    declares it, and the id is quoted as one path segment."""
+    declared = replace(INVOICES, record_path="/v2/records/invoice/{id}/detail")
+    missing = {"error": {"message": "No such invoice", "code": "resource_missing"}}
+    transport = FakeTransport(script=[json_response(missing, status=404)])
+    assert make_client(transport).get_record(declared, "in 1/2") is None
+    assert [c.path for c in transport.calls] == ["/v2/records/invoice/in%201%2F2/detail"]
+
+
+def test_a_stream_without_a_by_id_path_raises_before_any_request(make_client: Any) -> None:
+    transport = FakeTransport(script=[])
+    client = make_client(transport)
+    for ask in (client.get_record, client.lookup_record):
+        with pytest.raises(NoByIdLookupError) as raised:
+            ask(replace(get_stream("orders"), record_path=None), "ord_1")
+        assert raised.value.stream == "orders" and "record_path=None" in str(raised.value)
+    assert transport.calls == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,30 @@ def test_stripe_deletion_events_are_declared_and_must_be_read() -> None:
         IncrementalSpec(
             "stripe_events", event_types=("thing.updated",), delete_event_types=("thing.deleted",)
         )
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{path}", "it names ['path']"),
+        ("{path}/{ID}", "it names ['ID', 'path']"),
+        ("{path}/{id}/{version}", "it names ['id', 'path', 'version']"),
+        ("{path}/{}", "it names ['', 'path']"),
+        ("{path}/{id!r}", "a field has a format spec or a conversion"),
+        ("{path}/{id:>8}", "a field has a format spec or a conversion"),
+        ("{path}/{id", "expected '}' before end of string"),
+    ],
+)
+def test_a_by_id_path_that_would_ask_for_the_wrong_url_is_refused_when_declared(
+    template: str, why: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        replace(get_stream("invoices"), record_path=template)
+    text = str(refused.value)
+    assert text.startswith(f"stream invoices: record_path {template!r} must name {{id}}") and why in text
+    assert "record_path=None when the API has no by-id lookup" in text
+
+
+def test_a_by_id_path_may_leave_out_the_list_path_or_escape_braces() -> None:
+    for template in ("/v2/records/{id}", "{path}/{{v2}}/{id}"):
+        assert replace(get_stream("invoices"), record_path=template).looks_up_by_id
