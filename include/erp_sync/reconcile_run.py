@@ -1015,6 +1015,108 @@ def _invalidate_rows(conn: Any, table: str, source_system: str, ids: Sequence[st
     return count
 
 
+@dataclass
+class StreamResends:
+    """One stream's records to re-send, the first chunk of them already fetched (before any write)."""
+
+    spec: StreamSpec
+    ids: list[str]
+    mismatched: set[str]
+    first_chunk: tuple[list[dict[str, Any]], list[str]]  # fetch_records' (records, ids not found)
+
+    def fetched_chunks(self, client: Any) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+        """The first chunk as fetched, then each later one fetched as it is reached."""
+        yield self.first_chunk
+        for chunk in chunked(self.ids[REPAIR_CHUNK:], REPAIR_CHUNK):
+            yield fetch_records(client, self.spec, chunk)
+
+
+def fetch_first_chunks(
+    client: Any, targets: Mapping[str, Mapping[str, set[str]]]
+) -> dict[str, StreamResends]:
+    """Every stream's re-sends, with their first chunk fetched, before the repair writes anything: a
+    stream whose by-id path does not answer (`UnconfirmedNotFoundError`), or any other failure, raises
+    here, whichever stream it is, rather than after earlier streams were written."""
+    resends = {}
+    for stream, kinds in sorted(targets.items()):
+        spec = get_stream(stream)
+        ids = sorted(kinds["missing"] | kinds["mismatched"])
+        first = fetch_records(client, spec, ids[:REPAIR_CHUNK])
+        resends[stream] = StreamResends(spec, ids, set(kinds["mismatched"]), first)
+    return resends
+
+
+@dataclass
+class _Resender:
+    """Loads a stream's re-sent records chunk by chunk, adding up what each batch did in `result`."""
+
+    conn: Any
+    ledger: Any
+    redis_client: Any
+    namespace: str
+    client: Any
+    report: Mapping[str, Any]
+    run_id: str
+    when: datetime
+    result: RepairResult
+
+    def resend(self, stream: str, resends: StreamResends) -> None:
+        self.result.requested[stream] = len(resends.ids)
+        for chunk_no, (records, gone) in enumerate(resends.fetched_chunks(self.client), start=1):
+            self.result.fetched[stream] = self.result.fetched.get(stream, 0) + len(records)
+            if gone:
+                self.result.not_found.setdefault(stream, []).extend(gone)
+                log.warning(
+                    "repair %s: %d records no longer exist in the SaaS: %s", stream, len(gone), gone[:20]
+                )
+            if records:
+                self._load(resends, records, chunk_no)
+
+    def _load(self, resends: StreamResends, records: list[dict[str, Any]], chunk_no: int) -> None:
+        from erp_sync.clients.pages import page_meta_for
+        from erp_sync.core.transform import map_pages
+        from erp_sync.pipeline import input_sha256
+        from erp_sync.store.counters import next_batch_id
+        from erp_sync.store.loader import load_batch
+
+        spec, table = resends.spec, resends.spec.target_tables[0]
+        fetched_ids = [str(r.get(spec.primary_key)) for r in records]
+        _invalidate_rows(
+            self.conn, table, spec.source_system, [i for i in fetched_ids if i in resends.mismatched]
+        )
+        self.ledger.evict(table, fetched_ids, source_system=spec.source_system)
+        # Versioned with the repair's start, taken before any fetch: a record a sync stages later with a
+        # newer version is not overwritten, wherever the fetch fell relative to the stream's lock.
+        meta = page_meta_for("full", int(self.when.timestamp()))
+        report_id = self.report["report_id"]
+        url = f"{self.client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
+        page = fetched_page(spec, records, url, meta, chunk_no)
+        key = BatchKey(
+            self.run_id, spec.source_system, spec.name, self.report["period_start"], self.when,
+            input_sha256([page]),
+        )  # fmt: skip
+        batch = load_batch(
+            self.conn, self.ledger, key, map_pages(spec, [page]), [page],
+            batch_id=next_batch_id(self.redis_client, self.namespace, self.conn), cursor_after=None,
+            page_meta=meta,
+        )  # fmt: skip
+        batch.check_conservation()
+        self._count(batch)
+        log.info(
+            "repair %s batch %s: %d fetched, new %d, changed %d, unchanged %d, rejected %d",
+            spec.name, batch.batch_id, len(records), batch.loaded_new, batch.loaded_changed,
+            batch.skipped_unchanged, batch.rejected,
+        )  # fmt: skip
+
+    def _count(self, batch: Any) -> None:
+        result = self.result
+        result.batch_ids.append(batch.batch_id)
+        result.loaded_new += batch.loaded_new
+        result.loaded_changed += batch.loaded_changed
+        result.skipped_unchanged += batch.skipped_unchanged
+        result.rejected += batch.rejected
+
+
 def repair_report(
     *,
     conn: Any,
@@ -1030,17 +1132,13 @@ def repair_report(
     """Re-send exactly the records report `report_id` found missing in the ERP or mismatched, and stage
     as tombstones those it found missing in the SaaS that the SaaS confirms gone (ADR 0020).
 
-    The records missing in the SaaS are looked up first: a stream with more gone records than
-    `tombstones` allows raises `TombstoneLimitError` before anything is written. A wrong base URL
-    (a 404 that does not say the record is missing) raises `UnconfirmedNotFoundError` at the first
-    re-send, before anything is written.
+    Before anything is written, the records missing in the SaaS are looked up, and the first chunk of
+    every stream's re-sends is fetched: a stream with more gone records than `tombstones` allows raises
+    `TombstoneLimitError`, and a by-id path that does not answer as the API's lookup (a 404 that does
+    not say the record is missing: a wrong base URL or path) raises `UnconfirmedNotFoundError` naming
+    the URL, whichever stream it is (ADR 0022).
     """
-    from erp_sync.clients.pages import page_meta_for
-    from erp_sync.core.transform import map_pages
-    from erp_sync.pipeline import input_sha256
-    from erp_sync.store.counters import next_batch_id
     from erp_sync.store.ledger import RedisLedger
-    from erp_sync.store.loader import load_batch
     from erp_sync.store.locks import stream_lock
     from erp_sync.tombstone_repair import look_up_gone, stage_gone
 
@@ -1052,51 +1150,17 @@ def repair_report(
     targets = repair_targets(conn, report_id)
     looked_up_at = datetime.now(UTC)
     lookups = look_up_gone(conn, client, report, tombstones or TombstonePolicy())
+    resends = fetch_first_chunks(client, targets)
     ledger = RedisLedger(redis_client, namespace=namespace)
     result = RepairResult(report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[])
-    for stream, kinds in sorted(targets.items()):
-        spec = get_stream(stream)
-        table = spec.target_tables[0]
-        ids = sorted(kinds["missing"] | kinds["mismatched"])
-        result.requested[stream] = len(ids)
+    resender = _Resender(
+        conn=conn, ledger=ledger, redis_client=redis_client, namespace=namespace, client=client,
+        report=report, run_id=run_id, when=when, result=result,
+    )  # fmt: skip
+    for stream, stream_resends in sorted(resends.items()):
+        spec = stream_resends.spec
         with stream_lock(conn, spec.source_system, spec.name, timeout_s=lock_timeout_s):
-            for chunk_no, chunk in enumerate(chunked(ids, REPAIR_CHUNK), start=1):
-                records, gone = fetch_records(client, spec, chunk)
-                result.fetched[stream] = result.fetched.get(stream, 0) + len(records)
-                if gone:
-                    result.not_found.setdefault(stream, []).extend(gone)
-                    log.warning(
-                        "repair %s: %d records no longer exist in the SaaS: %s", stream, len(gone), gone[:20]
-                    )
-                if not records:
-                    continue
-                fetched_ids = [str(r.get(spec.primary_key)) for r in records]
-                _invalidate_rows(
-                    conn, table, spec.source_system, [i for i in fetched_ids if i in kinds["mismatched"]]
-                )
-                ledger.evict(table, fetched_ids, source_system=spec.source_system)
-                meta = page_meta_for("full", int(when.timestamp()))
-                url = f"{client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
-                page = fetched_page(spec, records, url, meta, chunk_no)
-                mapped = map_pages(spec, [page])
-                key = BatchKey(
-                    run_id, spec.source_system, spec.name, report["period_start"], when, input_sha256([page])
-                )
-                batch = load_batch(
-                    conn, ledger, key, mapped, [page],
-                    batch_id=next_batch_id(redis_client, namespace, conn), cursor_after=None, page_meta=meta,
-                )  # fmt: skip
-                batch.check_conservation()
-                result.batch_ids.append(batch.batch_id)
-                result.loaded_new += batch.loaded_new
-                result.loaded_changed += batch.loaded_changed
-                result.skipped_unchanged += batch.skipped_unchanged
-                result.rejected += batch.rejected
-                log.info(
-                    "repair %s batch %s: %d fetched, new %d, changed %d, unchanged %d, rejected %d",
-                    stream, batch.batch_id, len(records), batch.loaded_new, batch.loaded_changed,
-                    batch.skipped_unchanged, batch.rejected,
-                )  # fmt: skip
+            resender.resend(stream, stream_resends)
     result.tombstones = stage_gone(
         conn=conn, ledger=ledger, redis_client=redis_client, namespace=namespace, lookups=lookups,
         report=report, run_id=run_id, looked_up_at=looked_up_at, lock_timeout_s=lock_timeout_s,

@@ -29,6 +29,13 @@ from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
 from erp_sync.store.ledger import RedisLedger
 from erp_sync.streams import STREAMS
+from tests.integration.reconcile.repair_checks import (
+    control_rows,
+    ledger_size,
+    sql_rows,
+    staging,
+    unsync_a_paid_invoice,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,14 +64,6 @@ def _full_refresh(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, 
     )  # fmt: skip
 
 
-def _rows(conn: Any, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        rows = cur.fetchall() if cur.description else []
-    conn.commit()
-    return rows
-
-
 def _deleted_while_no_delta_read_it(
     sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str, n: int = 3
 ) -> list[str]:
@@ -84,42 +83,20 @@ def _deleted_while_no_delta_read_it(
 
 def _statuses(conn: Any, table: str, column: str, ids: list[str]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    for status, source_id in _rows(
+    for status, source_id in sql_rows(
         conn, f"SELECT interface_status, source_id FROM erp_staging.{table} WHERE {column} = ANY(%s)", (ids,)
     ):
         found.setdefault(status, set()).add(source_id)
     return found
 
 
-def _staging(conn: Any) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """(table, source_id) -> everything that changes when a row is rewritten."""
-    rows = {}
-    for table in ("ar_invoices", "ar_invoice_lines"):
-        for source_id, *rest in _rows(
-            conn,
-            f"SELECT source_id, xmin::text, interface_status, row_sha256, source_version, sync_batch_id"
-            f" FROM erp_staging.{table}",
-        ):
-            rows[(table, source_id)] = tuple(rest)
-    return rows
-
-
-def _control_rows(conn: Any) -> tuple[int, int, int]:
-    """(sync_batches, repair_tombstones, drift_reports) row counts."""
-    return _rows(
-        conn,
-        "SELECT (SELECT count(*) FROM erp_sync.sync_batches), (SELECT count(*) FROM erp_sync.repair_tombstones),"
-        " (SELECT count(*) FROM erp_sync.drift_reports)",
-    )[0]
+def _staged(conn: Any) -> dict[tuple[str, str], tuple[Any, ...]]:
+    return staging(conn, ("ar_invoices", "ar_invoice_lines"))
 
 
 def _ledger_entries(redis_client: redis.Redis, ns: str, table: str, ids: list[str]) -> list[str | None]:
     frame = pd.DataFrame({"source_system": [SYSTEM] * len(ids), "source_id": ids})
     return RedisLedger(redis_client, namespace=ns).lookup(table, frame)
-
-
-def _ledger_size(redis_client: redis.Redis, ns: str) -> int:
-    return sum(1 for _ in redis_client.scan_iter(match=f"{ns}:ledger:*", count=1000))
 
 
 def _run(
@@ -129,16 +106,6 @@ def _run(
         conn=conn, client=client, request=parse_request(conf, now=datetime.now(UTC)),
         redis_client=redis_client, namespace=ns, run_id="reconcile-test",
     )  # fmt: skip
-
-
-def _unsync_a_paid_invoice(conn: Any) -> str:
-    """Delete a paid invoice's staging header: the next report finds it `missing_in_erp`."""
-    [(source_id,)] = _rows(
-        conn,
-        "DELETE FROM erp_staging.ar_invoices WHERE source_id = (SELECT max(source_id) FROM erp_staging.ar_invoices"
-        " WHERE status = 'paid') RETURNING source_id",
-    )
-    return str(source_id)
 
 
 def _second(offset_s: int) -> datetime:
@@ -160,7 +127,7 @@ def _items(conn: Any, report_id: int) -> list[tuple[str, str]]:
 def _lines_of(conn: Any, invoice_ids: list[str]) -> list[str]:
     return sorted(
         r[0]
-        for r in _rows(
+        for r in sql_rows(
             conn,
             "SELECT source_id FROM erp_staging.ar_invoice_lines WHERE invoice_source_id = ANY(%s)",
             (invoice_ids,),
@@ -178,13 +145,13 @@ def test_repair_tombstones_records_deleted_while_no_delta_read_their_events(
     assert _items(conn, found.report_id) == [("missing_in_saas", i) for i in deleted]
     lines = _lines_of(conn, deleted)
     assert lines and all(_ledger_entries(redis_client, ns, "ar_invoice_lines", lines))
-    before = _staging(conn)
-    batches_before = _control_rows(conn)[0]
+    before = _staged(conn)
+    batches_before = control_rows(conn)[0]
 
     repaired = _run(conn, _client(sandbox), {**period, "repair": True}, redis_client, ns)
 
     # Exactly the gone headers and their lines were rewritten: tombstones, in one recorded batch.
-    after = _staging(conn)
+    after = _staged(conn)
     rewritten = {key for key, row in after.items() if before.get(key) != row}
     assert rewritten == {("ar_invoices", i) for i in deleted} | {("ar_invoice_lines", i) for i in lines}
     outcome = repaired.repair.tombstones["invoices"]
@@ -197,7 +164,7 @@ def test_repair_tombstones_records_deleted_while_no_delta_read_their_events(
             assert version >= before[(table, source_id)][3]
     for source_id in deleted:  # the hash a deletion event would have staged (ADR 0015)
         assert after[("ar_invoices", source_id)][2] == tombstone_sha256(before[("ar_invoices", source_id)][2])
-    batch = _rows(
+    batch = sql_rows(
         conn,
         "SELECT run_id, extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, rows_by_table,"
         " window_start, window_end FROM erp_sync.sync_batches WHERE batch_id = %s",
@@ -208,8 +175,8 @@ def test_repair_tombstones_records_deleted_while_no_delta_read_their_events(
         datetime(2020, 1, 1, tzinfo=UTC),
         datetime.fromisoformat(period["period_end"]),
     )
-    assert _control_rows(conn)[0] == batches_before + 1
-    evidence = _rows(
+    assert control_rows(conn)[0] == batches_before + 1
+    evidence = sql_rows(
         conn,
         "SELECT source_id, report_id, evidence, outcome, api_message FROM erp_sync.repair_tombstones"
         " WHERE batch_id = %s ORDER BY source_id",
@@ -238,19 +205,19 @@ def test_repair_tombstones_records_deleted_while_no_delta_read_their_events(
     assert repaired.xcom()["repair"]["tombstones"]["invoices"]["tombstoned"] == 3
 
     # A retry of the same repair (its task retried) finds the batch committed: nothing new.
-    controls = _control_rows(conn)
+    controls = control_rows(conn)
     retried = repair_report(
         conn=conn, redis_client=redis_client, client=_client(sandbox), report_id=found.report_id,
         run_id="reconcile-retry", namespace=ns,
     )  # fmt: skip
     again = retried.tombstones["invoices"]
     assert again.already_committed and again.batch_id == outcome.batch_id and again.tombstoned == deleted
-    assert _staging(conn) == after and _control_rows(conn) == controls
+    assert _staged(conn) == after and control_rows(conn) == controls
 
     # A second repair run starts from the clean re-check: nothing to look up, nothing written.
     second = _run(conn, _client(sandbox), {**period, "repair": True}, redis_client, ns)
     assert second.repair.tombstones == {} and second.reports[-1].status == "OK"
-    assert _staging(conn) == after and _control_rows(conn)[:2] == controls[:2]
+    assert _staged(conn) == after and control_rows(conn)[:2] == controls[:2]
 
     # The next reconcile of the period no longer reports them.
     assert _items(conn, _run(conn, _client(sandbox), period).reports[-1].report_id) == []
@@ -263,7 +230,7 @@ def test_repair_tombstones_records_deleted_while_no_delta_read_their_events(
     )  # fmt: skip
     assert delta.mode == "incremental" and delta.extracted >= len(deleted)
     assert delta.loaded_new + delta.loaded_changed == 0
-    late = _staging(conn)
+    late = _staged(conn)
     assert {key: late[key] for key in rewritten} == {key: after[key] for key in rewritten}
 
 
@@ -275,7 +242,7 @@ def test_a_record_that_exists_outside_the_period_is_left_while_a_gone_one_is_tom
     ns = redis_namespace
     [deleted] = _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=1)
     start = datetime.now(UTC) - timedelta(days=1)
-    [(moved,)] = _rows(
+    [(moved,)] = sql_rows(
         conn,
         "UPDATE erp_staging.ar_invoices SET issued_at = now() - interval '1 hour' WHERE source_id ="
         " (SELECT min(source_id) FROM erp_staging.ar_invoices WHERE issued_at < %s - interval '3 days')"
@@ -288,13 +255,13 @@ def test_a_record_that_exists_outside_the_period_is_left_while_a_gone_one_is_tom
     }  # fmt: skip
     found = _run(conn, _client(sandbox), period).reports[-1]
     assert _items(conn, found.report_id) == sorted([("missing_in_saas", deleted), ("missing_in_saas", moved)])
-    before = _staging(conn)
+    before = _staged(conn)
 
     repaired = _run(conn, _client(sandbox), {**period, "repair": True}, redis_client, ns)
 
     outcome = repaired.repair.tombstones["invoices"]
     assert (outcome.asked, outcome.gone, outcome.still_in_saas, outcome.tombstoned) == (2, 1, 1, [deleted])
-    assert _staging(conn)[("ar_invoices", moved)] == before[("ar_invoices", moved)]
+    assert _staged(conn)[("ar_invoices", moved)] == before[("ar_invoices", moved)]
     assert _items(conn, repaired.reports[-1].report_id) == [("missing_in_saas", moved)]
 
 
@@ -302,7 +269,7 @@ def test_the_opt_out_leaves_them_missing_in_the_saas(sandbox, conn, redis_client
     deleted = _deleted_while_no_delta_read_it(sandbox, conn, redis_client, redis_namespace, n=2)
     period = _whole_history()
     _run(conn, _client(sandbox), period)
-    before, controls = _staging(conn), _control_rows(conn)
+    before, controls = _staged(conn), control_rows(conn)
     repaired = _run(
         conn,
         _client(sandbox),
@@ -312,7 +279,7 @@ def test_the_opt_out_leaves_them_missing_in_the_saas(sandbox, conn, redis_client
     )
     assert repaired.repair.tombstones == {}
     assert _items(conn, repaired.reports[-1].report_id) == [("missing_in_saas", i) for i in deleted]
-    assert _staging(conn) == before and _control_rows(conn)[:2] == controls[:2]
+    assert _staged(conn) == before and control_rows(conn)[:2] == controls[:2]
 
 
 def test_over_max_tombstones_the_repair_refuses_before_any_write(
@@ -320,11 +287,11 @@ def test_over_max_tombstones_the_repair_refuses_before_any_write(
 ):
     ns = redis_namespace
     deleted = _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=3)
-    unsynced = _unsync_a_paid_invoice(conn)  # the same repair would re-send it: it must not be either
+    unsynced = unsync_a_paid_invoice(conn)  # the same repair would re-send it: it must not be either
     period = _whole_history()
     found = _run(conn, _client(sandbox), period).reports[-1]
     assert ("missing_in_erp", unsynced) in _items(conn, found.report_id)
-    before, controls, ledger = _staging(conn), _control_rows(conn), _ledger_size(redis_client, ns)
+    before, controls, ledger = _staged(conn), control_rows(conn), ledger_size(redis_client, ns)
 
     with pytest.raises(TombstoneLimitError) as refused:
         _run(conn, _client(sandbox), {**period, "repair": True, "max_tombstones": 2}, redis_client, ns)
@@ -337,8 +304,8 @@ def test_over_max_tombstones_the_repair_refuses_before_any_write(
     text = str(refused.value)
     assert "stream invoices" in text and "max_tombstones=2" in text and "raise max_tombstones" in text
     assert deleted[0] in text
-    assert _staging(conn) == before and _control_rows(conn) == controls  # no batch, no evidence, no report
-    assert _ledger_size(redis_client, ns) == ledger
+    assert _staged(conn) == before and control_rows(conn) == controls  # no batch, no evidence, no report
+    assert ledger_size(redis_client, ns) == ledger
 
     # The same repair within the limit goes through.
     repaired = _run(conn, _client(sandbox), {**period, "repair": True, "max_tombstones": 3}, redis_client, ns)
@@ -363,7 +330,7 @@ def test_a_connection_to_the_wrong_account_is_refused_by_the_share(
         erp_records = drift.get_report(conn, found.report_id)["summary"]["records"]["invoices"]["erp"]
         conn.rollback()
         assert erp_records > 100
-        before, controls = _staging(conn), _control_rows(conn)
+        before, controls = _staged(conn), control_rows(conn)
         other.admin.reset_counts()
         with pytest.raises(TombstoneLimitError) as refused:
             _run(conn, wrong, {**period, "repair": True}, redis_client, ns)
@@ -371,7 +338,7 @@ def test_a_connection_to_the_wrong_account_is_refused_by_the_share(
     assert refused.value.param == "max_tombstone_share" and refused.value.gone == 100
     assert f"stopped after 100 of {erp_records} lookups" in str(refused.value)
     assert lookups == 100
-    assert _staging(conn) == before and _control_rows(conn) == controls
+    assert _staged(conn) == before and control_rows(conn) == controls
 
 
 @pytest.mark.parametrize("failure", ["503", "credentials"])
@@ -379,7 +346,7 @@ def test_a_lookup_that_fails_tombstones_nothing(sandbox, conn, redis_client, red
     ns = redis_namespace
     _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=2)
     found = _run(conn, _client(sandbox), _whole_history()).reports[-1]
-    before, controls, ledger = _staging(conn), _control_rows(conn), _ledger_size(redis_client, ns)
+    before, controls, ledger = _staged(conn), control_rows(conn), ledger_size(redis_client, ns)
     quick = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
     if failure == "503":
         client, error = _client(sandbox, retry=quick), RetryExhaustedError
@@ -394,8 +361,8 @@ def test_a_lookup_that_fails_tombstones_nothing(sandbox, conn, redis_client, red
             )  # fmt: skip
     finally:
         sandbox.admin.reset_faults()
-    assert _staging(conn) == before and _control_rows(conn) == controls
-    assert _ledger_size(redis_client, ns) == ledger
+    assert _staged(conn) == before and control_rows(conn) == controls
+    assert ledger_size(redis_client, ns) == ledger
 
 
 def test_a_transient_5xx_is_retried_and_only_the_404_decides(sandbox, conn, redis_client, redis_namespace):
@@ -421,14 +388,14 @@ def test_a_404_without_resource_missing_proves_nothing(sandbox, conn, redis_clie
     ns = redis_namespace
     _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=2)
     found = _run(conn, _client(sandbox), _whole_history()).reports[-1]
-    before, controls = _staging(conn), _control_rows(conn)
+    before, controls = _staged(conn), control_rows(conn)
     repaired = repair_report(
         conn=conn, redis_client=redis_client, client=_client(sandbox, base_url=sandbox.base_url + "/api"),
         report_id=found.report_id, run_id="reconcile-test", namespace=ns,
     )  # fmt: skip
     outcome = repaired.tombstones["invoices"]
     assert (outcome.asked, outcome.gone, outcome.unconfirmed, outcome.tombstoned) == (2, 0, 2, [])
-    assert _staging(conn) == before and _control_rows(conn) == controls
+    assert _staged(conn) == before and control_rows(conn) == controls
 
 
 def test_a_wrong_base_url_fails_the_re_sends_before_any_write_naming_it(
@@ -438,11 +405,11 @@ def test_a_wrong_base_url_fails_the_re_sends_before_any_write_naming_it(
     re-send), and the repair fails naming the URL, with nothing written."""
     ns = redis_namespace
     _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=2)
-    unsynced = _unsync_a_paid_invoice(conn)  # a record the repair re-sends
+    unsynced = unsync_a_paid_invoice(conn)  # a record the repair re-sends
     period = _whole_history()
     found = _run(conn, _client(sandbox), period).reports[-1]
     assert ("missing_in_erp", unsynced) in _items(conn, found.report_id)
-    before, controls, ledger = _staging(conn), _control_rows(conn), _ledger_size(redis_client, ns)
+    before, controls, ledger = _staged(conn), control_rows(conn), ledger_size(redis_client, ns)
     wrong = sandbox.base_url + "/api"
 
     with pytest.raises(UnconfirmedNotFoundError) as failed:
@@ -451,8 +418,8 @@ def test_a_wrong_base_url_fails_the_re_sends_before_any_write_naming_it(
     text = str(failed.value)
     assert f"GET {wrong}/v1/invoices/{unsynced}: HTTP 404: Unrecognized request URL" in text
     assert "does not say the record is missing" in text and "base URL" in text
-    assert _staging(conn) == before and _control_rows(conn) == controls  # no batch, no evidence, no report
-    assert _ledger_size(redis_client, ns) == ledger
+    assert _staged(conn) == before and control_rows(conn) == controls  # no batch, no evidence, no report
+    assert ledger_size(redis_client, ns) == ledger
 
 
 def test_a_crash_before_commit_leaves_nothing_but_evicted_entries(
@@ -461,7 +428,7 @@ def test_a_crash_before_commit_leaves_nothing_but_evicted_entries(
     ns = redis_namespace
     deleted = _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=2)
     found = _run(conn, _client(sandbox), _whole_history()).reports[-1]
-    before, controls = _staging(conn), _control_rows(conn)
+    before, controls = _staged(conn), control_rows(conn)
 
     def crash(name: str) -> None:
         if name == "before_commit":
@@ -474,7 +441,7 @@ def test_a_crash_before_commit_leaves_nothing_but_evicted_entries(
     )  # fmt: skip
     with pytest.raises(SystemExit):
         repair_report(**repair)
-    assert _staging(conn) == before and _control_rows(conn) == controls
+    assert _staged(conn) == before and control_rows(conn) == controls
     # Evicted before COMMIT: missing entries (one no-op upsert later), never stale ones.
     assert _ledger_entries(redis_client, ns, "ar_invoices", deleted) == [None, None]
 

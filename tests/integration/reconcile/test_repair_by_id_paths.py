@@ -1,0 +1,117 @@
+"""The repair and each stream's by-id path (ADR 0022), against real Postgres, Redis and the sandbox,
+reconciling a Stripe stream (invoices) and the orders API (which has no route for one order) through
+one OAuth2 connection. Streams are repaired in name order, so invoices is written before orders: a
+by-id path that does not answer fails the repair before invoices is written, and a stream that
+declares none is skipped, saying why, while invoices is repaired."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from erp_sync.clients.auth import OAuth2ClientCredentials
+from erp_sync.clients.client import SaaSClient
+from erp_sync.clients.errors import UnconfirmedNotFoundError
+from erp_sync.pipeline import WindowRequest, sync_stream
+from erp_sync.reconcile_run import parse_request, run_request
+from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
+from erp_sync.store import drift
+from erp_sync.streams import STREAMS
+from erp_sync.streams.spec import DEFAULT_RECORD_PATH
+from tests.integration.reconcile.repair_checks import (
+    control_rows,
+    ledger_size,
+    sql_rows,
+    staging,
+    unsync_a_paid_invoice,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STREAM_NAMES = ("invoices", "orders")
+TABLES = ("ar_invoices", "ar_invoice_lines", "sales_orders")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxHandle]:
+    with running_sandbox(invoices=80, seed=12, oauth=True) as handle:
+        yield handle
+
+
+def _client(sandbox: SandboxHandle) -> SaaSClient:
+    auth = OAuth2ClientCredentials(sandbox.token_url, sandbox.client_id, sandbox.client_secret)
+    return SaaSClient(sandbox.base_url, auth, page_size=50)
+
+
+def _synced(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str) -> dict[str, Any]:
+    """Both streams fully synced; the whole history as the period to reconcile."""
+    end = datetime.now(UTC) + timedelta(days=1)
+    for name in STREAM_NAMES:
+        sync_stream(
+            spec=STREAMS[name], client=_client(sandbox), conn=conn, redis_client=redis_client,
+            run_id=f"sync-{time.monotonic_ns()}", namespace=ns, batch_records=100,
+            window=WindowRequest(full_refresh=True, window_end=end),
+        )  # fmt: skip
+    return {
+        "period_start": "2020-01-01T00:00:00Z",
+        "period_end": end.isoformat(),
+        "streams": list(STREAM_NAMES),
+    }
+
+
+def _run(
+    conn: Any, sandbox: SandboxHandle, conf: dict[str, Any], redis_client: Any = None, ns: str = "erpsync"
+) -> Any:
+    return run_request(
+        conn=conn, client=_client(sandbox), request=parse_request(conf, now=datetime.now(UTC)),
+        redis_client=redis_client, namespace=ns, run_id="reconcile-test",
+    )  # fmt: skip
+
+
+def _unsync_an_order(conn: Any) -> str:
+    """Delete an order's staging row: the next report finds it `missing_in_erp`."""
+    [(source_id,)] = sql_rows(
+        conn,
+        "DELETE FROM erp_staging.sales_orders WHERE source_id = (SELECT max(source_id)"
+        " FROM erp_staging.sales_orders) RETURNING source_id",
+    )
+    return str(source_id)
+
+
+def _items(conn: Any, report_id: int) -> set[tuple[str, str, str]]:
+    items = drift.get_items(conn, report_id, limit=10_000)
+    conn.rollback()
+    return {(i["stream"], i["kind"], i["source_id"]) for i in items}
+
+
+def test_a_later_stream_whose_by_id_path_does_not_answer_fails_the_repair_before_any_write(
+    sandbox, conn, redis_client, redis_namespace, monkeypatch
+):
+    """Orders declared with Stripe's by-id path, which the orders API lacks: its 404 says nothing about
+    the record. The repair fails naming that URL before invoices, repaired first, is written: no batch,
+    no ledger eviction, no invalidated row, no report."""
+    ns = redis_namespace
+    period = _synced(sandbox, conn, redis_client, ns)
+    invoice, order = unsync_a_paid_invoice(conn), _unsync_an_order(conn)
+    found = _run(conn, sandbox, period).reports[-1]
+    assert {("invoices", "missing_in_erp", invoice), ("orders", "missing_in_erp", order)} <= _items(
+        conn, found.report_id
+    )
+    monkeypatch.setitem(STREAMS, "orders", replace(STREAMS["orders"], record_path=DEFAULT_RECORD_PATH))
+    before, controls, ledger = staging(conn, TABLES), control_rows(conn), ledger_size(redis_client, ns)
+
+    with pytest.raises(UnconfirmedNotFoundError) as failed:
+        _run(conn, sandbox, {**period, "repair": True}, redis_client, ns)
+
+    text = str(failed.value)
+    assert f"GET {sandbox.base_url}/api/v2/orders/{order}: HTTP 404: " in text, text
+    assert "does not say the record is missing" in text
+    assert staging(conn, TABLES) == before and control_rows(conn) == controls
+    assert ledger_size(redis_client, ns) == ledger
+    assert not sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,))
