@@ -81,10 +81,10 @@ from erp_sync.reports import file_names, render_csv, render_html, render_json, r
 from erp_sync.reports.render import repair_commands
 from erp_sync.store import drift
 from erp_sync.streams import STREAMS, get_stream
-from erp_sync.streams.spec import StreamSpec
+from erp_sync.streams.spec import NO_BY_ID_LOOKUP, StreamSpec
 
 if TYPE_CHECKING:
-    from erp_sync.tombstone_repair import StreamTombstones
+    from erp_sync.tombstone_repair import StreamLookups, StreamTombstones
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,7 @@ class LookupStats:
     outside_period: int = 0
     rejected: int = 0
     unconfirmed: int = 0  # asked, but the API's 404 did not say missing: the by-id path is wrong
+    not_looked_up: int = 0  # not asked: the stream declares no by-id path (ADR 0022)
 
 
 def lookup_by_id(
@@ -432,8 +433,10 @@ def lookup_by_id(
     A record that no longer exists (404 `resource_missing`), that the mapping rejects, or whose period
     column is outside the period stays `missing_in_saas` (counted in `stats`). So do all of them when
     the API answers the stream's by-id path with a 404 that does not say the record is missing (an
-    API without Stripe's code, or no such path; the listing already reached the base URL): counted
-    `unconfirmed`, with a warning naming the URL, rather than failing the report.
+    API without Stripe's code, or a wrong path; the listing already reached the base URL): counted
+    `unconfirmed`, with a warning naming the URL, rather than failing the report. A stream that
+    declares no by-id path is not asked at all: its records are counted `not_looked_up`, with a
+    warning naming the stream (ADR 0022).
     """
     from erp_sync.clients.errors import UnconfirmedNotFoundError
     from erp_sync.clients.pages import page_meta_for
@@ -444,6 +447,13 @@ def lookup_by_id(
     metrics = METRICS_BY_TABLE[table]
 
     def find(ids: list[str]) -> pd.DataFrame:
+        if not spec.looks_up_by_id:
+            log.warning(
+                "reconcile %s: %d records missing in the SaaS not looked up by id: the stream declares no"
+                " by-id path (record_path=None); they stay missing_in_saas", spec.name, len(ids),
+            )  # fmt: skip
+            stats.not_looked_up += len(ids)
+            return empty_side(metrics)
         try:
             records, gone = fetch_records(client, header_spec, ids)
         except UnconfirmedNotFoundError as exc:
@@ -791,11 +801,12 @@ def _compare_stream(
     return result
 
 
-def _looked_up_source(looked_up: LookedUp, stats: LookupStats, request: ReconcileRequest) -> dict[str, int]:
-    """The report's account of the records only the ERP held: asked for by id, and what came back."""
-    return {
+def _looked_up_source(looked_up: LookedUp, stats: LookupStats, request: ReconcileRequest) -> dict[str, Any]:
+    """The report's account of the records only the ERP held: asked for by id, and what came back;
+    for a stream without a by-id path, how many were not asked and why."""
+    account: dict[str, Any] = {
         "limit": request.lookup_missing_limit,
-        "asked": looked_up.asked,
+        "asked": looked_up.asked - stats.not_looked_up,
         "found_in_period": looked_up.found,
         "not_found": stats.not_found,
         "outside_period": stats.outside_period,
@@ -803,6 +814,9 @@ def _looked_up_source(looked_up: LookedUp, stats: LookupStats, request: Reconcil
         "unconfirmed": stats.unconfirmed,
         "over_limit": looked_up.unasked,
     }
+    if stats.not_looked_up:
+        account |= {"not_looked_up": stats.not_looked_up, "reason": NO_BY_ID_LOOKUP}
+    return account
 
 
 def _read_erp_side(
@@ -934,6 +948,18 @@ def describe(outcome: ReconcileOutcome, request: ReconcileRequest) -> str:
 
 
 @dataclass
+class SkippedStream:
+    """A stream of the report the repair could not ask the SaaS about by id: what it left, and why."""
+
+    reason: str
+    not_resent: int = 0  # records missing in the ERP or mismatched
+    not_looked_up: int = 0  # records missing in the SaaS (no tombstone without the SaaS's answer)
+
+    def summary(self) -> dict[str, Any]:
+        return {"reason": self.reason, "not_resent": self.not_resent, "not_looked_up": self.not_looked_up}
+
+
+@dataclass
 class RepairResult:
     report_id: int
     requested: dict[str, int]  # stream -> ids asked for
@@ -945,6 +971,7 @@ class RepairResult:
     skipped_unchanged: int = 0
     rejected: int = 0
     tombstones: dict[str, StreamTombstones] = field(default_factory=dict)  # stream -> (ADR 0020)
+    skipped: dict[str, SkippedStream] = field(default_factory=dict)  # stream -> (ADR 0022)
 
     def summary(self) -> dict[str, Any]:
         """What the repair did, small and JSON-safe (the re-check report's summary, the XCom)."""
@@ -957,7 +984,11 @@ class RepairResult:
                 "not_found": {stream: len(ids) for stream, ids in self.not_found.items()},
             },
             "tombstones": {stream: t.summary() for stream, t in sorted(self.tombstones.items())},
+            "skipped": self.skipped_summary(),
         }
+
+    def skipped_summary(self) -> dict[str, dict[str, Any]]:
+        return {stream: skipped.summary() for stream, skipped in sorted(self.skipped.items())}
 
 
 def repair_targets(conn: Any, report_id: int) -> dict[str, dict[str, set[str]]]:
@@ -1013,6 +1044,30 @@ def _invalidate_rows(conn: Any, table: str, source_system: str, ids: Sequence[st
         conn.rollback()
         raise
     return count
+
+
+def skipped_streams(
+    targets: Mapping[str, Mapping[str, set[str]]], lookups: Mapping[str, StreamLookups]
+) -> dict[str, SkippedStream]:
+    """The streams whose records cannot be asked for by id (no by-id path declared), each with what it
+    leaves undone; a warning per stream says so and what to do instead."""
+    skipped: dict[str, SkippedStream] = {}
+    for stream, kinds in targets.items():
+        if not get_stream(stream).looks_up_by_id:
+            skipped[stream] = SkippedStream(
+                NO_BY_ID_LOOKUP, not_resent=len(kinds["missing"] | kinds["mismatched"])
+            )
+    for stream, found in lookups.items():
+        if found.not_asked_because is not None:
+            left = skipped.setdefault(stream, SkippedStream(found.not_asked_because))
+            left.not_looked_up = found.candidates
+    for stream, left in sorted(skipped.items()):
+        log.warning(
+            "repair %s: skipped, the stream declares no by-id path (record_path=None): %d records missing in"
+            " the ERP or mismatched not re-sent, %d missing in the SaaS not looked up; a full refresh of"
+            " %s for the period re-reads it", stream, left.not_resent, left.not_looked_up, stream,
+        )  # fmt: skip
+    return skipped
 
 
 @dataclass
@@ -1150,9 +1205,12 @@ def repair_report(
     targets = repair_targets(conn, report_id)
     looked_up_at = datetime.now(UTC)
     lookups = look_up_gone(conn, client, report, tombstones or TombstonePolicy())
-    resends = fetch_first_chunks(client, targets)
+    skipped = skipped_streams(targets, lookups)
+    resends = fetch_first_chunks(client, {s: t for s, t in targets.items() if s not in skipped})
     ledger = RedisLedger(redis_client, namespace=namespace)
-    result = RepairResult(report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[])
+    result = RepairResult(
+        report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[], skipped=skipped
+    )
     resender = _Resender(
         conn=conn, ledger=ledger, redis_client=redis_client, namespace=namespace, client=client,
         report=report, run_id=run_id, when=when, result=result,
@@ -1191,6 +1249,7 @@ class RunOutcome:
                 "changed": self.repair.loaded_changed,
                 "not_found": self.repair.not_found,
                 "tombstones": {s: t.summary() for s, t in sorted(self.repair.tombstones.items())},
+                "skipped": self.repair.skipped_summary(),
             }
         return out
 

@@ -2,7 +2,8 @@
 SaaS confirms gone, are staged as deleted, as a deletion event would have staged them (ADR 0015).
 
     before the repair writes anything (`look_up_gone`), per stream of the report:
-        GET {path}/{id} (header only) for each of its `missing_in_saas` ids, `child_concurrency` at once
+        GET its by-id path (header only) for each of its `missing_in_saas` ids, `child_concurrency` at
+        once; a stream that declares none is not asked, and says so (ADR 0022)
         each answer: gone (404 `resource_missing`, or a `"deleted": true` stub), exists (ADR 0017's
         case: left alone) or unconfirmed (another 404: left alone); any other failure raises
         refuse (`TombstoneLimitError`) as soon as the gone pass `max_tombstones`, or
@@ -40,7 +41,7 @@ from erp_sync.core.tombstones import (
 from erp_sync.store import drift
 from erp_sync.store.tombstones import TombstoneRequest, stage_tombstones
 from erp_sync.streams import get_stream
-from erp_sync.streams.spec import StreamSpec
+from erp_sync.streams.spec import NO_BY_ID_LOOKUP, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class StreamLookups:
     gone: list[GoneRecord] = field(default_factory=list)
     exists: list[str] = field(default_factory=list)
     unconfirmed: list[str] = field(default_factory=list)
+    not_asked_because: str | None = None  # the stream declares no by-id path: none was asked
 
     @property
     def gone_ids(self) -> list[str]:
@@ -112,18 +114,23 @@ def look_up_gone(
     conn: Any, client: Any, report: Mapping[str, Any], policy: TombstonePolicy
 ) -> dict[str, StreamLookups]:
     """Ask the SaaS for every `missing_in_saas` record of the report, stream by stream; raises
-    `TombstoneLimitError` as soon as a stream's gone records pass a limit. Writes nothing."""
+    `TombstoneLimitError` as soon as a stream's gone records pass a limit. Writes nothing. A stream
+    that declares no by-id path is not asked (`not_asked_because`)."""
     if not policy.enabled:
         return {}
     found: dict[str, StreamLookups] = {}
     for stream, ids in missing_in_saas_ids(conn, int(report["report_id"])).items():
+        spec = get_stream(stream)
         lookups = StreamLookups(stream, len(ids), erp_records_compared(report, stream))
-        _look_up_stream(client, get_stream(stream), ids, lookups, policy)
+        found[stream] = lookups
+        if not spec.looks_up_by_id:
+            lookups.not_asked_because = NO_BY_ID_LOOKUP
+            continue
+        _look_up_stream(client, spec, ids, lookups, policy)
         log.info(
             "repair tombstones %s: asked %d, gone %d, still in the SaaS %d, unconfirmed 404 %d",
             stream, lookups.asked, len(lookups.gone), len(lookups.exists), len(lookups.unconfirmed),
         )  # fmt: skip
-        found[stream] = lookups
     return found
 
 
@@ -181,6 +188,8 @@ def stage_gone(
 
     staged: dict[str, StreamTombstones] = {}
     for stream, found in sorted(lookups.items()):
+        if found.not_asked_because is not None:
+            continue  # reported with the repair's skipped streams
         outcome = StreamTombstones(
             stream, found.asked, len(found.gone), len(found.exists), len(found.unconfirmed)
         )

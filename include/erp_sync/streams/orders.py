@@ -3,7 +3,8 @@
 Same client, same operator; only this spec is new.
 
 The API has no created filter, so a full refresh lists by `updated_before` (everything up to the
-window end) and every record is versioned by its own `updated_at` in both modes."""
+window end) and every record is versioned by its own `updated_at` in both modes. Nor has it a route for
+one order by id: the reconcile's lookups and the repair skip the stream, saying so (ADR 0022)."""
 
 from __future__ import annotations
 
@@ -34,4 +35,5 @@ ORDERS = StreamSpec(
     full_refresh=FullRefreshSpec(
         created_gte_param="updated_since", created_lt_param="updated_before", timestamp_format="iso8601"
     ),
+    record_path=None,  # no GET /api/v2/orders/{id}: a request there can only 404
 )

@@ -17,6 +17,8 @@ IncrementalKind = Literal["stripe_events", "updated_since", "none"]
 # Stripe's, and most REST APIs': one record at its list path plus its id (`GET /v1/invoices/in_123`).
 DEFAULT_RECORD_PATH = "{path}/{id}"
 RECORD_PATH_FIELDS = frozenset({"path", "id"})
+# Why a stream's records were not asked for by id, where the reconcile and the repair report it.
+NO_BY_ID_LOOKUP = "no_by_id_lookup"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ declares none is skipped, saying why, while invoices is repaired."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -105,9 +106,12 @@ def test_a_later_stream_whose_by_id_path_does_not_answer_fails_the_repair_before
     )
     monkeypatch.setitem(STREAMS, "orders", replace(STREAMS["orders"], record_path=DEFAULT_RECORD_PATH))
     before, controls, ledger = staging(conn, TABLES), control_rows(conn), ledger_size(redis_client, ns)
+    sandbox.admin.reset_counts()
 
     with pytest.raises(UnconfirmedNotFoundError) as failed:
         _run(conn, sandbox, {**period, "repair": True}, redis_client, ns)
+
+    assert _orders_asked_by_id(sandbox) == {f"GET /api/v2/orders/{order}": 1}
 
     text = str(failed.value)
     assert f"GET {sandbox.base_url}/api/v2/orders/{order}: HTTP 404: " in text, text
@@ -115,3 +119,73 @@ def test_a_later_stream_whose_by_id_path_does_not_answer_fails_the_repair_before
     assert staging(conn, TABLES) == before and control_rows(conn) == controls
     assert ledger_size(redis_client, ns) == ledger
     assert not sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,))
+
+
+def _order_the_saas_never_had(conn: Any) -> str:
+    """A staging order the orders API never listed: the next report finds it `missing_in_saas`."""
+    [(source_id,)] = sql_rows(
+        conn,
+        "INSERT INTO erp_staging.sales_orders (source_system, source_id, customer_ref, status, currency_code,"
+        " total_amount, ordered_at, row_sha256, source_version, sync_batch_id) SELECT source_system,"
+        " 'ord_never_in_saas', customer_ref, status, currency_code, total_amount, ordered_at, row_sha256,"
+        " source_version, sync_batch_id FROM erp_staging.sales_orders ORDER BY source_id LIMIT 1"
+        " RETURNING source_id",
+    )
+    return str(source_id)
+
+
+def _orders_asked_by_id(sandbox: SandboxHandle) -> dict[str, int]:
+    routes = sandbox.admin.request_counts()["by_route"]
+    return {route: n for route, n in routes.items() if route.startswith("GET /api/v2/orders/")}
+
+
+def test_a_stream_without_a_by_id_path_is_skipped_saying_why_and_the_other_is_repaired(
+    sandbox, conn, redis_client, redis_namespace, caplog
+):
+    """Orders as declared (no by-id path): the report's lookups, the repair's tombstone lookups and its
+    re-sends send it no request by id; each says, up front, that the stream cannot be looked up by id
+    and counts what it left. Invoices is repaired."""
+    ns = redis_namespace
+    period = _synced(sandbox, conn, redis_client, ns)
+    invoice, order, phantom = (
+        unsync_a_paid_invoice(conn),
+        _unsync_an_order(conn),
+        _order_the_saas_never_had(conn),
+    )
+    sandbox.admin.reset_counts()
+
+    with caplog.at_level(logging.WARNING, logger="erp_sync.reconcile_run"):
+        found = _run(conn, sandbox, period).reports[-1]
+        assert _items(conn, found.report_id) == {
+            ("invoices", "missing_in_erp", invoice), ("orders", "missing_in_erp", order),
+            ("orders", "missing_in_saas", phantom),
+        }  # fmt: skip
+        account = drift.get_report(conn, found.report_id)["sources"]["saas"]["orders"]["looked_up_by_id"]
+        conn.rollback()
+        repaired = _run(conn, sandbox, {**period, "repair": True}, redis_client, ns)
+
+    assert _orders_asked_by_id(sandbox) == {}
+    assert (account["asked"], account["unconfirmed"]) == (0, 0)
+    assert (account["not_looked_up"], account["reason"]) == (1, "no_by_id_lookup")
+    skipped = {"orders": {"reason": "no_by_id_lookup", "not_resent": 1, "not_looked_up": 1}}
+    assert repaired.repair.summary()["skipped"] == skipped
+    assert repaired.xcom()["repair"]["skipped"] == skipped
+    assert "orders" not in repaired.repair.tombstones and "orders" not in repaired.repair.requested
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        w.startswith("reconcile orders: 1 records missing in the SaaS not looked up by id") for w in warnings
+    )
+    [skip_warning] = [w for w in warnings if w.startswith("repair orders: skipped")]
+    assert "record_path=None" in skip_warning and "full refresh of orders" in skip_warning
+
+    # Invoices is repaired; the re-check still reports what orders' repair could not do, and says why.
+    assert repaired.repair.requested == {"invoices": 1} and repaired.repair.loaded_new == 1
+    assert sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,)) == [(1,)]
+    recheck = repaired.reports[-1]
+    assert _items(conn, recheck.report_id) == {
+        ("orders", "missing_in_erp", order),
+        ("orders", "missing_in_saas", phantom),
+    }
+    stored = drift.get_report(conn, recheck.report_id)
+    conn.rollback()
+    assert stored["summary"]["repair"]["skipped"] == skipped and drift.verify_report(conn, recheck.report_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from erp_sync.streams import STREAMS, get_stream
-from erp_sync.streams.spec import IncrementalSpec
+from erp_sync.streams.spec import DEFAULT_RECORD_PATH, IncrementalSpec
 
 V001 = Path(__file__).parents[3] / "include/erp_sync/sql/migrations/V001__schemas.sql"
 STAGING_TABLES = set(re.findall(r"CREATE TABLE erp_staging\.(\w+)", V001.read_text()))
@@ -73,6 +73,13 @@ def test_stripe_deletion_events_are_declared_and_must_be_read() -> None:
         IncrementalSpec(
             "stripe_events", event_types=("thing.updated",), delete_event_types=("thing.deleted",)
         )
+
+
+def test_every_stream_declares_how_one_record_is_read_by_id() -> None:
+    """Stripe's streams at `{path}/{id}`; the orders API has no by-id route (ADR 0022)."""
+    declared = {name: spec.record_path for name, spec in STREAMS.items()}
+    assert declared == {**dict.fromkeys(EXPECTED, DEFAULT_RECORD_PATH), "orders": None}
+    assert [name for name, spec in STREAMS.items() if not spec.looks_up_by_id] == ["orders"]
 
 
 @pytest.mark.parametrize(
