@@ -184,7 +184,8 @@ def erp_drift_reconciliation() -> None:
                         run_id=context["run_id"],
                         backup=backup,
                     )
-                # a verdict on the lookups, a wrong base URL (ADR 0020): a retry gets the same answer
+                # a verdict on the lookups, a wrong base URL or by-id path (ADR 0020, 0022): a retry
+                # gets the same answer
                 except (TombstoneLimitError, UnconfirmedNotFoundError) as exc:
                     raise AirflowFailException(str(exc)) from None
                 for report in outcome.reports:

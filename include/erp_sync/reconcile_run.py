@@ -17,13 +17,15 @@ and (on request) repair.
 
 Repair re-sends exactly the records the latest report for the period found missing in the ERP or
 mismatched: it evicts them from the Redis ledger, marks the tampered staging rows' `row_sha256` as
-unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS,
-and loads it through `load_batch`. Records the report found missing in the SaaS are asked for by id,
-before anything is written: those the SaaS confirms gone (404 `resource_missing`, or a deleted stub)
-are staged as tombstones in one recorded batch per stream, within `max_tombstones` and
-`max_tombstone_share` (`erp_sync.tombstone_repair`, ADR 0020); those that exist stay in the next
-report (ADR 0017). Then it reconciles again. Rows are never deleted (the loader cannot delete);
-tombstones (`interface_status = 'DELETED'`, ADR 0015) are left out of the ERP side.
+unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS
+(the first chunk of every stream before anything is written, ADR 0022), and loads it through
+`load_batch`. Records the report found missing in the SaaS are asked for by id, before anything is
+written: those the SaaS confirms gone (404 `resource_missing`, or a deleted stub) are staged as
+tombstones in one recorded batch per stream, within `max_tombstones` and `max_tombstone_share`
+(`erp_sync.tombstone_repair`, ADR 0020); those that exist stay in the next report (ADR 0017). A stream
+whose API has no by-id lookup is skipped, and the result says so. Then it reconciles again. Rows are
+never deleted (the loader cannot delete); tombstones (`interface_status = 'DELETED'`, ADR 0015) are
+left out of the ERP side.
 
 The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections and calls
 `conf_from_params` and `run_request` (per period); the tests call the same functions with real
