@@ -28,6 +28,11 @@ def ledger_size(redis_client: redis.Redis, ns: str) -> int:
     return sum(1 for _ in redis_client.scan_iter(match=f"{ns}:ledger:*", count=1000))
 
 
+def ledger_entries(redis_client: redis.Redis, ns: str) -> dict[bytes, bytes | None]:
+    """Every ledger key under `ns` and the row hash it holds."""
+    return {key: redis_client.get(key) for key in redis_client.scan_iter(match=f"{ns}:ledger:*", count=1000)}
+
+
 def staging(conn: Any, tables: tuple[str, ...]) -> dict[tuple[str, str], tuple[Any, ...]]:
     """(table, source_id) -> everything that changes when a row is rewritten."""
     rows = {}
@@ -39,6 +44,17 @@ def staging(conn: Any, tables: tuple[str, ...]) -> dict[tuple[str, str], tuple[A
         ):
             rows[(table, source_id)] = tuple(rest)
     return rows
+
+
+def tamper_an_open_invoice(conn: Any) -> str:
+    """Change an open invoice's total in staging: the next report finds it `amount_mismatch`, and its
+    repair marks the row's hash unknown before it re-sends it."""
+    [(source_id,)] = sql_rows(
+        conn,
+        "UPDATE erp_staging.ar_invoices SET total_amount = total_amount + 1 WHERE source_id = (SELECT"
+        " min(source_id) FROM erp_staging.ar_invoices WHERE status = 'open') RETURNING source_id",
+    )
+    return str(source_id)
 
 
 def unsync_a_paid_invoice(conn: Any) -> str:

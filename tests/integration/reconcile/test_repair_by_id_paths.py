@@ -27,9 +27,10 @@ from erp_sync.streams import STREAMS
 from erp_sync.streams.spec import DEFAULT_RECORD_PATH
 from tests.integration.reconcile.repair_checks import (
     control_rows,
-    ledger_size,
+    ledger_entries,
     sql_rows,
     staging,
+    tamper_an_open_invoice,
     unsync_a_paid_invoice,
 )
 
@@ -91,36 +92,6 @@ def _items(conn: Any, report_id: int) -> set[tuple[str, str, str]]:
     return {(i["stream"], i["kind"], i["source_id"]) for i in items}
 
 
-def test_a_later_stream_whose_by_id_path_does_not_answer_fails_the_repair_before_any_write(
-    sandbox, conn, redis_client, redis_namespace, monkeypatch
-):
-    """Orders declared with Stripe's by-id path, which the orders API lacks: its 404 says nothing about
-    the record. The repair fails naming that URL before invoices, repaired first, is written: no batch,
-    no ledger eviction, no invalidated row, no report."""
-    ns = redis_namespace
-    period = _synced(sandbox, conn, redis_client, ns)
-    invoice, order = unsync_a_paid_invoice(conn), _unsync_an_order(conn)
-    found = _run(conn, sandbox, period).reports[-1]
-    assert {("invoices", "missing_in_erp", invoice), ("orders", "missing_in_erp", order)} <= _items(
-        conn, found.report_id
-    )
-    monkeypatch.setitem(STREAMS, "orders", replace(STREAMS["orders"], record_path=DEFAULT_RECORD_PATH))
-    before, controls, ledger = staging(conn, TABLES), control_rows(conn), ledger_size(redis_client, ns)
-    sandbox.admin.reset_counts()
-
-    with pytest.raises(UnconfirmedNotFoundError) as failed:
-        _run(conn, sandbox, {**period, "repair": True}, redis_client, ns)
-
-    assert _orders_asked_by_id(sandbox) == {f"GET /api/v2/orders/{order}": 1}
-
-    text = str(failed.value)
-    assert f"GET {sandbox.base_url}/api/v2/orders/{order}: HTTP 404: " in text, text
-    assert "does not say the record is missing" in text
-    assert staging(conn, TABLES) == before and control_rows(conn) == controls
-    assert ledger_size(redis_client, ns) == ledger
-    assert not sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,))
-
-
 def _order_the_saas_never_had(conn: Any) -> str:
     """A staging order the orders API never listed: the next report finds it `missing_in_saas`."""
     [(source_id,)] = sql_rows(
@@ -137,6 +108,38 @@ def _order_the_saas_never_had(conn: Any) -> str:
 def _orders_asked_by_id(sandbox: SandboxHandle) -> dict[str, int]:
     routes = sandbox.admin.request_counts()["by_route"]
     return {route: n for route, n in routes.items() if route.startswith("GET /api/v2/orders/")}
+
+
+def test_a_later_stream_whose_by_id_path_does_not_answer_fails_the_repair_before_any_write(
+    sandbox, conn, redis_client, redis_namespace, monkeypatch
+):
+    """Orders declared with Stripe's by-id path, which the orders API lacks: its 404 says nothing about
+    the record. The repair fails naming that URL before invoices, repaired first, is written: no batch,
+    no ledger eviction, no invalidated row, no report."""
+    ns = redis_namespace
+    period = _synced(sandbox, conn, redis_client, ns)
+    invoice, tampered = unsync_a_paid_invoice(conn), tamper_an_open_invoice(conn)
+    order = _unsync_an_order(conn)
+    found = _run(conn, sandbox, period).reports[-1]
+    assert {
+        ("invoices", "missing_in_erp", invoice), ("invoices", "amount_mismatch", tampered),
+        ("orders", "missing_in_erp", order),
+    } <= _items(conn, found.report_id)  # fmt: skip
+    monkeypatch.setitem(STREAMS, "orders", replace(STREAMS["orders"], record_path=DEFAULT_RECORD_PATH))
+    before, controls, ledger = staging(conn, TABLES), control_rows(conn), ledger_entries(redis_client, ns)
+    assert ledger
+    sandbox.admin.reset_counts()
+
+    with pytest.raises(UnconfirmedNotFoundError) as failed:
+        _run(conn, sandbox, {**period, "repair": True}, redis_client, ns)
+
+    assert _orders_asked_by_id(sandbox) == {f"GET /api/v2/orders/{order}": 1}
+    text = str(failed.value)
+    assert f"GET {sandbox.base_url}/api/v2/orders/{order}: HTTP 404: " in text, text
+    assert "does not say the record is missing" in text
+    assert staging(conn, TABLES) == before and control_rows(conn) == controls  # the hashes too
+    assert ledger_entries(redis_client, ns) == ledger
+    assert not sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,))
 
 
 def test_a_stream_without_a_by_id_path_is_skipped_saying_why_and_the_other_is_repaired(
