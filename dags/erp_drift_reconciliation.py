@@ -184,7 +184,7 @@ def erp_drift_reconciliation() -> None:
                         run_id=context["run_id"],
                         backup=backup,
                     )
-                # a verdict on the lookups, a wrong base URL or by-id path (ADR 0020, 0022): a retry
+                # a verdict on the lookups, a wrong base URL or by-id path (ADR 0020, 0023): a retry
                 # gets the same answer
                 except (TombstoneLimitError, UnconfirmedNotFoundError) as exc:
                     raise AirflowFailException(str(exc)) from None

@@ -418,7 +418,7 @@ class LookupStats:
     outside_period: int = 0
     rejected: int = 0
     unconfirmed: int = 0  # asked, but the API's 404 did not say missing: the by-id path is wrong
-    not_looked_up: int = 0  # not asked: the stream declares no by-id path (ADR 0022)
+    not_looked_up: int = 0  # not asked: the stream declares no by-id path (ADR 0023)
 
 
 def lookup_by_id(
@@ -438,7 +438,7 @@ def lookup_by_id(
     API without Stripe's code, or a wrong path; the listing already reached the base URL): counted
     `unconfirmed`, with a warning naming the URL, rather than failing the report. A stream that
     declares no by-id path is not asked at all: its records are counted `not_looked_up`, with a
-    warning naming the stream (ADR 0022).
+    warning naming the stream (ADR 0023).
     """
     from erp_sync.clients.errors import UnconfirmedNotFoundError
     from erp_sync.clients.pages import page_meta_for
@@ -973,7 +973,7 @@ class RepairResult:
     skipped_unchanged: int = 0
     rejected: int = 0
     tombstones: dict[str, StreamTombstones] = field(default_factory=dict)  # stream -> (ADR 0020)
-    skipped: dict[str, SkippedStream] = field(default_factory=dict)  # stream -> (ADR 0022)
+    skipped: dict[str, SkippedStream] = field(default_factory=dict)  # stream -> (ADR 0023)
 
     def summary(self) -> dict[str, Any]:
         """What the repair did, small and JSON-safe (the re-check report's summary, the XCom)."""
@@ -1193,7 +1193,7 @@ def repair_report(
     every stream's re-sends is fetched: a stream with more gone records than `tombstones` allows raises
     `TombstoneLimitError`, and a by-id path that does not answer as the API's lookup (a 404 that does
     not say the record is missing: a wrong base URL or path) raises `UnconfirmedNotFoundError` naming
-    the URL, whichever stream it is (ADR 0022).
+    the URL, whichever stream it is (ADR 0023).
     """
     from erp_sync.store.ledger import RedisLedger
     from erp_sync.store.locks import stream_lock

@@ -64,7 +64,7 @@ class UnconfirmedNotFoundError(FatalApiError):
 
 class NoByIdLookupError(SaaSClientError):
     """The stream declares no by-id path (`StreamSpec.record_path` is None): the API has no lookup of
-    one record, so none was asked for. Callers check `StreamSpec.looks_up_by_id` first (ADR 0022)."""
+    one record, so none was asked for. Callers check `StreamSpec.looks_up_by_id` first (ADR 0023)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(

@@ -107,7 +107,7 @@ class StreamSpec:
     extra_params: tuple[tuple[str, str], ...] = ()
     # GET one record by id (the reconcile's lookups, the repair's re-sends and tombstones): a template
     # of `{path}` (the list path above) and `{id}`. None: the API has no such lookup, and those skip
-    # the stream, saying so (ADR 0022).
+    # the stream, saying so (ADR 0023).
     record_path: str | None = DEFAULT_RECORD_PATH
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""The repair and each stream's by-id path (ADR 0022), against real Postgres, Redis and the sandbox,
+"""The repair and each stream's by-id path (ADR 0023), against real Postgres, Redis and the sandbox,
 reconciling a Stripe stream (invoices) and the orders API (which has no route for one order) through
 one OAuth2 connection. Streams are repaired in name order, so invoices is written before orders: a
 by-id path that does not answer fails the repair before invoices is written, and a stream that

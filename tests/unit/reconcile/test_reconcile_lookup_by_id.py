@@ -1,7 +1,7 @@
 """ADR 0017's lookups through the real client: a 404 `resource_missing` counts the record not found; a
 404 that does not say the record is missing (an API without Stripe's code, or a wrong by-id path)
 leaves the records `missing_in_saas`, counted `unconfirmed`, without failing the report; a stream that
-declares no by-id path (the orders example) is not asked at all (ADR 0022)."""
+declares no by-id path (the orders example) is not asked at all (ADR 0023)."""
 
 from __future__ import annotations
 

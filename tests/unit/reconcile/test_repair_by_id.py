@@ -1,4 +1,4 @@
-"""The repair and each stream's by-id path (ADR 0022), pure: every stream's first chunk of re-sends is
+"""The repair and each stream's by-id path (ADR 0023), pure: every stream's first chunk of re-sends is
 fetched before any write and reused, not fetched again; a stream that declares no by-id path is
 skipped, counted with its reason, and named in a warning."""
 

@@ -76,7 +76,7 @@ def test_stripe_deletion_events_are_declared_and_must_be_read() -> None:
 
 
 def test_every_stream_declares_how_one_record_is_read_by_id() -> None:
-    """Stripe's streams at `{path}/{id}`; the orders API has no by-id route (ADR 0022)."""
+    """Stripe's streams at `{path}/{id}`; the orders API has no by-id route (ADR 0023)."""
     declared = {name: spec.record_path for name, spec in STREAMS.items()}
     assert declared == {**dict.fromkeys(EXPECTED, DEFAULT_RECORD_PATH), "orders": None}
     assert [name for name, spec in STREAMS.items() if not spec.looks_up_by_id] == ["orders"]
