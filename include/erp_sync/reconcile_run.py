@@ -18,7 +18,7 @@ and (on request) repair.
 Repair re-sends exactly the records the latest report for the period found missing in the ERP or
 mismatched: it evicts them from the Redis ledger, marks the tampered staging rows' `row_sha256` as
 unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS
-(the first chunk of every stream before anything is written, ADR 0022), and loads it through
+(the first chunk of every stream before anything is written, ADR 0023), and loads it through
 `load_batch`. Records the report found missing in the SaaS are asked for by id, before anything is
 written: those the SaaS confirms gone (404 `resource_missing`, or a deleted stub) are staged as
 tombstones in one recorded batch per stream, within `max_tombstones` and `max_tombstone_share`
