@@ -334,12 +334,15 @@ class SaaSClient:
         API's order."""
         paginator = make_paginator(self._paginator_spec(spec, mode), spec.primary_key)
         request: PageRequest | None = paginator.first(first)
-        requested: set[PageRequest] = set()
+        # The requests read so far, by hash: keeping the requests themselves held ~700 bytes a page for
+        # the whole walk (the sync's RSS creep, ~7 MB per million invoices). A 64-bit hash taken for a
+        # loop by chance is ~1e-10 likely after 50,000 pages.
+        requested: set[int] = set()
         while request is not None:
-            if request in requested and not isinstance(paginator, OffsetPaginator):
+            if hash(request) in requested and not isinstance(paginator, OffsetPaginator):
                 # An offset walk may repeat a request after backing up (see OffsetPaginator).
                 raise FatalApiError(request.url, None, "paginator returned a page already read (loop)")
-            requested.add(request)
+            requested.add(hash(request))
             decode, navigation = decoder()
             response, payload, items = self._call(
                 "GET",

@@ -254,6 +254,26 @@ def test_plain_offset_paging_would_skip_rows_that_slide_back(make_client: Any) -
     assert "o2" not in _ids(pages)  # why orders declare an overlap
 
 
+def test_a_walk_does_not_keep_the_requests_of_the_pages_it_has_read(make_client: Any) -> None:
+    """Memory stays flat over a long walk: the loop check keeps each request's hash, not the request
+    (a million invoices are 10,000 pages)."""
+    import gc
+
+    data = objects(300, prefix="thing")
+    serve = stripe_list_handler(data, "/v1/things")
+    live_at_the_last_page: list[int] = []
+
+    def handle(call: Call) -> HttpResponse:
+        if call.param("starting_after") == "thing_298":
+            gc.collect()
+            live_at_the_last_page.append(sum(type(o) is PageRequest for o in gc.get_objects()))
+        return serve(call)
+
+    pages = run_full(make_client, FakeTransport(handle), stream(PaginatorSpec("stripe", page_size=1)))
+    assert len(pages) == 300
+    assert live_at_the_last_page and live_at_the_last_page[0] < 10, live_at_the_last_page
+
+
 def test_a_paginator_loop_fails_instead_of_spinning(make_client: Any) -> None:
     from erp_sync.clients.errors import FatalApiError
 
