@@ -252,6 +252,7 @@ def stage_reconcile(cfg: Config) -> Result:
     the client and `map_pages`, ERP side by SQL, totals + record diff, report stored and rendered)."""
     from erp_sync.clients.auth import BearerSecretKey
     from erp_sync.clients.client import SaaSClient
+    from erp_sync.clients.sources import SourceClients
     from erp_sync.reconcile_run import parse_request, reconcile_period
 
     params = cfg["params"]
@@ -261,8 +262,11 @@ def stage_reconcile(cfg: Config) -> Result:
         {"streams": ["invoices"], "period_end": params["period_end"]}, now=datetime.now(UTC)
     )
     box: dict[str, float] = {}
+    clients = SourceClients({"stripe": client})
     with _timed(cfg, box):
-        outcome = reconcile_period(conn=conn, client=client, request=request, dag_id="bench", run_id="bench")
+        outcome = reconcile_period(
+            conn=conn, clients=clients, request=request, dag_id="bench", run_id="bench"
+        )
     conn.close()
     stream = outcome.result.streams[0]
     extra = {

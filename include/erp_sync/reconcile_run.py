@@ -27,9 +27,11 @@ whose API has no by-id lookup is skipped, and the result says so. Then it reconc
 never deleted (the loader cannot delete); tombstones (`interface_status = 'DELETED'`, ADR 0015) are
 left out of the ERP side.
 
-The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections and calls
-`conf_from_params` and `run_request` (per period); the tests call the same functions with real
-Postgres, Redis and the sandbox.
+Every stream is re-read, looked up and repaired through its own source system's client
+(`SourceClients.for_spec`: the orders API's streams through its connection, Stripe's through
+`saas_api`). The Airflow task (`dags/erp_drift_reconciliation.py`) only builds the connections (a
+client for each source system the run's streams need) and calls `conf_from_params` and `run_request`
+(per period); the tests call the same functions with real Postgres, Redis and the sandbox.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import orjson
 import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
+from erp_sync.clients.sources import SourceClients
 from erp_sync.core.batch import BatchKey, Page
 from erp_sync.core.batching import (
     READ_AHEAD_PAGES,
@@ -648,7 +651,7 @@ class ReconcileOutcome:
 def reconcile_period(
     *,
     conn: Any,
-    client: Any,
+    clients: SourceClients,
     request: ReconcileRequest,
     dag_id: str | None = None,
     run_id: str | None = None,
@@ -666,11 +669,15 @@ def reconcile_period(
     A failure while reading either side is stored as an ERROR report (so the UI shows the attempt and
     its reason) and then re-raised. A re-check after a repair carries `repair_summary` (what the repair
     re-sent and tombstoned) in its summary.
+
+    Each stream is read and looked up through its source system's client (`clients.for_spec`); a
+    stream whose source system has none raises `MissingSourceClientError` before any read.
     """
+    clients.check_serves(request.streams)
     sources: dict[str, Any] = {"saas": {}, "erp": {}}
     try:
         with _load_locks(conn, request.streams, lock_timeout_s):
-            results, invariants = _read_and_compare(conn, client, request, sources)
+            results, invariants = _read_and_compare(conn, clients, request, sources)
     except Exception as exc:
         conn.rollback()
         _store_error(conn, request, exc, sources, dag_id=dag_id, run_id=run_id)
@@ -729,7 +736,7 @@ def _load_locks(conn: Any, streams: Iterable[str], timeout_s: float) -> Iterator
 
 
 def _read_and_compare(
-    conn: Any, client: Any, request: ReconcileRequest, sources: dict[str, Any]
+    conn: Any, clients: SourceClients, request: ReconcileRequest, sources: dict[str, Any]
 ) -> tuple[list[StreamResult], dict[str, bool]]:
     """Both sides of every stream, then the comparisons, plus the invariants' verdicts.
 
@@ -741,7 +748,9 @@ def _read_and_compare(
     removed when their stream is compared, and on any error.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-reread") as pool, ExitStack() as cleanup:
-        saas_reads = {name: pool.submit(_read_saas_stream, client, request, name) for name in request.streams}
+        saas_reads = {
+            name: pool.submit(_read_saas_stream, clients, request, name) for name in request.streams
+        }
         cleanup.callback(_close_saas_sides, saas_reads.values())
         erp_sides = {}
         for name in request.streams:
@@ -749,15 +758,18 @@ def _read_and_compare(
             erp_sides[name] = (cleanup.enter_context(erp), erp_t)
         invariants = check_invariants(conn)
         results = [
-            _compare_stream(name, saas_reads[name].result(), erp_sides.pop(name), request, sources, client)
+            _compare_stream(name, saas_reads[name].result(), erp_sides.pop(name), request, sources, clients)
             for name in request.streams
         ]
     return results, invariants
 
 
-def _read_saas_stream(client: Any, request: ReconcileRequest, name: str) -> tuple[Side, SaasSideStats]:
+def _read_saas_stream(
+    clients: SourceClients, request: ReconcileRequest, name: str
+) -> tuple[Side, SaasSideStats]:
+    spec = get_stream(name)
     return read_saas_side(
-        client, get_stream(name), request.period_start, request.period_end, lookback=request.saas_lookback
+        clients.for_spec(spec), spec, request.period_start, request.period_end, lookback=request.saas_lookback
     )
 
 
@@ -776,7 +788,7 @@ def _compare_stream(
     erp_read: tuple[Side, pd.DataFrame],
     request: ReconcileRequest,
     sources: dict[str, Any],
-    client: Any,
+    clients: SourceClients,
 ) -> StreamResult:
     (saas, stats), (erp, erp_t) = saas_read, erp_read
     spec = get_stream(name)
@@ -791,7 +803,8 @@ def _compare_stream(
     lookup = None
     if request.lookup_missing_limit:
         period = (request.period_start, request.period_end)
-        lookup = lookup_by_id(client, spec, *period, limit=request.lookup_missing_limit, stats=found)
+        limit = request.lookup_missing_limit
+        lookup = lookup_by_id(clients.for_spec(spec), spec, *period, limit=limit, stats=found)
     result = reconcile_stream(name, saas, erp, metrics, request.tolerances, erp_totals=erp_t, lookup=lookup)
     sources["saas"][name]["looked_up_by_id"] = _looked_up_source(result.looked_up, found, request)
     sources["erp"][name]["records"] = result.erp_records
@@ -1077,19 +1090,20 @@ class StreamResends:
     """One stream's records to re-send, the first chunk of them already fetched (before any write)."""
 
     spec: StreamSpec
+    client: Any  # the stream's source system's
     ids: list[str]
     mismatched: set[str]
     first_chunk: tuple[list[dict[str, Any]], list[str]]  # fetch_records' (records, ids not found)
 
-    def fetched_chunks(self, client: Any) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+    def fetched_chunks(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
         """The first chunk as fetched, then each later one fetched as it is reached."""
         yield self.first_chunk
         for chunk in chunked(self.ids[REPAIR_CHUNK:], REPAIR_CHUNK):
-            yield fetch_records(client, self.spec, chunk)
+            yield fetch_records(self.client, self.spec, chunk)
 
 
 def fetch_first_chunks(
-    client: Any, targets: Mapping[str, Mapping[str, set[str]]]
+    clients: SourceClients, targets: Mapping[str, Mapping[str, set[str]]]
 ) -> dict[str, StreamResends]:
     """Every stream's re-sends, with their first chunk fetched, before the repair writes anything: a
     stream whose by-id path does not answer (`UnconfirmedNotFoundError`), or any other failure, raises
@@ -1097,9 +1111,10 @@ def fetch_first_chunks(
     resends = {}
     for stream, kinds in sorted(targets.items()):
         spec = get_stream(stream)
+        client = clients.for_spec(spec)
         ids = sorted(kinds["missing"] | kinds["mismatched"])
         first = fetch_records(client, spec, ids[:REPAIR_CHUNK])
-        resends[stream] = StreamResends(spec, ids, set(kinds["mismatched"]), first)
+        resends[stream] = StreamResends(spec, client, ids, set(kinds["mismatched"]), first)
     return resends
 
 
@@ -1111,7 +1126,6 @@ class _Resender:
     ledger: Any
     redis_client: Any
     namespace: str
-    client: Any
     report: Mapping[str, Any]
     run_id: str
     when: datetime
@@ -1119,7 +1133,7 @@ class _Resender:
 
     def resend(self, stream: str, resends: StreamResends) -> None:
         self.result.requested[stream] = len(resends.ids)
-        for chunk_no, (records, gone) in enumerate(resends.fetched_chunks(self.client), start=1):
+        for chunk_no, (records, gone) in enumerate(resends.fetched_chunks(), start=1):
             self.result.fetched[stream] = self.result.fetched.get(stream, 0) + len(records)
             if gone:
                 self.result.not_found.setdefault(stream, []).extend(gone)
@@ -1146,7 +1160,7 @@ class _Resender:
         # newer version is not overwritten, wherever the fetch fell relative to the stream's lock.
         meta = page_meta_for("full", int(self.when.timestamp()))
         report_id = self.report["report_id"]
-        url = f"{self.client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
+        url = f"{resends.client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
         page = fetched_page(spec, records, url, meta, chunk_no)
         key = BatchKey(
             self.run_id, spec.source_system, spec.name, self.report["period_start"], self.when,
@@ -1178,7 +1192,7 @@ def repair_report(
     *,
     conn: Any,
     redis_client: Any,
-    client: Any,
+    clients: SourceClients,
     report_id: int,
     run_id: str,
     namespace: str = "erpsync",
@@ -1193,7 +1207,7 @@ def repair_report(
     every stream's re-sends is fetched: a stream with more gone records than `tombstones` allows raises
     `TombstoneLimitError`, and a by-id path that does not answer as the API's lookup (a 404 that does
     not say the record is missing: a wrong base URL or path) raises `UnconfirmedNotFoundError` naming
-    the URL, whichever stream it is (ADR 0023).
+    the URL, whichever stream it is (ADR 0023). Each stream is asked through its source system's client.
     """
     from erp_sync.store.ledger import RedisLedger
     from erp_sync.store.locks import stream_lock
@@ -1206,15 +1220,15 @@ def repair_report(
         raise LookupError(f"no drift report {report_id} to repair")
     targets = repair_targets(conn, report_id)
     looked_up_at = datetime.now(UTC)
-    lookups = look_up_gone(conn, client, report, tombstones or TombstonePolicy())
+    lookups = look_up_gone(conn, clients, report, tombstones or TombstonePolicy())
     skipped = skipped_streams(targets, lookups)
-    resends = fetch_first_chunks(client, {s: t for s, t in targets.items() if s not in skipped})
+    resends = fetch_first_chunks(clients, {s: t for s, t in targets.items() if s not in skipped})
     ledger = RedisLedger(redis_client, namespace=namespace)
     result = RepairResult(
         report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[], skipped=skipped
     )
     resender = _Resender(
-        conn=conn, ledger=ledger, redis_client=redis_client, namespace=namespace, client=client,
+        conn=conn, ledger=ledger, redis_client=redis_client, namespace=namespace,
         report=report, run_id=run_id, when=when, result=result,
     )  # fmt: skip
     for stream, stream_resends in sorted(resends.items()):
@@ -1259,7 +1273,7 @@ class RunOutcome:
 def run_request(
     *,
     conn: Any,
-    client: Any,
+    clients: SourceClients,
     request: ReconcileRequest,
     redis_client: Any = None,
     namespace: str = "erpsync",
@@ -1268,10 +1282,15 @@ def run_request(
     backup: BackupFn | None = None,
 ) -> RunOutcome:
     """Reconcile one period; with `repair`, first repair from the latest report for the period (one is
-    made now when there is none), then reconcile again. Never raises for drift: see `raise_on_drift`."""
+    made now when there is none), then reconcile again. Never raises for drift: see `raise_on_drift`.
+    Every stream goes through its source system's client in `clients`; one without raises
+    `MissingSourceClientError` before any read."""
+    clients.check_serves(request.streams)
     if not request.repair:
-        return RunOutcome(reports=[reconcile_period(conn=conn, client=client, request=request, dag_id=dag_id,
-                                                    run_id=run_id, backup=backup)])  # fmt: skip
+        only = reconcile_period(
+            conn=conn, clients=clients, request=request, dag_id=dag_id, run_id=run_id, backup=backup
+        )
+        return RunOutcome(reports=[only])
     if redis_client is None:
         raise ValueError("repair needs the Redis ledger (redis_client)")
     reports: list[ReconcileOutcome] = []
@@ -1279,7 +1298,7 @@ def run_request(
     conn.rollback()
     if latest is None:
         first = reconcile_period(
-            conn=conn, client=client, request=request, dag_id=dag_id, run_id=run_id, backup=backup
+            conn=conn, clients=clients, request=request, dag_id=dag_id, run_id=run_id, backup=backup
         )
         reports.append(first)
         base_id = first.report_id
@@ -1288,14 +1307,14 @@ def run_request(
     repaired = repair_report(
         conn=conn,
         redis_client=redis_client,
-        client=client,
+        clients=clients,
         report_id=base_id,
         run_id=run_id,
         namespace=namespace,
         tombstones=request.tombstones,
     )
     after = reconcile_period(
-        conn=conn, client=client, request=request, dag_id=dag_id, run_id=run_id, backup=backup,
+        conn=conn, clients=clients, request=request, dag_id=dag_id, run_id=run_id, backup=backup,
         repair_of_report_id=base_id, repair_summary=repaired.summary(),
     )  # fmt: skip
     reports.append(after)

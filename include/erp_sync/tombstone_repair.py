@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from erp_sync.clients.sources import SourceClients
 from erp_sync.core.batch import BatchKey
 from erp_sync.core.batching import chunked, each_in_flight
 from erp_sync.core.tombstones import (
@@ -111,9 +112,10 @@ def erp_records_compared(report: Mapping[str, Any], stream: str) -> int:
 
 
 def look_up_gone(
-    conn: Any, client: Any, report: Mapping[str, Any], policy: TombstonePolicy
+    conn: Any, clients: SourceClients, report: Mapping[str, Any], policy: TombstonePolicy
 ) -> dict[str, StreamLookups]:
-    """Ask the SaaS for every `missing_in_saas` record of the report, stream by stream; raises
+    """Ask the SaaS for every `missing_in_saas` record of the report, stream by stream, each through
+    its source system's client; raises
     `TombstoneLimitError` as soon as a stream's gone records pass a limit. Writes nothing. A stream
     that declares no by-id path is not asked (`not_asked_because`)."""
     if not policy.enabled:
@@ -126,7 +128,7 @@ def look_up_gone(
         if not spec.looks_up_by_id:
             lookups.not_asked_because = NO_BY_ID_LOOKUP
             continue
-        _look_up_stream(client, spec, ids, lookups, policy)
+        _look_up_stream(clients.for_spec(spec), spec, ids, lookups, policy)
         log.info(
             "repair tombstones %s: asked %d, gone %d, still in the SaaS %d, unconfirmed 404 %d",
             stream, lookups.asked, len(lookups.gone), len(lookups.exists), len(lookups.unconfirmed),

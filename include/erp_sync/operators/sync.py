@@ -8,10 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from erp_sync.clients.sources import connection_for
 from erp_sync.core.params import parse_sync_params
-
-# Which Airflow connection serves each source system's streams (override per task with saas_conn_id).
-SOURCE_CONNECTIONS = {"stripe": "saas_api", "orders_api": "orders_api"}
 
 
 def window_inputs(context: Context) -> dict[str, Any]:
@@ -56,7 +54,7 @@ class SaaSStreamSyncOperator(BaseOperator):
         params = parse_sync_params(dict(context["params"]), STREAMS, STREAMS)
         spec = get_stream(self.stream)
         redis_client, namespace = sync_state(self.state_conn_id)
-        conn_id = self.saas_conn_id or SOURCE_CONNECTIONS.get(spec.source_system, "saas_api")
+        conn_id = self.saas_conn_id or connection_for(spec.source_system)
         client = SaaSApiHook(saas_conn_id=conn_id).get_client(redis_client=redis_client, namespace=namespace)
         request = WindowRequest(
             window_start=params.window_start,

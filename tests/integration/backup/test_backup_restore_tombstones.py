@@ -27,6 +27,7 @@ from erp_sync.backup.remote import read_back
 from erp_sync.backup.restore import restore
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
+from erp_sync.clients.sources import SourceClients
 from erp_sync.core.tombstone_document import TOMBSTONE_MODE
 from erp_sync.pipeline import WindowRequest, sync_stream
 from erp_sync.reconcile_run import parse_request, run_request
@@ -147,7 +148,7 @@ def repaired(
         "streams": ["invoices"], "repair": True,
     }  # fmt: skip
     outcome = run_request(
-        conn=db, client=_client(sandbox), request=parse_request(period, now=datetime.now(UTC)),
+        conn=db, clients=SourceClients({"stripe": _client(sandbox)}), request=parse_request(period, now=datetime.now(UTC)),
         redis_client=redis_client, namespace=ns, run_id=REPAIR_RUN,
     )  # fmt: skip
     assert outcome.repair.tombstones["invoices"].tombstoned == deleted

@@ -23,6 +23,7 @@ from test_end_to_end import (
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
+from erp_sync.clients.sources import SourceClients
 from erp_sync.core.money import ACCEPTED_CURRENCIES_ENV
 from erp_sync.pipeline import replay_rejections
 from erp_sync.reconcile_run import parse_request, run_request
@@ -56,7 +57,10 @@ def _reconcile_status(sandbox: SandboxHandle, dsn: str) -> Any:
     try:
         client = SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key))
         outcome = run_request(
-            conn=conn, client=client, request=parse_request(conf, now=datetime.now(UTC)), run_id="deletions"
+            conn=conn,
+            clients=SourceClients({"stripe": client}),
+            request=parse_request(conf, now=datetime.now(UTC)),
+            run_id="deletions",
         )
     finally:
         conn.close()

@@ -19,6 +19,7 @@ import redis
 
 from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
+from erp_sync.clients.sources import SourceClients
 from erp_sync.core.params import InvalidParamError
 from erp_sync.core.reconcile import currency_exponent
 from erp_sync.pipeline import WindowRequest, sync_stream
@@ -44,6 +45,10 @@ def _client(sandbox: SandboxHandle) -> SaaSClient:
     return SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key), page_size=50)
 
 
+def _clients(sandbox: SandboxHandle) -> SourceClients:
+    return SourceClients({"stripe": _client(sandbox)})
+
+
 def _full_sync(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str) -> datetime:
     end = datetime.now(UTC) + FAR_FUTURE
     for name in SYNCED:
@@ -63,7 +68,7 @@ def _full_sync(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns:
 def _run(conn: Any, sandbox: SandboxHandle, conf: dict[str, Any], redis_client=None, ns="erpsync"):
     request = parse_request(conf, now=datetime.now(UTC))
     return run_request(
-        conn=conn, client=_client(sandbox), request=request, redis_client=redis_client, namespace=ns,
+        conn=conn, clients=_clients(sandbox), request=request, redis_client=redis_client, namespace=ns,
         run_id="reconcile-test",
     )  # fmt: skip
 
@@ -308,7 +313,9 @@ def test_a_failed_read_is_stored_as_an_error_report_and_raised(sandbox, conn):
     wrong_key = SaaSClient(sandbox.base_url, BearerSecretKey("sk_test_wrong"), page_size=50)
     request = parse_request({"streams": ["invoices"]}, now=datetime.now(UTC))
     with pytest.raises(AuthenticationError):
-        run_request(conn=conn, client=wrong_key, request=request, run_id="reconcile-error")
+        run_request(
+            conn=conn, clients=SourceClients({"stripe": wrong_key}), request=request, run_id="reconcile-error"
+        )
     report = drift.list_reports(conn)[0]
     assert report["status"] == "ERROR" and report["item_count"] == 0
     assert "AuthenticationError" in report["error_message"] and "401" in report["error_message"]
@@ -358,7 +365,11 @@ def test_a_period_spilled_to_disk_gives_the_same_report(
 
     wrong_key = SaaSClient(sandbox.base_url, BearerSecretKey("sk_test_wrong"), page_size=50)
     with pytest.raises(Exception, match="401"):  # the ERP side spilled, then the SaaS read failed
-        run_request(conn=conn, client=wrong_key, request=parse_request(period, now=datetime.now(UTC)))
+        run_request(
+            conn=conn,
+            clients=SourceClients({"stripe": wrong_key}),
+            request=parse_request(period, now=datetime.now(UTC)),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -408,7 +419,7 @@ def test_a_reconciliation_waits_for_a_running_sync_of_its_streams(
 ):
     request = _synced_period(sandbox, conn, redis_client, redis_namespace)
     with _sync_in_progress(migrated_pg_dsn) as release, ThreadPoolExecutor(1) as pool:
-        outcome = pool.submit(reconcile_period, conn=conn, client=_client(sandbox), request=request)
+        outcome = pool.submit(reconcile_period, conn=conn, clients=_clients(sandbox), request=request)
         time.sleep(1.5)
         assert not outcome.done()  # waiting for the lock, not reading a half-loaded window
         release.set()
@@ -423,7 +434,7 @@ def test_a_reconciliation_that_cannot_get_the_lock_stores_an_error_naming_it(
     with _sync_in_progress(migrated_pg_dsn):
         sandbox.admin.reset_counts()
         with pytest.raises(StreamLockedError, match="stream stripe/invoices is being loaded by another run"):
-            reconcile_period(conn=conn, client=_client(sandbox), request=request, lock_timeout_s=0.5)
+            reconcile_period(conn=conn, clients=_clients(sandbox), request=request, lock_timeout_s=0.5)
     latest = _rows(
         conn, "SELECT status, error_message FROM erp_sync.drift_reports ORDER BY report_id DESC LIMIT 1"
     )

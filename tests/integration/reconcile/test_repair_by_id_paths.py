@@ -19,6 +19,7 @@ import redis
 from erp_sync.clients.auth import OAuth2ClientCredentials
 from erp_sync.clients.client import SaaSClient
 from erp_sync.clients.errors import UnconfirmedNotFoundError
+from erp_sync.clients.sources import SourceClients
 from erp_sync.pipeline import WindowRequest, sync_stream
 from erp_sync.reconcile_run import parse_request, run_request
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
@@ -51,6 +52,12 @@ def _client(sandbox: SandboxHandle) -> SaaSClient:
     return SaaSClient(sandbox.base_url, auth, page_size=50)
 
 
+def _clients(sandbox: SandboxHandle) -> SourceClients:
+    """One OAuth2 sandbox serves both source systems here (the routing is tested in test_source_connections)."""
+    client = _client(sandbox)
+    return SourceClients({"stripe": client, "orders_api": client})
+
+
 def _synced(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str) -> dict[str, Any]:
     """Both streams fully synced; the whole history as the period to reconcile."""
     end = datetime.now(UTC) + timedelta(days=1)
@@ -71,7 +78,7 @@ def _run(
     conn: Any, sandbox: SandboxHandle, conf: dict[str, Any], redis_client: Any = None, ns: str = "erpsync"
 ) -> Any:
     return run_request(
-        conn=conn, client=_client(sandbox), request=parse_request(conf, now=datetime.now(UTC)),
+        conn=conn, clients=_clients(sandbox), request=parse_request(conf, now=datetime.now(UTC)),
         redis_client=redis_client, namespace=ns, run_id="reconcile-test",
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ from erp_sync.clients.auth import BearerSecretKey
 from erp_sync.clients.client import SaaSClient
 from erp_sync.clients.errors import AuthenticationError, RetryExhaustedError, UnconfirmedNotFoundError
 from erp_sync.clients.retry import RetryPolicy
+from erp_sync.clients.sources import SourceClients
 from erp_sync.core.hashing import tombstone_sha256
 from erp_sync.core.tombstones import TombstoneLimitError, TombstonePolicy
 from erp_sync.pipeline import WindowRequest, sync_stream
@@ -54,6 +55,10 @@ def _client(sandbox: SandboxHandle, base_url: str | None = None, **kwargs: Any) 
         base_url or sandbox.base_url, BearerSecretKey(kwargs.pop("secret_key", sandbox.secret_key)),
         page_size=50, **kwargs,
     )  # fmt: skip
+
+
+def _clients(sandbox: SandboxHandle) -> SourceClients:
+    return SourceClients({"stripe": _client(sandbox)})
 
 
 def _full_refresh(sandbox: SandboxHandle, conn: Any, redis_client: redis.Redis, ns: str) -> None:
@@ -103,7 +108,7 @@ def _run(
     conn: Any, client: SaaSClient, conf: dict[str, Any], redis_client: Any = None, ns: str = "erpsync"
 ) -> Any:
     return run_request(
-        conn=conn, client=client, request=parse_request(conf, now=datetime.now(UTC)),
+        conn=conn, clients=SourceClients({"stripe": client}), request=parse_request(conf, now=datetime.now(UTC)),
         redis_client=redis_client, namespace=ns, run_id="reconcile-test",
     )  # fmt: skip
 
@@ -207,7 +212,7 @@ def test_repair_tombstones_records_deleted_while_no_delta_read_their_events(
     # A retry of the same repair (its task retried) finds the batch committed: nothing new.
     controls = control_rows(conn)
     retried = repair_report(
-        conn=conn, redis_client=redis_client, client=_client(sandbox), report_id=found.report_id,
+        conn=conn, redis_client=redis_client, clients=_clients(sandbox), report_id=found.report_id,
         run_id="reconcile-retry", namespace=ns,
     )  # fmt: skip
     again = retried.tombstones["invoices"]
@@ -356,7 +361,8 @@ def test_a_lookup_that_fails_tombstones_nothing(sandbox, conn, redis_client, red
     try:
         with pytest.raises(error):
             repair_report(
-                conn=conn, redis_client=redis_client, client=client, report_id=found.report_id,
+                conn=conn, redis_client=redis_client, clients=SourceClients({"stripe": client}),
+                report_id=found.report_id,
                 run_id="reconcile-test", namespace=ns,
             )  # fmt: skip
     finally:
@@ -373,7 +379,7 @@ def test_a_transient_5xx_is_retried_and_only_the_404_decides(sandbox, conn, redi
     try:
         retried = repair_report(
             conn=conn, redis_client=redis_client,
-            client=_client(sandbox, retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.02)),
+            clients=SourceClients({"stripe": _client(sandbox, retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.02))}),
             report_id=found.report_id, run_id="reconcile-test", namespace=ns,
         )  # fmt: skip
         answered_503 = sandbox.admin.request_counts()["by_status"].get("503", 0)
@@ -390,7 +396,8 @@ def test_a_404_without_resource_missing_proves_nothing(sandbox, conn, redis_clie
     found = _run(conn, _client(sandbox), _whole_history()).reports[-1]
     before, controls = _staged(conn), control_rows(conn)
     repaired = repair_report(
-        conn=conn, redis_client=redis_client, client=_client(sandbox, base_url=sandbox.base_url + "/api"),
+        conn=conn, redis_client=redis_client,
+        clients=SourceClients({"stripe": _client(sandbox, base_url=sandbox.base_url + "/api")}),
         report_id=found.report_id, run_id="reconcile-test", namespace=ns,
     )  # fmt: skip
     outcome = repaired.tombstones["invoices"]
@@ -436,7 +443,7 @@ def test_a_crash_before_commit_leaves_nothing_but_evicted_entries(
 
     monkeypatch.setattr("erp_sync.store.tombstones.crash_point", crash)
     repair = dict(
-        conn=conn, redis_client=redis_client, client=_client(sandbox), report_id=found.report_id,
+        conn=conn, redis_client=redis_client, clients=_clients(sandbox), report_id=found.report_id,
         run_id="reconcile-test", namespace=ns, tombstones=TombstonePolicy(),
     )  # fmt: skip
     with pytest.raises(SystemExit):

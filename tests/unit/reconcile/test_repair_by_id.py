@@ -12,6 +12,7 @@ import pytest
 
 from erp_sync.clients import BearerSecretKey, SaaSClient
 from erp_sync.clients.errors import UnconfirmedNotFoundError
+from erp_sync.clients.sources import SourceClients
 from erp_sync.clients.transport import HttpResponse
 from erp_sync.reconcile_run import (
     REPAIR_CHUNK,
@@ -45,10 +46,10 @@ def test_each_stream_s_first_chunk_is_fetched_once_and_the_rest_as_reached() -> 
     ids = [f"ch_{n:03d}" for n in range(REPAIR_CHUNK + 20)]
     transport = FakeTransport(handler=_charges_api)
     client = _client(transport)
-    [(stream, resends)] = fetch_first_chunks(client, _targets(charges=ids)).items()
+    [(stream, resends)] = fetch_first_chunks(SourceClients({"stripe": client}), _targets(charges=ids)).items()
     assert stream == "charges" and len(transport.calls) == REPAIR_CHUNK
 
-    chunks = list(resends.fetched_chunks(client))
+    chunks = list(resends.fetched_chunks())
 
     assert [[r["id"] for r in records] for records, _ in chunks] == [ids[:REPAIR_CHUNK], ids[REPAIR_CHUNK:]]
     assert sorted(call.path for call in transport.calls) == [f"/v1/charges/{i}" for i in ids]
@@ -60,7 +61,9 @@ def test_a_later_stream_s_by_id_path_that_does_not_answer_raises_from_the_first_
     monkeypatch.setitem(STREAMS, "invoices", replace(STREAMS["invoices"], record_path="/v1/invoice/{id}"))
     transport = FakeTransport(handler=_charges_api)
     with pytest.raises(UnconfirmedNotFoundError) as raised:
-        fetch_first_chunks(_client(transport), _targets(charges=["ch_1"], invoices=["in_1"]))
+        fetch_first_chunks(
+            SourceClients({"stripe": _client(transport)}), _targets(charges=["ch_1"], invoices=["in_1"])
+        )
     assert str(raised.value).startswith(f"GET {BASE}/v1/invoice/in_1: HTTP 404: Unrecognized request URL")
     assert [call.path for call in transport.calls] == ["/v1/charges/ch_1", "/v1/invoice/in_1"]
 
