@@ -36,6 +36,12 @@ days after it was created; the rest stay `missing_in_saas`; 0 turns it off). The
 tables (columns `source_id, currency_code, status, <amounts>, sync_batch_id`; parameters
 `%(period_start)s`, `%(period_end)s`).
 
+**Connections**: each stream is re-read, looked up by id and repaired through its own source system's
+connection (`erp_sync.clients.sources.SOURCE_CONNECTIONS`, as the sync: `saas_api` for the Stripe
+streams, `orders_api` for `orders`), built only for the source systems the run's `streams` need. A run of
+Stripe streams needs no `orders_api` connection; a run naming `orders` without it fails before any read,
+without a retry, naming the connection.
+
 **Records gone from the SaaS** (ADR 0020): with `repair`, each record the report found `missing_in_saas`
 is asked for by id before anything is written. One the SaaS confirms gone (404 `resource_missing`, or a
 `"deleted": true` stub) is staged as a tombstone (`interface_status = 'DELETED'`, its invoice lines
@@ -143,9 +149,10 @@ def erp_drift_reconciliation() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from erp_sync.clients.errors import UnconfirmedNotFoundError
+        from erp_sync.clients.sources import MissingSourceConnectionError
         from erp_sync.core.tombstones import TombstoneLimitError
         from erp_sync.hooks.erp import erp_connection, sync_state
-        from erp_sync.hooks.saas import SaaSApiHook
+        from erp_sync.hooks.saas import source_clients
         from erp_sync.reconcile_run import (
             DriftExceededError,
             conf_from_params,
@@ -160,8 +167,8 @@ def erp_drift_reconciliation() -> None:
             e.source_run_id for evs in events.values() for e in evs if getattr(e, "source_run_id", None)
         ]
         redis_client, namespace = sync_state()
-        client = SaaSApiHook().get_client(redis_client=redis_client, namespace=namespace)
         conn = erp_connection(ERP_CONN_ID)
+        clients = None
         try:
             window = sync_window_for_runs(conn, source_runs)
             requests = periods_for_run(
@@ -170,13 +177,19 @@ def erp_drift_reconciliation() -> None:
                 scheduled_window=window,
                 asset_triggered=bool(events),
             )
+            # each stream through its own source system's connection; only those the streams need
+            streams = {name for request in requests for name in request.streams}
+            try:
+                clients = source_clients(streams, redis_client=redis_client, namespace=namespace)
+            except MissingSourceConnectionError as exc:  # configuration: a retry finds it missing too
+                raise AirflowFailException(str(exc)) from None
             backup = _backup_function()
             outcomes = []
             for request in requests:
                 try:
                     outcome = run_request(
                         conn=conn,
-                        client=client,
+                        clients=clients,
                         request=request,
                         redis_client=redis_client,
                         namespace=namespace,
@@ -195,6 +208,8 @@ def erp_drift_reconciliation() -> None:
                 context["ti"].xcom_push(key=XCOM_REPORT_ID_KEY, value=outcome.reports[-1].report_id)
         finally:
             conn.close()
+            if clients is not None:
+                clients.close()
         drifted = [o.reports[-1] for o in outcomes if o.reports[-1].status != "OK"]
         if drifted:  # a verdict, not a transient failure: fail without retrying (alerts fire)
             raise AirflowFailException(str(DriftExceededError("\n".join(r.message for r in drifted))))

@@ -11,9 +11,11 @@ concurrently: against a real API, whose round trips dominate a delta, up to that
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from erp_sync.clients import (
     ApiKeyHeader,
@@ -24,6 +26,12 @@ from erp_sync.clients import (
     RateLimiter,
     RedisTokenBucket,
     SaaSClient,
+)
+from erp_sync.clients.sources import (
+    MissingSourceConnectionError,
+    SourceClients,
+    connection_for,
+    streams_by_source_system,
 )
 
 ALLOWED_EXTRAS = frozenset(
@@ -101,6 +109,24 @@ class SaaSApiHook(BaseHook):
                 sorted(ALLOWED_EXTRAS),
             )
         return {key: value for key, value in extras.items() if key in ALLOWED_EXTRAS}
+
+
+def source_clients(
+    streams: Iterable[str], *, redis_client: Any = None, namespace: str = "erpsync"
+) -> SourceClients:
+    """A client for each source system of `streams` (only those), each from its own connection
+    (`SOURCE_CONNECTIONS`). Building a client sends no request: a missing connection raises
+    `MissingSourceConnectionError`, naming it and the streams it serves, before any read."""
+    clients: dict[str, SaaSClient] = {}
+    for system, names in streams_by_source_system(streams).items():
+        conn_id = connection_for(system)
+        hook = SaaSApiHook(saas_conn_id=conn_id)
+        try:
+            clients[system] = hook.get_client(redis_client=redis_client, namespace=namespace)
+        except AirflowNotFoundException:
+            SourceClients(clients).close()
+            raise MissingSourceConnectionError(conn_id, system, names) from None
+    return SourceClients(clients)
 
 
 def base_url_of(host: str | None, schema: str | None, port: int | None) -> str:

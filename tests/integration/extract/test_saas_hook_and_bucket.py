@@ -11,7 +11,9 @@ import redis
 
 from erp_sync.clients import BearerSecretKey, LocalTokenBucket, OAuth2ClientCredentials, RedisTokenBucket
 from erp_sync.clients.auth import ApiKeyHeader
-from erp_sync.hooks.saas import SaaSApiHook, base_url_of, parse_timeout
+from erp_sync.clients.sources import MissingSourceConnectionError
+from erp_sync.hooks.saas import SaaSApiHook, base_url_of, parse_timeout, source_clients
+from erp_sync.streams import STREAMS
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +90,29 @@ def test_hook_refuses_bad_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, "saas_t7", host="api.example.test", password="s", extra={"window_slices": 2.5})
     with pytest.raises(ValueError, match="window_slices"):
         SaaSApiHook("saas_t7").get_client()
+
+
+def test_source_clients_builds_each_source_system_s_client_from_its_connection_and_only_those(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_conn(monkeypatch, "saas_api", host="https://stripe.example.test", password="sk_test_abc")
+    monkeypatch.delenv("AIRFLOW_CONN_ORDERS_API", raising=False)
+    stripe_only = source_clients(["invoices", "charges"])
+    assert stripe_only.source_systems == ["stripe"]  # no orders_api connection needed
+
+    with pytest.raises(MissingSourceConnectionError) as raised:
+        source_clients(["invoices", "orders"])
+    assert raised.value.conn_id == "orders_api" and "streams orders (source system 'orders_api')" in str(
+        raised.value
+    )
+
+    set_conn(
+        monkeypatch, "orders_api", host="https://orders.example.test", password="client-secret",
+        extra={"auth": "oauth2", "token_url": "https://orders.example.test/token", "client_id": "cid"},
+    )  # fmt: skip
+    both = source_clients(["invoices", "orders"])
+    assert both.for_spec(STREAMS["orders"]).base_url == "https://orders.example.test"
+    assert both.for_spec(STREAMS["invoices"]).base_url == "https://stripe.example.test"
 
 
 def test_connection_field_helpers() -> None:
