@@ -23,7 +23,8 @@ unknown (the upsert only rewrites a row whose hash differs), fetches each record
 written: those the SaaS confirms gone (404 `resource_missing`, or a deleted stub) are staged as
 tombstones in one recorded batch per stream, within `max_tombstones` and `max_tombstone_share`
 (`erp_sync.tombstone_repair`, ADR 0020); those that exist stay in the next report (ADR 0017). A stream
-whose API has no by-id lookup is skipped, and the result says so. Then it reconciles again. Rows are
+whose API has no by-id lookup is re-sent from a re-listing of the period (ADR 0024); its records
+missing in the SaaS are not looked up, and the result says so. Then it reconciles again. Rows are
 never deleted (the loader cannot delete); tombstones (`interface_status = 'DELETED'`, ADR 0015) are
 left out of the ERP side.
 
@@ -487,11 +488,14 @@ def lookup_by_id(
 def fetched_page(
     spec: StreamSpec, records: list[dict[str, Any]], url: str, page_meta: Mapping[str, Any], page_no: int = 1
 ) -> Page:
-    """Records fetched one by one, as the page a listing of them would have been (`page_meta`:
-    `page_meta_for("full", <listing time>)`)."""
+    """Records fetched one by one (or kept from a re-listing), as the page a listing of them would have
+    been, under the stream's record selector (`page_meta`: `page_meta_for("full", <listing time>)`)."""
     from erp_sync.clients.pages import page_from_body
 
-    body = orjson.dumps({"object": "list", "data": records, "has_more": False, "url": spec.path})
+    listed: Any = records
+    for key in reversed(spec.record_selector.split(".")):
+        listed = {key: listed}
+    body = orjson.dumps({"object": "list", **listed, "has_more": False, "url": spec.path})
     return page_from_body(spec, body, url, page_meta, page_no)
 
 
@@ -1061,14 +1065,22 @@ def _invalidate_rows(conn: Any, table: str, source_system: str, ids: Sequence[st
     return count
 
 
+def relists(spec: StreamSpec) -> bool:
+    """Whether the repair re-sends the stream's records from a re-listing of the period: it has no
+    by-id path, and no child lists a listing may truncate (ADR 0024)."""
+    return not spec.looks_up_by_id and not spec.children
+
+
 def skipped_streams(
     targets: Mapping[str, Mapping[str, set[str]]], lookups: Mapping[str, StreamLookups]
 ) -> dict[str, SkippedStream]:
     """The streams whose records cannot be asked for by id (no by-id path declared), each with what it
-    leaves undone; a warning per stream says so and what to do instead."""
+    leaves undone; a warning per stream says so and what to do instead. A stream re-sent from a
+    re-listing (`relists`) leaves only its records missing in the SaaS: a listing cannot tell gone."""
     skipped: dict[str, SkippedStream] = {}
     for stream, kinds in targets.items():
-        if not get_stream(stream).looks_up_by_id:
+        spec = get_stream(stream)
+        if not spec.looks_up_by_id and not relists(spec):
             skipped[stream] = SkippedStream(
                 NO_BY_ID_LOOKUP, not_resent=len(kinds["missing"] | kinds["mismatched"])
             )
@@ -1077,12 +1089,68 @@ def skipped_streams(
             left = skipped.setdefault(stream, SkippedStream(found.not_asked_because))
             left.not_looked_up = found.candidates
     for stream, left in sorted(skipped.items()):
-        log.warning(
-            "repair %s: skipped, the stream declares no by-id path (record_path=None): %d records missing in"
-            " the ERP or mismatched not re-sent, %d missing in the SaaS not looked up; a full refresh of"
-            " %s for the period re-reads it", stream, left.not_resent, left.not_looked_up, stream,
-        )  # fmt: skip
+        _warn_skipped(stream, left)
     return skipped
+
+
+def _warn_skipped(stream: str, left: SkippedStream) -> None:
+    if relists(get_stream(stream)):  # its re-sends come from a re-listing; only the lookups are left
+        log.warning(
+            "repair %s: %d records missing in the SaaS not looked up: the stream declares no by-id path"
+            " (record_path=None) and a listing cannot tell a gone record; they stay missing_in_saas",
+            stream, left.not_looked_up,
+        )  # fmt: skip
+        return
+    log.warning(
+        "repair %s: skipped, the stream declares no by-id path (record_path=None): %d records missing in"
+        " the ERP or mismatched not re-sent, %d missing in the SaaS not looked up; a full refresh of"
+        " %s for the period re-reads it", stream, left.not_resent, left.not_looked_up, stream,
+    )  # fmt: skip
+
+
+def relisted_records(
+    client: Any, spec: StreamSpec, ids: Sequence[str], listed_from: datetime, until: datetime
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of `ids` as a listing of `[listed_from, until)` returns them, every field as received,
+    and the ids it did not return (ADR 0024). One walk of the listing, before any write."""
+    wanted = set(ids)
+    found: dict[str, dict[str, Any]] = {}
+    for page in client.iter_pages(spec, mode="full", window_start=listed_from, window_end=until):
+        for position, record in enumerate(page.records):
+            source_id = str(record.get(spec.primary_key))
+            if source_id in wanted:
+                found[source_id] = page.whole_record(position)
+    return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
+
+
+@dataclass(frozen=True)
+class RelistWindow:
+    """What a repair re-lists for a stream without a by-id path: from where the report's re-read
+    started listing it, up to the listing's own start (the records' newest snapshots)."""
+
+    listed_from: Mapping[str, datetime]  # stream -> where the report's re-read listed it from
+    period_start: datetime
+    until: datetime
+
+    def start_of(self, stream: str) -> datetime:
+        return self.listed_from.get(stream, self.period_start)
+
+    @classmethod
+    def of_report(cls, report: Mapping[str, Any], until: datetime) -> RelistWindow:
+        saas = (report.get("sources") or {}).get("saas") or {}
+        listed_from = {
+            stream: start
+            for stream, source in saas.items()
+            if (start := parse_utc("listed_from", source.get("listed_from"))) is not None
+        }
+        return cls(listed_from, _stored_time("period_start", report["period_start"]), until)
+
+
+def _stored_time(name: str, value: Any) -> datetime:
+    parsed = parse_utc(name, value)
+    if parsed is None:
+        raise ValueError(f"the report has no {name}")
+    return parsed
 
 
 @dataclass
@@ -1094,27 +1162,41 @@ class StreamResends:
     ids: list[str]
     mismatched: set[str]
     first_chunk: tuple[list[dict[str, Any]], list[str]]  # fetch_records' (records, ids not found)
+    relisted: bool = False  # the first chunk is every record, from a re-listing (ADR 0024)
 
     def fetched_chunks(self) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
         """The first chunk as fetched, then each later one fetched as it is reached."""
         yield self.first_chunk
+        if self.relisted:
+            return
         for chunk in chunked(self.ids[REPAIR_CHUNK:], REPAIR_CHUNK):
             yield fetch_records(self.client, self.spec, chunk)
 
 
 def fetch_first_chunks(
-    clients: SourceClients, targets: Mapping[str, Mapping[str, set[str]]]
+    clients: SourceClients, targets: Mapping[str, Mapping[str, set[str]]], relist: RelistWindow | None = None
 ) -> dict[str, StreamResends]:
     """Every stream's re-sends, with their first chunk fetched, before the repair writes anything: a
     stream whose by-id path does not answer (`UnconfirmedNotFoundError`), or any other failure, raises
-    here, whichever stream it is, rather than after earlier streams were written."""
+    here, whichever stream it is, rather than after earlier streams were written. A stream without a
+    by-id path (`relists`) gets all its records at once, from one re-listing of `relist` (ADR 0024)."""
     resends = {}
     for stream, kinds in sorted(targets.items()):
         spec = get_stream(stream)
         client = clients.for_spec(spec)
         ids = sorted(kinds["missing"] | kinds["mismatched"])
-        first = fetch_records(client, spec, ids[:REPAIR_CHUNK])
-        resends[stream] = StreamResends(spec, client, ids, set(kinds["mismatched"]), first)
+        mismatched = set(kinds["mismatched"])
+        if relists(spec) and relist is not None:
+            start = relist.start_of(stream)
+            log.info(
+                "repair %s: no by-id path: re-listing [%s, %s) for %d records",
+                stream, start.isoformat(), relist.until.isoformat(), len(ids),
+            )  # fmt: skip
+            listed = relisted_records(client, spec, ids, start, relist.until)
+            resends[stream] = StreamResends(spec, client, ids, mismatched, listed, relisted=True)
+        else:
+            first = fetch_records(client, spec, ids[:REPAIR_CHUNK])
+            resends[stream] = StreamResends(spec, client, ids, mismatched, first)
     return resends
 
 
@@ -1138,8 +1220,10 @@ class _Resender:
             if gone:
                 self.result.not_found.setdefault(stream, []).extend(gone)
                 log.warning(
-                    "repair %s: %d records no longer exist in the SaaS: %s", stream, len(gone), gone[:20]
-                )
+                    "repair %s: %d records %s: %s", stream, len(gone),
+                    "not returned by the re-listing" if resends.relisted else "no longer exist in the SaaS",
+                    gone[:20],
+                )  # fmt: skip
             if records:
                 self._load(resends, records, chunk_no)
 
@@ -1222,7 +1306,11 @@ def repair_report(
     looked_up_at = datetime.now(UTC)
     lookups = look_up_gone(conn, clients, report, tombstones or TombstonePolicy())
     skipped = skipped_streams(targets, lookups)
-    resends = fetch_first_chunks(clients, {s: t for s, t in targets.items() if s not in skipped})
+    # up to now, after the lookups: a record updated since the repair started is still listed
+    relist = RelistWindow.of_report(report, until=datetime.now(UTC))
+    resends = fetch_first_chunks(
+        clients, {s: t for s, t in targets.items() if s not in skipped or relists(get_stream(s))}, relist
+    )
     ledger = RedisLedger(redis_client, namespace=namespace)
     result = RepairResult(
         report_id=report_id, requested={}, fetched={}, not_found={}, batch_ids=[], skipped=skipped

@@ -4,7 +4,8 @@ Same client, same operator; only this spec is new.
 
 The API has no created filter, so a full refresh lists by `updated_before` (everything up to the
 window end) and every record is versioned by its own `updated_at` in both modes. Nor has it a route for
-one order by id: the reconcile's lookups and the repair skip the stream, saying so (ADR 0023)."""
+one order by id: the reconcile's lookups skip the stream, saying so (ADR 0023), and the repair re-sends
+its orders from a re-listing of the period (ADR 0024)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 reconciling a Stripe stream (invoices) and the orders API (which has no route for one order) through
 one OAuth2 connection. Streams are repaired in name order, so invoices is written before orders: a
 by-id path that does not answer fails the repair before invoices is written, and a stream that
-declares none is skipped, saying why, while invoices is repaired."""
+declares none is re-sent from a re-listing of the period (ADR 0024) while invoices is repaired by id."""
 
 from __future__ import annotations
 
@@ -149,17 +149,34 @@ def test_a_later_stream_whose_by_id_path_does_not_answer_fails_the_repair_before
     assert not sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,))
 
 
-def test_a_stream_without_a_by_id_path_is_skipped_saying_why_and_the_other_is_repaired(
+def _tamper_an_order(conn: Any) -> str:
+    """Change an order's total in staging: the next report finds it `amount_mismatch`."""
+    [(source_id,)] = sql_rows(
+        conn,
+        "UPDATE erp_staging.sales_orders SET total_amount = total_amount + 1 WHERE source_id = (SELECT"
+        " min(source_id) FROM erp_staging.sales_orders) RETURNING source_id",
+    )
+    return str(source_id)
+
+
+def _order_totals(conn: Any) -> dict[str, Any]:
+    return dict(sql_rows(conn, "SELECT source_id, total_amount FROM erp_staging.sales_orders"))
+
+
+def test_a_stream_without_a_by_id_path_is_re_sent_from_a_re_listing_and_its_gone_records_are_left_saying_why(
     sandbox, conn, redis_client, redis_namespace, caplog
 ):
-    """Orders as declared (no by-id path): the report's lookups, the repair's tombstone lookups and its
-    re-sends send it no request by id; each says, up front, that the stream cannot be looked up by id
-    and counts what it left. Invoices is repaired."""
+    """Orders as declared (no by-id path): no request by id, from the report's lookups, the repair's
+    tombstone lookups or its re-sends. Its records missing in the ERP or mismatched are re-sent from a
+    re-listing of the period (ADR 0024), through the same load as invoices' by-id re-sends; its record
+    missing in the SaaS is left, counted, with the reason: a listing cannot tell it gone."""
     ns = redis_namespace
     period = _synced(sandbox, conn, redis_client, ns)
-    invoice, order, phantom = (
+    synced_totals = _order_totals(conn)
+    invoice, order, tampered, phantom = (
         unsync_a_paid_invoice(conn),
         _unsync_an_order(conn),
+        _tamper_an_order(conn),
         _order_the_saas_never_had(conn),
     )
     sandbox.admin.reset_counts()
@@ -168,7 +185,7 @@ def test_a_stream_without_a_by_id_path_is_skipped_saying_why_and_the_other_is_re
         found = _run(conn, sandbox, period).reports[-1]
         assert _items(conn, found.report_id) == {
             ("invoices", "missing_in_erp", invoice), ("orders", "missing_in_erp", order),
-            ("orders", "missing_in_saas", phantom),
+            ("orders", "amount_mismatch", tampered), ("orders", "missing_in_saas", phantom),
         }  # fmt: skip
         account = drift.get_report(conn, found.report_id)["sources"]["saas"]["orders"]["looked_up_by_id"]
         conn.rollback()
@@ -177,25 +194,27 @@ def test_a_stream_without_a_by_id_path_is_skipped_saying_why_and_the_other_is_re
     assert _orders_asked_by_id(sandbox) == {}
     assert (account["asked"], account["unconfirmed"]) == (0, 0)
     assert (account["not_looked_up"], account["reason"]) == (1, "no_by_id_lookup")
-    skipped = {"orders": {"reason": "no_by_id_lookup", "not_resent": 1, "not_looked_up": 1}}
+    skipped = {"orders": {"reason": "no_by_id_lookup", "not_resent": 0, "not_looked_up": 1}}
     assert repaired.repair.summary()["skipped"] == skipped
     assert repaired.xcom()["repair"]["skipped"] == skipped
-    assert "orders" not in repaired.repair.tombstones and "orders" not in repaired.repair.requested
+    assert "orders" not in repaired.repair.tombstones
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
         w.startswith("reconcile orders: 1 records missing in the SaaS not looked up by id") for w in warnings
     )
-    [skip_warning] = [w for w in warnings if w.startswith("repair orders: skipped")]
-    assert "record_path=None" in skip_warning and "full refresh of orders" in skip_warning
+    [left_warning] = [w for w in warnings if w.startswith("repair orders:")]
+    assert (
+        "1 records missing in the SaaS not looked up" in left_warning
+        and "stay missing_in_saas" in left_warning
+    )
 
-    # Invoices is repaired; the re-check still reports what orders' repair could not do, and says why.
-    assert repaired.repair.requested == {"invoices": 1} and repaired.repair.loaded_new == 1
+    # Both streams are re-sent: the missing invoice and order staged again, the tampered order rewritten.
+    assert repaired.repair.requested == {"invoices": 1, "orders": 2}
+    assert (repaired.repair.loaded_new, repaired.repair.loaded_changed) == (2, 1)
     assert sql_rows(conn, "SELECT 1 FROM erp_staging.ar_invoices WHERE source_id = %s", (invoice,)) == [(1,)]
+    assert {k: v for k, v in _order_totals(conn).items() if k != phantom} == synced_totals
     recheck = repaired.reports[-1]
-    assert _items(conn, recheck.report_id) == {
-        ("orders", "missing_in_erp", order),
-        ("orders", "missing_in_saas", phantom),
-    }
+    assert _items(conn, recheck.report_id) == {("orders", "missing_in_saas", phantom)}
     stored = drift.get_report(conn, recheck.report_id)
     conn.rollback()
     assert stored["summary"]["repair"]["skipped"] == skipped and drift.verify_report(conn, recheck.report_id)
