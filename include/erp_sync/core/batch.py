@@ -118,10 +118,14 @@ class Page:
         """`stored_body()` gzipped at `level` (no timestamp: the same page gives the same bytes) and
         its sha256, computed once: the pipeline's map thread does it ahead of the load."""
         if self._compressed is None or self._compressed[0] != level:
-            body = self.stored_body()
-            gz = gzip.compress(body, compresslevel=level, mtime=0)
-            self._compressed = (level, gz, hashlib.sha256(body).hexdigest())
+            self._compressed = (level, *outbox_content(self.stored_body(), level))
         return self._compressed[1], self._compressed[2]
+
+
+def outbox_content(raw: bytes, level: int) -> tuple[bytes, str]:
+    """What the outbox keeps of `raw`: gzipped at `level` without a timestamp (the same bytes give the
+    same file), and the sha256 of `raw` itself."""
+    return gzip.compress(raw, compresslevel=level, mtime=0), hashlib.sha256(raw).hexdigest()
 
 
 # A stored page whose child lists the client completed: the body exactly as received, then what it

@@ -37,6 +37,7 @@ import psycopg2.errors
 from psycopg2.extras import Json, execute_values
 
 from erp_sync.core.batch import CONTROL_COLUMNS, BatchKey, BatchResult, MappedBatch, Page, Rejection
+from erp_sync.store import outbox
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
 from erp_sync.store.locks import stream_lock
@@ -644,12 +645,8 @@ def _mark_replayed(
 def _write_outbox(
     cur: Any, key: BatchKey, pages: Sequence[Page], batch_id: int, page_meta: Mapping[str, Any]
 ) -> None:
-    if not pages:
-        return
-    execute_values(
+    outbox.insert_rows(
         cur,
-        "INSERT INTO erp_sync.outbox (batch_id, run_id, source_system, stream, page_no, url, page_meta,"
-        " record_count, content_gzip, sha256) VALUES %s",
         [
             (
                 batch_id,

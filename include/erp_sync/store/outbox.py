@@ -120,6 +120,18 @@ def _row(values: Sequence[Any]) -> OutboxRow:
     )
 
 
+def insert_rows(cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """New outbox rows, each `(batch_id, run_id, source_system, stream, page_no, url, page_meta,
+    record_count, content_gzip, sha256)`, in the caller's transaction (the batch's own)."""
+    if rows:
+        execute_values(
+            cur,
+            "INSERT INTO erp_sync.outbox (batch_id, run_id, source_system, stream, page_no, url, page_meta,"
+            " record_count, content_gzip, sha256) VALUES %s",
+            rows,
+        )
+
+
 def pending_run_ids(conn: Any, limit: int | None = None) -> list[str]:
     """Runs with at least one page not yet backed up, oldest first."""
     sql = (

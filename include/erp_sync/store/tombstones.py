@@ -23,8 +23,6 @@ record was not gone after all) is therefore never skipped, and the upsert stages
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,10 +31,11 @@ from typing import Any
 from psycopg2.extras import Json, execute_values
 from psycopg2.sql import SQL, Identifier
 
-from erp_sync.core.batch import BatchKey, BatchResult
+from erp_sync.core.batch import BatchKey, BatchResult, outbox_content
 from erp_sync.core.hashing import tombstone_sha256
 from erp_sync.core.tombstone_document import TOMBSTONE_MODE, TombstoneDocument, encode_document
 from erp_sync.core.tombstones import GoneRecord, distinct_gone
+from erp_sync.store import outbox
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
 from erp_sync.store.loader import (
@@ -280,13 +279,11 @@ def _write_document(cur: Any, request: TombstoneRequest, batch_id: int) -> None:
     report, as no page of the SaaS is behind it."""
     document = request.document()
     raw = encode_document(document)
-    cur.execute(
-        "INSERT INTO erp_sync.outbox (batch_id, run_id, source_system, stream, page_no, url, page_meta,"
-        " record_count, content_gzip, sha256) VALUES (%s, %s, %s, %s, 1, %s, %s, %s, %s, %s)",
-        (
-            batch_id, request.key.run_id, document.source_system, document.stream,
+    outbox.insert_rows(
+        cur,
+        [(
+            batch_id, request.key.run_id, document.source_system, document.stream, 1,
             f"erp-sync:repair-tombstones?report_id={document.report_id}", Json({"mode": TOMBSTONE_MODE}),
-            document.record_count, gzip.compress(raw, compresslevel=OUTBOX_GZIP_LEVEL, mtime=0),
-            hashlib.sha256(raw).hexdigest(),
-        ),
+            document.record_count, *outbox_content(raw, OUTBOX_GZIP_LEVEL),
+        )],
     )  # fmt: skip
