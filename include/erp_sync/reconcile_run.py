@@ -50,7 +50,7 @@ import orjson
 import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
-from erp_sync.clients.sources import SourceClients
+from erp_sync.clients.sources import SourceClients, streams_by_source_system
 from erp_sync.core.batch import BatchKey, Page
 from erp_sync.core.batching import (
     READ_AHEAD_PAGES,
@@ -688,7 +688,7 @@ def reconcile_period(
         raise
     result = ReconcileResult(streams=results)
     conservation = drift.conservation_for_period(
-        conn, request.period_start, request.period_end, _source_system(request.streams), request.streams
+        conn, request.period_start, request.period_end, streams_by_source_system(request.streams)
     )
     conn.rollback()
     commands = repair_commands(request.period_start, request.period_end, request.streams)
@@ -885,11 +885,6 @@ def _store_error(
         log.error("reconciliation failed (%s); stored as ERROR report %s", exc, stored.report_id)
     except Exception:
         log.exception("reconciliation failed and its ERROR report could not be stored either")
-
-
-def _source_system(streams: Iterable[str]) -> str:
-    systems = {get_stream(s).source_system for s in streams}
-    return systems.pop() if len(systems) == 1 else "stripe"
 
 
 def _summary(result: ReconcileResult) -> dict[str, Any]:

@@ -204,9 +204,14 @@ def content_sha256(
 
 
 def conservation_for_period(
-    conn: Any, period_start: datetime, period_end: datetime, source_system: str, streams: Sequence[str]
+    conn: Any, period_start: datetime, period_end: datetime, streams_by_system: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
-    """Sums of the sync_batches committed in the period, per stream, and whether each adds up."""
+    """Sums of the sync_batches committed in the period, per stream, and whether each adds up.
+
+    `streams_by_system` is `{source_system: [stream, ...]}`: a run that reconciles streams of several
+    source systems counts each stream's batches under its own system.
+    """
+    pairs = [(system, stream) for system, names in streams_by_system.items() for stream in names]
     with conn.cursor() as cur:
         cur.execute(
             """
@@ -215,11 +220,11 @@ def conservation_for_period(
                    coalesce(sum(loaded_changed), 0), coalesce(sum(skipped_unchanged), 0),
                    coalesce(sum(rejected), 0)
               FROM erp_sync.sync_batches
-             WHERE source_system = %s AND stream = ANY(%s)
+             WHERE (source_system, stream) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
                AND committed_at >= %s AND committed_at < %s
              GROUP BY stream ORDER BY stream
             """,
-            (source_system, list(streams), period_start, period_end),
+            ([system for system, _ in pairs], [stream for _, stream in pairs], period_start, period_end),
         )
         rows = cur.fetchall()
     per_stream: dict[str, Any] = {}

@@ -151,10 +151,26 @@ def test_conservation_sums_batches_committed_in_the_period(conn):
                 (batch_id, committed + "T00:00:00Z"),
             )
     conn.commit()
-    figures = conservation_for_period(conn, START, END, "stripe", ["invoices"])
+    figures = conservation_for_period(conn, START, END, {"stripe": ["invoices"]})
     inv = figures["streams"]["invoices"]
     assert (inv["batches"], inv["extracted"], inv["loaded_new"], inv["rejected"]) == (2, 20, 12, 2)
     assert inv["balanced"] and figures["balanced"]
+
+
+def test_conservation_counts_each_stream_under_its_own_source_system(conn):
+    rows = ((1, "stripe", "invoices", 10), (2, "orders_api", "orders", 7), (3, "orders_api", "invoices", 99))
+    with conn.cursor() as cur:
+        for batch_id, system, stream, extracted in rows:
+            cur.execute(
+                """INSERT INTO erp_sync.sync_batches (batch_id, run_id, source_system, stream, input_sha256,
+                       extracted, loaded_new, loaded_changed, skipped_unchanged, rejected, committed_at)
+                   VALUES (%s, 'r', %s, %s, repeat('a', 64), %s, %s, 0, 0, 0, '2026-11-02T00:00:00Z')""",
+                (batch_id, system, stream, extracted, extracted),
+            )
+    conn.commit()
+    figures = conservation_for_period(conn, START, END, {"stripe": ["invoices"], "orders_api": ["orders"]})
+    counted = {name: (s["batches"], s["extracted"]) for name, s in figures["streams"].items()}
+    assert counted == {"invoices": (1, 10), "orders": (1, 7)}  # not orders_api's batch of an "invoices"
 
 
 def test_empty_report_is_ok_with_zero_items(conn):

@@ -113,6 +113,9 @@ def test_each_stream_is_re_read_through_its_own_source_system_s_connection(
     try:
         report = drift.list_reports(conn)[0]
         assert report["status"] == "OK" and report["summary"]["records"]["orders"]["saas"] > 0
+        counted = report["conservation"]["streams"]  # each stream's batches under its own source system
+        assert sorted(counted) == ["invoices", "orders"] and report["conservation"]["balanced"]
+        assert counted["orders"]["extracted"] == report["summary"]["records"]["orders"]["saas"]
     finally:
         conn.close()
 
