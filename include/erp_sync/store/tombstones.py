@@ -11,6 +11,10 @@
             document in the outbox (`core.tombstone_document`: what a restore stages again, ADR 0022)
     COMMIT
 
+A restore stages a backed-up document through the same function (ADR 0022), with `deferrals`: the
+records it finds `not_staged` wait for the runs that stage them, in the same transaction, and a later
+batch of those records resolves them (`store.deferred_tombstones`, ADR 0026).
+
 What a deletion event stages (ADR 0015) is staged here too: the same tombstone hash, `DELETED` header
 and lines, a batch id an ERP importer reads to reverse them. Rows are UPDATEd, never deleted (ADR 0004).
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg2.extras import Json, execute_values
 from psycopg2.sql import SQL, Identifier
@@ -98,6 +102,19 @@ class TombstoneRequest:
         )
 
 
+class Deferrals(Protocol):
+    """What a batch staged from a restored document does, in its own transaction, with the records it
+    cannot stage yet and with those that waited for it (`store.deferred_tombstones`, ADR 0026)."""
+
+    @property
+    def document_to_write(self) -> TombstoneDocument | None:
+        """The document the batch writes to the outbox, if it writes one."""
+
+    def settle(self, cur: Any, outcomes: Mapping[str, str], batch_id: int | None) -> bool:
+        """Record what became of each record (`batch_id`: None when no batch is written); whether
+        anything was written."""
+
+
 @dataclass(frozen=True)
 class TombstoneBatch:
     """What the batch did: its record (None when no gone record was live: nothing was written), and
@@ -118,18 +135,21 @@ def stage_tombstones(
     *,
     batch_id: int,
     lock_timeout_s: float = 600.0,
+    deferrals: Deferrals | None = None,
 ) -> TombstoneBatch:
     """Stage `request.gone` as tombstones in one recorded batch; a retry returns the recorded batch.
 
     Takes the stream's load lock (a caller already holding it on `conn` passes straight through), so
-    no sync of the stream loads between the reads and the writes.
+    no sync of the stream loads between the reads and the writes. A restore passes `deferrals`: they
+    decide the document the batch writes, and keep the records not staged yet waiting (ADR 0026), in
+    the same transaction, which then commits even when no record is tombstoned.
     """
     key = request.key
     with stream_lock(conn, key.source_system, key.stream, timeout_s=lock_timeout_s):
         recorded = find_committed(conn, key)
         if recorded is not None:
             return TombstoneBatch(recorded, recorded_outcomes(conn, recorded.batch_id))
-        return _transact(conn, ledger, request, batch_id)
+        return _transact(conn, ledger, request, batch_id, deferrals)
 
 
 def recorded_outcomes(conn: Any, batch_id: int) -> dict[str, str]:
@@ -144,15 +164,18 @@ def recorded_outcomes(conn: Any, batch_id: int) -> dict[str, str]:
         conn.rollback()
 
 
-def _transact(conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_id: int) -> TombstoneBatch:
+def _transact(
+    conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_id: int, deferrals: Deferrals | None
+) -> TombstoneBatch:
     key = request.key
     ids = sorted({g.source_id for g in request.gone})
     with loader_transaction(conn) as cur:
         stored = _stored_rows(cur, request.primary_table, key.source_system, ids)
         outcomes = _outcomes(ids, stored, request.version)
         doomed = {i: tombstone_sha256(stored[i][0]) for i, o in outcomes.items() if o == "tombstoned"}
-        if not doomed:  # every one is deleted already (say, by a delta): nothing to record
-            conn.rollback()
+        if not doomed:  # every one is deleted already (say, by a delta): no batch to record
+            if deferrals is None or not deferrals.settle(cur, outcomes, None):
+                conn.rollback()
             return TombstoneBatch(None, outcomes)
         written = _tombstone_primary(cur, request, doomed, batch_id)
         retired = {
@@ -177,7 +200,11 @@ def _transact(conn: Any, ledger: RedisLedger, request: TombstoneRequest, batch_i
         cursor = get_cursor(conn, key.source_system, key.stream)
         insert_batch_row(cur, key, result, cursor_before=cursor, cursor_after=None)
         _insert_evidence(cur, request, batch_id, outcomes)
-        _write_document(cur, request, batch_id)
+        document = request.document() if deferrals is None else deferrals.document_to_write
+        if document is not None:
+            _write_document(cur, key.run_id, document, batch_id)
+        if deferrals is not None:
+            deferrals.settle(cur, outcomes, batch_id)
         crash_point("before_commit")
     return TombstoneBatch(result, outcomes)
 
@@ -274,15 +301,14 @@ def _insert_evidence(cur: Any, request: TombstoneRequest, batch_id: int, outcome
     )  # fmt: skip
 
 
-def _write_document(cur: Any, request: TombstoneRequest, batch_id: int) -> None:
+def _write_document(cur: Any, run_id: str, document: TombstoneDocument, batch_id: int) -> None:
     """The batch's one outbox row: the drain backs it up with the pages (ADR 0022). Its URL names the
     report, as no page of the SaaS is behind it."""
-    document = request.document()
     raw = encode_document(document)
     outbox.insert_rows(
         cur,
         [(
-            batch_id, request.key.run_id, document.source_system, document.stream, 1,
+            batch_id, run_id, document.source_system, document.stream, 1,
             f"erp-sync:repair-tombstones?report_id={document.report_id}", Json({"mode": TOMBSTONE_MODE}),
             document.record_count, *outbox_content(raw, OUTBOX_GZIP_LEVEL),
         )],
