@@ -14,7 +14,9 @@
    `core.tombstone_document`, decoded and checked with the files, before any write): its gone records
    are staged again by `store.tombstones.stage_tombstones`, with the original version and evidence,
    under a key tied to this restore; a database that holds them as tombstones already writes nothing
-   (ADR 0022).
+   (ADR 0022). Its records not staged yet (their runs are restored later, or in a later restore) wait,
+   and the restore's last step stages every waiting tombstone whose record is staged by then, by the
+   same rules: the end state does not depend on the order runs are restored in (ADR 0026).
 
 Before loading a stream the Redis ledger is rebuilt from Postgres: after staging was emptied the
 ledger would otherwise still claim every row is loaded and skip them all.
@@ -31,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paramiko import SFTPClient
 
@@ -48,6 +50,9 @@ from erp_sync.core.tombstone_document import (
 )
 from erp_sync.store import outbox
 from erp_sync.streams.spec import StreamSpec
+
+if TYPE_CHECKING:
+    from erp_sync.store.deferred_tombstones import RestoredDocument
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,8 @@ class RestoreResult:
     skipped_unchanged: int = 0
     rejected: int = 0
     tombstoned: int = 0  # records a repair's tombstone batch staged as deleted again
+    tombstoned_after_waiting: int = 0  # of those, records whose tombstone waited for them (ADR 0026)
+    tombstones_waiting: int = 0  # after the restore: records whose tombstone waits for them to be staged
     rows_by_table: dict[str, int] = field(default_factory=dict)
 
     def add(self, batch: BatchResult) -> None:
@@ -147,6 +154,8 @@ class RestoreResult:
             "unchanged": self.skipped_unchanged,
             "rejected": self.rejected,
             "tombstoned": self.tombstoned,
+            "tombstoned_after_waiting": self.tombstoned_after_waiting,
+            "tombstones_waiting": self.tombstones_waiting,
             "rows_by_table": self.rows_by_table,
             "rows_written": self.rows_written,
         }
@@ -398,21 +407,72 @@ def _restore_tombstones(
     document's version become tombstones, their lines are retired, their ledger entries evicted and
     each record's evidence recorded. The key is tied to this restore, as a page batch's is: the
     original batch's record, kept in a database whose staging was emptied, must not make it skip.
+    Records not staged yet wait for the restore's last step (ADR 0026).
     """
+    from erp_sync.store.deferred_tombstones import RestoredDeferrals
     from erp_sync.store.tombstones import TombstoneRequest, stage_tombstones
 
     document = ctx.tombstone_documents[str(item.entry["path"])]
     key = _restore_batch_key(
         ctx.restore_run_id, document.source_system, document.stream, batch, document.input_sha256
     )
+    deferrals = RestoredDeferrals(_restored_document(document, item, batch), ctx.restore_run_id)
     staged = stage_tombstones(
         ctx.conn, ctx.ledger, TombstoneRequest.from_document(key, document),
-        batch_id=ctx.next_batch_id(), lock_timeout_s=ctx.lock_timeout_s,
+        batch_id=ctx.next_batch_id(), lock_timeout_s=ctx.lock_timeout_s, deferrals=deferrals,
     )  # fmt: skip
+    waiting = sum(1 for outcome in staged.outcomes.values() if outcome == "not_staged")
+    if waiting:
+        ctx.documents_waiting.add(str(item.entry["path"]))
+        log.info("restore: %d records of %s wait for the runs that stage them", waiting, item.entry["path"])
     if staged.result is None or staged.result.already_committed:
         return None
     _point_outbox_at_backup(ctx.conn, staged.result.batch_id, [item])
     return staged.result
+
+
+def _restored_document(
+    document: TombstoneDocument, item: _VerifiedFile, batch: Mapping[str, Any]
+) -> RestoredDocument:
+    from erp_sync.store.deferred_tombstones import BackedUpFile, RestoredDocument
+
+    entry = item.entry
+    return RestoredDocument(
+        document,
+        manifest_mod.parse_time(batch.get("window_start")),
+        manifest_mod.parse_time(batch.get("window_end")),
+        BackedUpFile(str(entry["path"]), str(entry["sha256_gz"]), str(entry["sha256_raw"])),
+    )
+
+
+def _stage_waiting_tombstones(ctx: _RestoreContext, out: RestoreResult) -> None:
+    """The restore's last step: the tombstones that waited for their records, staged now that the
+    records are (ADR 0026)."""
+    from erp_sync.store.deferred_tombstones import stage_waiting, waiting_count
+
+    for done in stage_waiting(
+        ctx.conn, ctx.ledger, run_id=ctx.restore_run_id, next_batch_id=ctx.next_batch_id,
+        lock_timeout_s=ctx.lock_timeout_s,
+    ):  # fmt: skip
+        batch = done.staged.result
+        if batch is None or batch.already_committed:
+            continue
+        backup = done.document_written_from
+        if backup is not None:
+            outbox.mark_restored(
+                ctx.conn, batch.batch_id, [(1, backup.path, backup.sha256_gz, backup.sha256_raw)]
+            )
+            ctx.conn.commit()
+        out.add(batch)
+        out.tombstoned += batch.loaded_changed
+        out.tombstoned_after_waiting += batch.loaded_changed
+        log.info("restore: batch %s tombstoned %d records that waited", batch.batch_id, batch.loaded_changed)
+    out.tombstones_waiting = waiting_count(ctx.conn)
+    if out.tombstones_waiting:
+        log.warning(
+            "restore: %d tombstones wait for their records: restore the runs that staged them",
+            out.tombstones_waiting,
+        )
 
 
 def _point_outbox_at_backup(conn: Any, batch_id: int, files: list[_VerifiedFile]) -> None:
@@ -450,6 +510,7 @@ class _RestoreContext:
     lock_timeout_s: float
     rebuilt: set[tuple[str, str]] = field(default_factory=set)
     tombstone_documents: Mapping[str, TombstoneDocument] = field(default_factory=dict)  # by remote path
+    documents_waiting: set[str] = field(default_factory=set)  # with records not staged yet (ADR 0026)
 
 
 def _restore_run(
@@ -500,6 +561,8 @@ def _restore_run(
                     seen,
                 )
         out.pages += len(batch_files)
+        if batch is None and str(first["path"]) in ctx.documents_waiting:
+            continue
         if batch is None:
             out.batches_already_present += 1
             log.info("restore: run %s batch %s is already in staging", run, original_batch_id)
@@ -565,4 +628,5 @@ def restore(
             result.runs.append(str(document["run_id"]))
             _restore_run(ctx, document, verified[index : index + count], result)
             index += count
+        _stage_waiting_tombstones(ctx, result)
     return result
