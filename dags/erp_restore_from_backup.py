@@ -21,8 +21,10 @@ pages then go through the sync's own path (record selection, validation, mapping
 version-guarded upsert), so restoring over staging that already holds the data writes no row, and
 restoring into emptied staging rebuilds it. A repair's tombstone batch is backed up as one document,
 checked with the files before anything is written, and staged again through the repair's own rules:
-records it proved gone stay deleted, with their evidence (ADR 0022). Connections: `sftp_backup`,
-`erp_staging`, `sync_state`.
+records it proved gone stay deleted, with their evidence (ADR 0022). Runs may be restored one by one,
+in any order: a tombstone whose record is not staged yet waits for it, and the restore that stages
+the record tombstones it; the result's `tombstones_waiting` says how many still wait (ADR 0026).
+Connections: `sftp_backup`, `erp_staging`, `sync_state`.
 """
 
 
