@@ -16,9 +16,9 @@ the runs that staged its records, it finds no row to mark (`not_staged`). Those 
 
 So whichever order the runs are restored in, and however they are split across restores, each gone
 record ends as the in-order restore leaves it. A crash anywhere leaves the waiting rows as they were
-before the transaction, and the next restore (a retry, or any later one) stages them. Nothing here
-runs while a sync loads: a live read of a record is newer than the repair's lookups, and the sync's
-load path is unchanged.
+before the transaction, and the next restore (a retry, or any later one) stages them. A sync does not
+look at waiting tombstones (its live read of a record is newer than the repair's lookups), and its load
+path is unchanged; the last step takes each stream's load lock, so it never interleaves with a load.
 """
 
 from __future__ import annotations
