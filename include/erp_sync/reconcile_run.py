@@ -50,6 +50,7 @@ import orjson
 import pandas as pd
 from psycopg2.sql import SQL, Composable, Identifier, Literal
 
+from erp_sync.backup import report_manifest
 from erp_sync.clients.sources import SourceClients, streams_by_source_system
 from erp_sync.core.batch import BatchKey, Page
 from erp_sync.core.batching import (
@@ -921,6 +922,7 @@ def _render_and_back_up(
         return names, None
     try:
         paths = {name: backup(name, data) for name, data in files.items()}
+        _back_up_report_manifest(conn, report_id, names, files, paths, backup)
     except Exception as exc:  # the report is stored; an SFTP outage must not lose it or hide drift
         log.warning(
             "report %s: backup failed (%s); backup_path stays empty, re-run to back it up", report_id, exc
@@ -929,6 +931,25 @@ def _render_and_back_up(
     json_path = paths[names["json"]]
     drift.set_backup_path(conn, report_id, json_path)
     return names, json_path
+
+
+def _back_up_report_manifest(
+    conn: Any,
+    report_id: int,
+    names: Mapping[str, str],
+    files: Mapping[str, bytes],
+    paths: Mapping[str, str],
+    backup: BackupFn,
+) -> None:
+    """Upload the report's sidecar manifest last: every file's path, size and SHA-256, what a
+    restore proves the files against (ADR 0025). Its presence says all of them were uploaded."""
+    report = drift.get_report(conn, report_id)
+    conn.rollback()
+    if report is None:
+        raise LookupError(f"no drift report {report_id}")
+    uploaded = {kind: (name, paths[name], files[name]) for kind, name in names.items()}
+    sidecar = report_manifest.build_report_manifest(report, uploaded)
+    backup(report_manifest.manifest_name(names["json"]), report_manifest.dumps(sidecar))
 
 
 def describe(outcome: ReconcileOutcome, request: ReconcileRequest) -> str:
