@@ -60,3 +60,8 @@ def _describe(key: Any) -> str:
         return f"{key.get_name()} {key.fingerprint}"
     except Exception:  # a key object without a fingerprint still gets a message
         return repr(key)
+
+
+class ReportRestoreConflict(BackupError):
+    """A backed-up drift report's id or version is held by another report in the target database; the
+    restore stops before writing anything (ADR 0025)."""

@@ -17,6 +17,10 @@
    (ADR 0022). Its records not staged yet (their runs are restored later, or in a later restore) wait,
    and the restore's last step stages every waiting tombstone whose record is staged by then, by the
    same rules: the end state does not depend on the order runs are restored in (ADR 0026).
+4. Drift reports (`backup.report_restore`, ADR 0025), unless `restore_reports` is false: those written
+   in the date range (or by the run), each proven against its sidecar manifest and decoded whole with
+   the files in step 2, before any write, and written after the pages with their own ids and versions;
+   a report the database holds already is counted and left.
 
 Before loading a stream the Redis ledger is rebuilt from Postgres: after staging was emptied the
 ledger would otherwise still claim every row is loaded and skip them all.
@@ -38,9 +42,11 @@ from typing import TYPE_CHECKING, Any
 from paramiko import SFTPClient
 
 from erp_sync.backup import manifest as manifest_mod
+from erp_sync.backup import report_restore
 from erp_sync.backup.errors import ManifestError, RestoreIntegrityError
 from erp_sync.backup.layout import MANIFEST_ROOT, manifest_path, run_id_from_manifest_name
 from erp_sync.backup.remote import CHUNK, describe_target, exists, listdir, read_back, sftp_errors
+from erp_sync.backup.report_manifest import ReportManifest
 from erp_sync.core.batch import BatchKey, BatchResult, Page
 from erp_sync.core.tombstone_document import (
     TOMBSTONE_MODE,
@@ -124,6 +130,7 @@ class RestoreResult:
     tombstoned_after_waiting: int = 0  # of those, records whose tombstone waited for them (ADR 0026)
     tombstones_waiting: int = 0  # after the restore: records whose tombstone waits for them to be staged
     rows_by_table: dict[str, int] = field(default_factory=dict)
+    reports: report_restore.ReportRestoreResult = field(default_factory=report_restore.ReportRestoreResult)
 
     def add(self, batch: BatchResult) -> None:
         self.batches += 1
@@ -158,6 +165,7 @@ class RestoreResult:
             "tombstones_waiting": self.tombstones_waiting,
             "rows_by_table": self.rows_by_table,
             "rows_written": self.rows_written,
+            "reports": self.reports.as_dict(),
         }
 
 
@@ -178,11 +186,16 @@ def _mode(entry: Mapping[str, Any]) -> str:
 # -- 1. manifests ----------------------------------------------------------------------------------
 
 
-def select_manifests(sftp: SFTPClient, selection: RestoreSelection) -> list[dict[str, Any]]:
-    """The manifests to restore, oldest run first; `ManifestError` when none match."""
+def select_manifests(
+    sftp: SFTPClient, selection: RestoreSelection, *, none_ok: bool = False
+) -> list[dict[str, Any]]:
+    """The manifests to restore, oldest run first; `ManifestError` when none match, unless `none_ok`
+    (drift reports were selected: their files outlive the raw pages' retention)."""
     if selection.run_id is not None:
         path = manifest_path(selection.run_id)
         if not exists(sftp, path):
+            if none_ok:
+                return []
             raise ManifestError(
                 f"SFTP {describe_target(sftp)}: no backup of run {selection.run_id!r} ({path})"
             )
@@ -196,7 +209,7 @@ def select_manifests(sftp: SFTPClient, selection: RestoreSelection) -> list[dict
             document = manifest_mod.loads(read_back(sftp, path)[0], path)
             if selection.matches(document):
                 documents.append(document)
-        if not documents:
+        if not documents and not none_ok:
             raise ManifestError(
                 f"SFTP {describe_target(sftp)}: no backed-up run between {selection.date_from or '-'} "
                 f"and {selection.date_to or '-'}"
@@ -594,16 +607,19 @@ def restore(
     next_batch_id: Callable[[], int] | None = None,
     restore_run_id: str | None = None,
     lock_timeout_s: float = 600.0,
+    restore_reports: bool = True,
 ) -> RestoreResult:
     """Restore one run or a date range from the backups into the database behind `conn`.
 
     `ledger` is the `erp_sync.store.ledger.RedisLedger` the syncs use; batches are recorded under
     `restore_run_id` (default `restore__<time>_<random>`; the DAG passes its own run id).
     Raises `ValueError` for bad parameters, `ManifestError` when nothing matches,
-    `RestoreIntegrityError` (before any write) when a file does not match its manifest, and
-    `BackupTargetUnavailable` when the server fails.
+    `RestoreIntegrityError` (before any write) when a file does not match its manifest,
+    `ReportRestoreConflict` (before any write) when a drift report's id or version is another
+    report's here, and `BackupTargetUnavailable` when the server fails.
     """
     selection = validate_restore_params(run_id, date_from, date_to)
+    with_reports = report_restore.parse_restore_reports(restore_reports)
     ctx = _RestoreContext(
         conn=conn,
         ledger=ledger,
@@ -616,11 +632,16 @@ def restore(
     describe_target(sftp)
     with tempfile.TemporaryDirectory(prefix="erp-restore-") as tmp:
         with sftp_errors(sftp, "restore download"):
-            documents = select_manifests(sftp, selection)
+            reports = _select_reports(sftp, selection, result.reports, with_reports)
+            documents = select_manifests(sftp, selection, none_ok=bool(reports))
             verified = verify_files(sftp, documents, Path(tmp))
         result.files_verified = len(verified)
         _check_streams_known(specs, verified)  # also before any write
         ctx.tombstone_documents = read_tombstone_documents(specs, verified)
+        with sftp_errors(sftp, "restore download of drift reports"):
+            report_plan = report_restore.prepare_reports(
+                sftp, conn, reports, Path(tmp) / "reports", result.reports
+            )
         log.info("restore: %d runs, %d files verified against their manifests", len(documents), len(verified))
         index = 0
         for document in documents:
@@ -629,4 +650,16 @@ def restore(
             _restore_run(ctx, document, verified[index : index + count], result)
             index += count
         _stage_waiting_tombstones(ctx, result)
+        report_restore.write_reports(conn, report_plan)
     return result
+
+
+def _select_reports(
+    sftp: SFTPClient, selection: RestoreSelection, out: report_restore.ReportRestoreResult, enabled: bool
+) -> list[ReportManifest]:
+    out.enabled = enabled
+    if not enabled:
+        return []
+    return report_restore.select_reports(
+        sftp, report_restore.ReportSelection(selection.run_id, selection.date_from, selection.date_to), out
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from erp_sync.backup.drain import backup_report, drain_outbox
 from erp_sync.backup.errors import BackupError
 from erp_sync.backup.remote import connect
+from erp_sync.backup.report_restore import parse_restore_reports
 from erp_sync.backup.restore import restore, validate_restore_params
 from erp_sync.backup.retention import apply_retention
 from erp_sync.store.outbox import prune_contents
@@ -125,15 +126,18 @@ def restore_task(
     date_from: str | None = None,
     date_to: str | None = None,
     restore_run_id: str | None = None,
+    restore_reports: bool = True,
     sftp_conn_id: str = "sftp_backup",
     erp_conn_id: str = "erp_staging",
     state_conn_id: str = "sync_state",
 ) -> dict[str, Any]:
-    """Restore a run or a date range from SFTP into `erp_staging` (see `erp_sync.backup.restore`)."""
+    """Restore a run or a date range from SFTP into `erp_staging`, with its drift reports unless
+    `restore_reports` is false (see `erp_sync.backup.restore`)."""
     from erp_sync.hooks.erp import erp_connection, sync_state
     from erp_sync.store.ledger import RedisLedger
 
     validate_restore_params(run_id, date_from, date_to)  # before connecting to anything
+    parse_restore_reports(restore_reports)
     redis_client, namespace = sync_state(state_conn_id)
     conn = erp_connection(erp_conn_id)
     try:
@@ -146,6 +150,7 @@ def restore_task(
                 date_from=date_from,
                 date_to=date_to,
                 restore_run_id=restore_run_id,
+                restore_reports=restore_reports,
             )
     finally:
         conn.close()

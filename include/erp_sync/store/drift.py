@@ -315,6 +315,80 @@ def write_report(
     return StoredReport(report_id=report_id, version=version, content_sha256=sha, item_count=len(items))
 
 
+# ---------------------------------------------------------------------------------------------
+# Restoring a backed-up report (ADR 0025)
+
+_IDENTITY_COLUMNS = ("report_id", "period_start", "period_end", "streams", "version", "created_at",
+                     "dag_id", "run_id", "content_sha256")  # fmt: skip
+
+
+def reports_sharing_identity(
+    conn: Any,
+    report_id: int,
+    period_start: datetime,
+    period_end: datetime,
+    streams: Sequence[str],
+    version: int,
+) -> list[dict[str, Any]]:
+    """Stored reports with this `report_id`, or that are this `version` of the period and streams:
+    either the report itself, or one it would clash with."""
+    with conn.cursor() as cur:
+        cur.execute(
+            SQL(
+                "SELECT {} FROM erp_sync.drift_reports WHERE report_id = %s OR (period_start = %s"
+                " AND period_end = %s AND streams = %s::text[] AND version = %s) ORDER BY report_id"
+            ).format(_cols(_IDENTITY_COLUMNS)),
+            (report_id, period_start, period_end, sorted(streams), version),
+        )
+        rows = [dict(zip(_IDENTITY_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+    for row in rows:
+        row["content_sha256"] = str(row["content_sha256"]).strip()
+        row["streams"] = list(row["streams"])
+    return rows
+
+
+def lock_reports_for_restore(conn: Any) -> None:
+    """Hold off `write_report` (its INSERT takes a lock this one conflicts with) until COMMIT, so no
+    report takes a sequence id or version between a restore's check and its insert."""
+    with conn.cursor() as cur:
+        cur.execute("LOCK TABLE erp_sync.drift_reports IN SHARE ROW EXCLUSIVE MODE")
+
+
+def insert_restored_report(
+    conn: Any,
+    header: Mapping[str, Any],
+    totals: Sequence[Mapping[str, Any]],
+    items: Iterable[Mapping[str, Any]],
+    backup_path: str,
+) -> None:
+    """Insert a report as it was stored where it was written: its own report_id, version, created_at
+    and every other column, its totals and items, and `backup_path`; then move the report id
+    sequence past it, so a report written here later never takes its id. Does not commit: the
+    caller checks, under `lock_reports_for_restore`, that nothing clashes, in the same transaction."""
+    columns = (*(name for name in _REPORT_COLUMNS if name != "backup_path"), "backup_path")
+    values = [
+        _json(header[name]) if name in {"summary", "conservation", "tolerances", "invariants", "sources"}
+        else sorted(header[name]) if name == "streams"
+        else header[name]
+        for name in columns[:-1]
+    ]  # fmt: skip
+    report_id = int(header["report_id"])
+    with conn.cursor() as cur:
+        cur.execute(
+            SQL("INSERT INTO erp_sync.drift_reports ({}) VALUES ({})").format(
+                _cols(columns), SQL(", ").join(SQL("%s") for _ in columns)
+            ),
+            (*values, backup_path),
+        )
+        _copy_rows(cur, "drift_report_totals", ("report_id", *TOTAL_FIELDS), report_id, totals)
+        _copy_rows(cur, "drift_report_items", ("report_id", *ITEM_FIELDS), report_id, items)
+        cur.execute(
+            "SELECT setval('erp_sync.drift_reports_report_id_seq', GREATEST(%s, (SELECT CASE WHEN is_called"
+            " THEN last_value ELSE last_value - 1 END FROM erp_sync.drift_reports_report_id_seq)), true)",
+            (report_id,),
+        )
+
+
 def _cols(names: Iterable[str]) -> Composable:
     return SQL(", ").join(Identifier(name) for name in names)
 
@@ -396,6 +470,9 @@ _REPORT_COLUMNS = (
     "sources",
     "repair_of_report_id",
 )
+
+
+REPORT_COLUMNS = _REPORT_COLUMNS  # every column of erp_sync.drift_reports
 
 
 def _report_dict(row: Sequence[Any]) -> dict[str, Any]:
