@@ -24,7 +24,14 @@ checked with the files before anything is written, and staged again through the 
 records it proved gone stay deleted, with their evidence (ADR 0022). Runs may be restored one by one,
 in any order: a tombstone whose record is not staged yet waits for it, and the restore that stages
 the record tombstones it; the result's `tombstones_waiting` says how many still wait (ADR 0026).
-Connections: `sftp_backup`, `erp_staging`, `sync_state`.
+
+With `restore_reports` (default true) the drift reports written on the selected days (or by the
+selected run) come back too, so the Drift Reports page shows them as before: each report's files are
+proven against the sidecar manifest uploaded with them and its JSON decoded and checked whole, with the
+other files, **before anything is written**; each keeps its report id, version, totals, items and
+backup path. A report the database holds already is counted and left; one whose id or version another
+report holds here stops the restore before any write. Reports backed up before their sidecar existed
+are counted and left on the server (ADR 0025). Connections: `sftp_backup`, `erp_staging`, `sync_state`.
 """
 
 
@@ -42,12 +49,18 @@ Connections: `sftp_backup`, `erp_staging`, `sync_state`.
         "run_id": Param(None, type=["null", "string"], description="The sync run whose backup to restore."),
         "date_from": Param(None, type=["null", "string"], description="First day to restore (YYYY-MM-DD)."),
         "date_to": Param(None, type=["null", "string"], description="Last day to restore (YYYY-MM-DD)."),
+        "restore_reports": Param(
+            True,
+            type="boolean",
+            description="Also restore the drift reports written on those days (or by that run).",
+        ),
     },
 )
 def erp_restore_from_backup() -> None:
     @task(retries=0, multiple_outputs=False)
     def check_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Fail fast on a bad request: nothing is read or written before this passes."""
+        from erp_sync.backup.report_restore import parse_restore_reports
         from erp_sync.backup.restore import validate_restore_params
 
         given = params or {}
@@ -56,11 +69,13 @@ def erp_restore_from_backup() -> None:
             "run_id": selection.run_id,
             "date_from": selection.date_from.isoformat() if selection.date_from else None,
             "date_to": selection.date_to.isoformat() if selection.date_to else None,
+            "restore_reports": parse_restore_reports(given.get("restore_reports")),
         }
 
     @task(multiple_outputs=False)
     def restore_from_sftp(selection: dict[str, Any]) -> dict[str, Any]:
-        """Verify every backed-up file against its manifest, then reload through dedupe and load."""
+        """Verify every backed-up file against its manifest, then reload through dedupe and load, then
+        write the drift reports."""
         from erp_sync.backup.tasks import restore_task
 
         dag_run = get_current_context()["dag_run"]
