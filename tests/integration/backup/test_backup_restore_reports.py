@@ -222,6 +222,25 @@ def test_a_damaged_report_file_stops_the_restore_before_any_write(
     assert _staging_count(conn) == 0 and _reports(conn) == {t: [] for t in REPORT_TABLES}
 
 
+def test_an_unreadable_sidecar_stops_the_restore_before_any_write(
+    reported: dict[str, Any],
+    sftp: Any,
+    empty_database: tuple[Any, RedisLedger],
+    sftp_server: Any,
+    remote_dir: str,
+) -> None:
+    """A sidecar that cannot be read could be a selected report's: the restore cannot tell, and refuses."""
+    conn, ledger = empty_database
+    sidecar = _sidecars(sftp_server, remote_dir)[0]
+    sidecar.write_bytes(b"{not json")
+
+    with pytest.raises(RestoreIntegrityError, match="not a JSON report manifest") as refused:
+        restore(sftp, conn, ledger, **EVERYTHING)
+
+    assert sidecar.name in str(refused.value) and "nothing written" in str(refused.value)
+    assert _staging_count(conn) == 0 and _reports(conn) == {t: [] for t in REPORT_TABLES}
+
+
 def test_a_report_rewritten_with_its_sidecar_is_refused_before_any_write(
     reported: dict[str, Any],
     sftp: Any,
