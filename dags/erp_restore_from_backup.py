@@ -13,7 +13,8 @@ DOC = """
 
 Give **either** `run_id` (a sync run whose backup to restore) **or** a date range `date_from` /
 `date_to` (YYYY-MM-DD, inclusive; either end may be left empty). The parameters are checked before
-anything is read or written.
+anything is read or written. Then the staging database's schemas are brought up to date, as the sync
+does, so a disaster recovery can restore into a new, empty database.
 
 The restore downloads every file the selected manifests name and checks each one's size and SHA-256
 against its manifest **before writing anything**: one mismatch stops the run and names the file. The
@@ -72,6 +73,14 @@ def erp_restore_from_backup() -> None:
             "restore_reports": parse_restore_reports(given.get("restore_reports")),
         }
 
+    @task
+    def apply_migrations() -> list[str]:
+        """Bring the ERP staging database's schemas up to date: a disaster recovery restores into a new,
+        empty database."""
+        from erp_sync.hooks.erp import migrate_erp_staging
+
+        return migrate_erp_staging()
+
     @task(multiple_outputs=False)
     def restore_from_sftp(selection: dict[str, Any]) -> dict[str, Any]:
         """Verify every backed-up file against its manifest, then reload through dedupe and load, then
@@ -81,7 +90,8 @@ def erp_restore_from_backup() -> None:
         dag_run = get_current_context()["dag_run"]
         return restore_task(restore_run_id=f"restore__{dag_run.run_id}", **selection)
 
-    restore_from_sftp(check_params())
+    selection = check_params()
+    selection >> apply_migrations() >> restore_from_sftp(selection)
 
 
 erp_restore_from_backup()

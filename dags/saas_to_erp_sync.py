@@ -79,14 +79,9 @@ def saas_to_erp_sync() -> None:
     @task
     def apply_migrations() -> list[str]:
         """Bring the ERP staging database's schemas up to date (a new empty database just works)."""
-        from erp_sync.hooks.erp import erp_connection
-        from erp_sync.store.migrations import apply_migrations as apply
+        from erp_sync.hooks.erp import migrate_erp_staging
 
-        conn = erp_connection()
-        try:
-            return apply(conn)
-        finally:
-            conn.close()
+        return migrate_erp_staging()
 
     streams = check_params()
     migrated = apply_migrations()

@@ -34,6 +34,18 @@ def erp_connection(conn_id: str = "erp_staging") -> psycopg2.extensions.connecti
     )
 
 
+def migrate_erp_staging(conn_id: str = "erp_staging") -> list[str]:
+    """Bring the ERP staging database's schemas up to date; the migrations applied now, by name.
+    Idempotent: a new empty database gets every migration, an up-to-date one none."""
+    from erp_sync.store.migrations import apply_migrations
+
+    conn = erp_connection(conn_id)
+    try:
+        return apply_migrations(conn)
+    finally:
+        conn.close()
+
+
 def sync_state(conn_id: str = "sync_state") -> tuple[redis.Redis, str]:
     """The Redis client for ledger, counters and rate budget, and the key namespace to use."""
     conn = BaseHook.get_connection(conn_id)

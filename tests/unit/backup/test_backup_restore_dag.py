@@ -1,4 +1,5 @@
-"""The restore DAG parses, is wired check_params -> restore_from_sftp, and takes only safe params."""
+"""The restore DAG parses, is wired check_params -> apply_migrations -> restore_from_sftp, and takes only
+safe params."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def test_restore_dag_validates_params_before_restoring(dag) -> None:  # type: ig
     assert type(dag.timetable).__name__ == "NullTimetable"  # manual only
     assert dag.max_active_runs == 1  # two restores never interleave
     check, restore = dag.get_task("check_params"), dag.get_task("restore_from_sftp")
-    assert restore.upstream_task_ids == {check.task_id}
+    migrate = dag.get_task("apply_migrations")  # a disaster recovery restores into a new, empty database
+    assert migrate.upstream_task_ids == {check.task_id}
+    assert restore.upstream_task_ids == {check.task_id, migrate.task_id}
     assert set(dag.params.keys()) == {"run_id", "date_from", "date_to", "restore_reports"}
     assert all(dag.params[name] is None for name in ("run_id", "date_from", "date_to"))
     assert dag.params["restore_reports"] is True  # the reports come back with the pages unless asked not to
