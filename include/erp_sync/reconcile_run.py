@@ -896,60 +896,50 @@ def _summary(result: ReconcileResult) -> dict[str, Any]:
     }
 
 
-def render_report(conn: Any, report_id: int) -> dict[str, bytes]:
-    """The report's files by name (JSON, items CSV, totals CSV, HTML), rendered from the stored rows."""
+def _stored_report(conn: Any, report_id: int) -> dict[str, Any]:
     report = drift.get_report(conn, report_id)
     if report is None:
+        conn.rollback()
         raise LookupError(f"no drift report {report_id}")
+    return report
+
+
+def _rendered(conn: Any, report: Mapping[str, Any]) -> dict[str, tuple[str, bytes]]:
+    """The report's files (JSON, items CSV, totals CSV, HTML) rendered from the stored rows, by kind
+    (`file_names`' keys): each one's name and bytes."""
+    report_id = report["report_id"]
     names = file_names(report)
     files = {
-        names["json"]: render_json(report, drift.iter_items(conn, report_id)),
-        names["csv"]: render_csv(report, drift.iter_items(conn, report_id)),
-        names["totals_csv"]: render_totals_csv(report),
-        names["html"]: render_html(report, drift.iter_items(conn, report_id)),
+        "json": render_json(report, drift.iter_items(conn, report_id)),
+        "csv": render_csv(report, drift.iter_items(conn, report_id)),
+        "totals_csv": render_totals_csv(report),
+        "html": render_html(report, drift.iter_items(conn, report_id)),
     }
     conn.rollback()
-    return files
+    return {kind: (names[kind], data) for kind, data in files.items()}
 
 
 def _render_and_back_up(
     conn: Any, report_id: int, backup: BackupFn | None
 ) -> tuple[dict[str, str], str | None]:
-    files = render_report(conn, report_id)
-    names = {name.rsplit(".", 1)[-1] if "totals" not in name else "totals_csv": name for name in files}
+    report = _stored_report(conn, report_id)
+    files = _rendered(conn, report)
+    names = {kind: name for kind, (name, _) in files.items()}
     if backup is None:
         log.info("report %s: no backup target configured; backup_path stays empty", report_id)
         return names, None
     try:
-        paths = {name: backup(name, data) for name, data in files.items()}
-        _back_up_report_manifest(conn, report_id, names, files, paths, backup)
+        uploaded = {kind: (name, backup(name, data), data) for kind, (name, data) in files.items()}
+        sidecar = report_manifest.build_report_manifest(report, uploaded)  # uploaded last: ADR 0025
+        backup(report_manifest.manifest_name(names["json"]), report_manifest.dumps(sidecar))
     except Exception as exc:  # the report is stored; an SFTP outage must not lose it or hide drift
         log.warning(
             "report %s: backup failed (%s); backup_path stays empty, re-run to back it up", report_id, exc
         )
         return names, None
-    json_path = paths[names["json"]]
+    json_path = uploaded["json"][1]
     drift.set_backup_path(conn, report_id, json_path)
     return names, json_path
-
-
-def _back_up_report_manifest(
-    conn: Any,
-    report_id: int,
-    names: Mapping[str, str],
-    files: Mapping[str, bytes],
-    paths: Mapping[str, str],
-    backup: BackupFn,
-) -> None:
-    """Upload the report's sidecar manifest last: every file's path, size and SHA-256, what a
-    restore proves the files against (ADR 0025). Its presence says all of them were uploaded."""
-    report = drift.get_report(conn, report_id)
-    conn.rollback()
-    if report is None:
-        raise LookupError(f"no drift report {report_id}")
-    uploaded = {kind: (name, paths[name], files[name]) for kind, name in names.items()}
-    sidecar = report_manifest.build_report_manifest(report, uploaded)
-    backup(report_manifest.manifest_name(names["json"]), report_manifest.dumps(sidecar))
 
 
 def describe(outcome: ReconcileOutcome, request: ReconcileRequest) -> str:

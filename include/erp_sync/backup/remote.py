@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 from paramiko import SFTPClient
@@ -153,6 +154,19 @@ def read_back(sftp: SFTPClient, path: str) -> tuple[bytes, str]:
             digest.update(chunk)
             chunks.append(chunk)
     return b"".join(chunks), digest.hexdigest()
+
+
+def download(sftp: SFTPClient, path: str, target: Path) -> tuple[int, str]:
+    """Copy `path` to the local file `target`, streamed: its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with sftp.open(path, "rb") as handle, target.open("wb") as out:
+        handle.prefetch()
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
 
 
 def remote_sha256(sftp: SFTPClient, path: str) -> tuple[str, int]:

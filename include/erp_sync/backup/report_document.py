@@ -13,22 +13,21 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 
-from erp_sync.backup.report_manifest import STATUSES, ReportManifest
+from erp_sync.backup.report_manifest import SHA256_HEX, STATUSES, ReportManifest
+from erp_sync.core.timeutil import NaiveDatetimeError, parse_iso8601
 from erp_sync.store import drift
 
 ITEM_KINDS = frozenset({"missing_in_erp", "missing_in_saas", "amount_mismatch", "status_mismatch"})
 MONEY_LIMIT = Decimal(10) ** 21  # numeric(24,3)
 TOLERANCE_REL_LIMIT = Decimal(1000)  # numeric(12,9)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _JSON_OBJECT_COLUMNS = ("summary", "conservation", "tolerances", "invariants", "sources")
 _OPTIONAL_TEXT_COLUMNS = ("dag_id", "run_id", "repair_command", "error_message")
 
@@ -77,12 +76,11 @@ class _Reader:
     def time(self, record: Mapping[str, Any], name: str, at: str) -> datetime:
         text = self.typed(record, name, str, at)
         try:
-            parsed = datetime.fromisoformat(text)
+            return parse_iso8601(text)
+        except NaiveDatetimeError:
+            raise self.fail(f"{at}.{name} {text!r} has no UTC offset") from None
         except ValueError:
             raise self.fail(f"{at}.{name} {text!r} is not an ISO timestamp") from None
-        if parsed.tzinfo is None:
-            raise self.fail(f"{at}.{name} {text!r} has no UTC offset")
-        return parsed.astimezone(UTC)
 
     def decimal(self, record: Mapping[str, Any], name: str, at: str, places: int, limit: Decimal) -> Decimal:
         text = self.typed(record, name, str, at)  # a number in JSON would have passed through a float
@@ -138,7 +136,7 @@ def _header(read: _Reader, raw: Any) -> dict[str, Any]:
     if status not in STATUSES:
         raise read.fail(f"report.status {status!r} is not one of {sorted(STATUSES)}")
     content_sha = read.typed(raw, "content_sha256", str, at)
-    if not _SHA256.match(content_sha):
+    if not SHA256_HEX.match(content_sha):
         raise read.fail(f"report.content_sha256 {content_sha!r} is not a SHA-256")
     header: dict[str, Any] = {
         "report_id": read.count(raw, "report_id", at, minimum=1),

@@ -27,11 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from erp_sync.backup.manifest import dumps as dumps  # re-exported: the same stable bytes as a run's manifest
+from erp_sync.core.timeutil import NaiveDatetimeError, parse_iso8601
+
 FORMAT = "erp-sync-report-manifest/1"
 SUFFIX = ".manifest.json"
 FILE_KINDS = ("json", "csv", "totals_csv", "html")
 STATUSES = frozenset({"OK", "DRIFT", "ERROR"})
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ReportManifestError(ValueError):
@@ -120,10 +123,6 @@ def build_report_manifest(
     }
 
 
-def dumps(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-
-
 # -- reading ---------------------------------------------------------------------------------------
 
 
@@ -141,12 +140,11 @@ def _field(document: Mapping[str, Any], name: str, kind: type | tuple[type, ...]
 def parse_aware(value: Any, name: str, where: str) -> datetime:
     """An ISO timestamp with its offset, as an aware UTC datetime; a naive one is refused."""
     try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
+        return parse_iso8601(value)
+    except NaiveDatetimeError:
+        raise _fail(where, f"{name} {value!r} has no UTC offset") from None
+    except (TypeError, ValueError):
         raise _fail(where, f"{name} {value!r} is not an ISO timestamp") from None
-    if parsed.tzinfo is None:
-        raise _fail(where, f"{name} {value!r} has no UTC offset")
-    return parsed.astimezone(UTC)
 
 
 def _positive(document: Mapping[str, Any], name: str, where: str) -> int:
@@ -161,7 +159,7 @@ def _file(kind: str, raw: Any, where: str) -> ReportFile:
         raise _fail(where, f"files.{kind} is not an object")
     name, path = _field(raw, "name", str, where), _field(raw, "path", str, where)
     size, sha = _field(raw, "size", int, where), _field(raw, "sha256", str, where)
-    if size < 0 or not _SHA256.match(sha):
+    if size < 0 or not SHA256_HEX.match(sha):
         raise _fail(where, f"files.{kind} has size {size} and sha256 {sha!r}")
     if path.rsplit("/", 1)[-1] != name or name.startswith("."):
         raise _fail(where, f"files.{kind}: path {path!r} does not end in its name {name!r}")
@@ -194,7 +192,7 @@ def loads(data: bytes, where: str) -> ReportManifest:
     if status not in STATUSES:
         raise _fail(where, f"status {status!r} is not one of {sorted(STATUSES)}")
     content_sha = _field(document, "content_sha256", str, where)
-    if not _SHA256.match(content_sha):
+    if not SHA256_HEX.match(content_sha):
         raise _fail(where, f"content_sha256 {content_sha!r} is not a SHA-256")
     if document.get("backup_path") != files["json"].path:
         raise _fail(where, f"backup_path {document.get('backup_path')!r} is not its JSON's path")

@@ -20,7 +20,6 @@ Called by `backup.restore.restore` with the same selection as the pages:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,7 @@ from paramiko import SFTPClient
 
 from erp_sync.backup.errors import ReportRestoreConflict, RestoreIntegrityError
 from erp_sync.backup.layout import REPORT_ROOT
-from erp_sync.backup.remote import CHUNK, exists, listdir, read_back
+from erp_sync.backup.remote import download, exists, listdir, read_back
 from erp_sync.backup.report_document import (
     ReportDocumentError,
     ReportRows,
@@ -208,16 +207,10 @@ def _download_checked(sftp: SFTPClient, manifest: ReportManifest, kind: str, tar
     listed = manifest.files[kind]
     if not exists(sftp, listed.path):
         raise RestoreIntegrityError(f"{listed.path}: listed in {manifest.where} but missing; {REFUSED}")
-    digest, size = hashlib.sha256(), 0
-    with sftp.open(listed.path, "rb") as handle, target.open("wb") as out:
-        handle.prefetch()
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-    if (size, digest.hexdigest()) != (listed.size, listed.sha256):
+    size, sha256 = download(sftp, listed.path, target)
+    if (size, sha256) != (listed.size, listed.sha256):
         raise RestoreIntegrityError(
-            f"{listed.path}: sha256 {digest.hexdigest()} ({size} bytes) does not match its manifest "
+            f"{listed.path}: sha256 {sha256} ({size} bytes) does not match its manifest "
             f"{manifest.where} ({listed.sha256}, {listed.size} bytes); {REFUSED}"
         )
 

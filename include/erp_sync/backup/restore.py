@@ -45,7 +45,7 @@ from erp_sync.backup import manifest as manifest_mod
 from erp_sync.backup import report_restore
 from erp_sync.backup.errors import ManifestError, RestoreIntegrityError
 from erp_sync.backup.layout import MANIFEST_ROOT, manifest_path, run_id_from_manifest_name
-from erp_sync.backup.remote import CHUNK, describe_target, exists, listdir, read_back, sftp_errors
+from erp_sync.backup.remote import describe_target, download, exists, listdir, read_back, sftp_errors
 from erp_sync.backup.report_manifest import ReportManifest
 from erp_sync.core.batch import BatchKey, BatchResult, Page
 from erp_sync.core.tombstone_document import (
@@ -220,18 +220,6 @@ def select_manifests(
 # -- 2. download and verify everything first -------------------------------------------------------
 
 
-def _download(sftp: SFTPClient, path: str, target: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with sftp.open(path, "rb") as handle, target.open("wb") as out:
-        handle.prefetch()
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-    return size, digest.hexdigest()
-
-
 def verify_files(sftp: SFTPClient, documents: list[dict[str, Any]], workdir: Path) -> list[_VerifiedFile]:
     """Download every file the manifests name; raise on the first that does not match."""
     verified: list[_VerifiedFile] = []
@@ -243,7 +231,7 @@ def verify_files(sftp: SFTPClient, documents: list[dict[str, Any]], workdir: Pat
                 raise RestoreIntegrityError(
                     f"{path}: listed in run {document['run_id']}'s manifest but missing"
                 )
-            size, digest = _download(sftp, path, gz_local)
+            size, digest = download(sftp, path, gz_local)
             if size != entry["size"] or digest != entry["sha256_gz"]:
                 raise RestoreIntegrityError(
                     f"{path}: sha256 {digest} ({size} bytes) does not match the manifest's "

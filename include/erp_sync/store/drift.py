@@ -365,7 +365,7 @@ def insert_restored_report(
     and every other column, its totals and items, and `backup_path`; then move the report id
     sequence past it, so a report written here later never takes its id. Does not commit: the
     caller checks, under `lock_reports_for_restore`, that nothing clashes, in the same transaction."""
-    columns = (*(name for name in _REPORT_COLUMNS if name != "backup_path"), "backup_path")
+    columns = (*(name for name in REPORT_COLUMNS if name != "backup_path"), "backup_path")
     values = [
         _json(header[name]) if name in {"summary", "conservation", "tolerances", "invariants", "sources"}
         else sorted(header[name]) if name == "streams"
@@ -448,7 +448,7 @@ def set_backup_path(conn: Any, report_id: int, backup_path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Reading (the UI and the repair use these)
 
-_REPORT_COLUMNS = (
+REPORT_COLUMNS = (
     "report_id",
     "period_start",
     "period_end",
@@ -472,11 +472,8 @@ _REPORT_COLUMNS = (
 )
 
 
-REPORT_COLUMNS = _REPORT_COLUMNS  # every column of erp_sync.drift_reports
-
-
 def _report_dict(row: Sequence[Any]) -> dict[str, Any]:
-    report = dict(zip(_REPORT_COLUMNS, row, strict=True))
+    report = dict(zip(REPORT_COLUMNS, row, strict=True))
     report["content_sha256"] = str(report["content_sha256"]).strip()
     report["streams"] = list(report["streams"])
     return report
@@ -505,7 +502,7 @@ def list_reports(
             SQL(
                 "SELECT {} FROM erp_sync.drift_reports {} ORDER BY created_at DESC, report_id DESC "
                 "LIMIT %s OFFSET %s"
-            ).format(_cols(_REPORT_COLUMNS), SQL(where)),
+            ).format(_cols(REPORT_COLUMNS), SQL(where)),
             (*args, limit, offset),
         )
         return [_report_dict(row) for row in cur.fetchall()]
@@ -515,7 +512,7 @@ def get_report(conn: Any, report_id: int) -> dict[str, Any] | None:
     """The report row with its totals (items are paged: `get_items`)."""
     with conn.cursor() as cur:
         cur.execute(
-            SQL("SELECT {} FROM erp_sync.drift_reports WHERE report_id = %s").format(_cols(_REPORT_COLUMNS)),
+            SQL("SELECT {} FROM erp_sync.drift_reports WHERE report_id = %s").format(_cols(REPORT_COLUMNS)),
             (report_id,),
         )
         row = cur.fetchone()
