@@ -118,7 +118,7 @@ class RestoreResult:
     runs: list[str] = field(default_factory=list)
     files_verified: int = 0
     batches: int = 0
-    batches_already_present: int = 0
+    batches_already_present: int = 0  # nothing written: in staging, or committed by an earlier try
     pages: int = 0
     skipped_pages: int = 0
     extracted: int = 0
@@ -356,7 +356,9 @@ def _restore_batch(
     next_batch_id: Callable[[], int],
     seen: set[str] | None = None,
 ) -> BatchResult | None:
-    """Load one original batch again; None when staging already holds all of it (nothing written).
+    """Load one original batch again; None when that writes nothing: staging already holds all of
+    it, or an earlier try of this restore committed it (its outbox rows are then pointed at the
+    backup, in case that try died before it did).
 
     `seen`: for a newest-first event listing, the keys the window's earlier pages carried; older
     snapshots are dropped as superseded as the client dropped them (and `seen` grows).
@@ -380,6 +382,9 @@ def _restore_batch(
     mapped = map_pages(spec, pages)
     key = restore_key(restore_run_id, spec, batch, pages)
     planned = plan_batch(conn, ledger, key, mapped, pages)
+    if planned.already_committed:
+        _point_outbox_at_backup(conn, planned.batch_id, ordered)
+        return None
     if planned.loaded_new == 0 and planned.loaded_changed == 0:
         return None
     result: BatchResult = load_batch(
@@ -393,8 +398,7 @@ def _restore_batch(
         page_meta=dict(ordered[0].entry.get("page_meta") or {}),
     )
     result.check_conservation()
-    if not result.already_committed:
-        _point_outbox_at_backup(conn, result.batch_id, ordered)
+    _point_outbox_at_backup(conn, result.batch_id, ordered)
     return result
 
 

@@ -25,6 +25,7 @@ from erp_sync.clients.client import SaaSClient
 from erp_sync.core.batch import open_envelope
 from erp_sync.pipeline import WindowRequest, sync_stream
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
+from erp_sync.store.counters import next_batch_id
 from erp_sync.store.ledger import RedisLedger
 from erp_sync.streams import STREAMS
 
@@ -69,6 +70,12 @@ def _count(conn: Any, sql: str) -> int:
         value = int(cur.fetchone()[0])
     conn.commit()
     return value
+
+
+def _empty_staging(conn: Any) -> None:
+    with conn.cursor() as cur:  # the test's login is a superuser: it may empty staging, the loader may not
+        cur.execute("TRUNCATE " + ", ".join(f"erp_staging.{t}" for t in STAGING))
+    conn.commit()
 
 
 @pytest.fixture
@@ -130,9 +137,7 @@ def test_restore_into_emptied_staging_rebuilds_it_exactly(
     db.rollback()
     # some invoice pages were backed up as envelopes: the body as received + the line tails fetched
     assert any(open_envelope(page) is not None for page in stored)
-    with db.cursor() as cur:  # the test's login is a superuser: it may empty staging, the loader may not
-        cur.execute("TRUNCATE " + ", ".join(f"erp_staging.{t}" for t in STAGING))
-    db.commit()
+    _empty_staging(db)
     assert all(rows == [] for rows in _staging(db).values())
 
     result = restore(sftp, db, synced["ledger"], date_from="2000-01-01", date_to="2100-01-01")
@@ -141,6 +146,49 @@ def test_restore_into_emptied_staging_rebuilds_it_exactly(
     assert _staging(db) == before
     assert (len(before["ar_invoices"]), len(before["customers"])) == (truth["invoices"], truth["customers"])
     # the restored pages are not queued for another upload: they are the files just verified
+    assert _count(db, "SELECT count(*) FROM erp_sync.outbox WHERE backed_up_at IS NULL") == 0
+
+
+def test_a_retried_restore_counts_what_its_first_try_committed_as_present(
+    synced: dict[str, Any], sftp: Any, db: Any, redis_client: Any, redis_namespace: str
+) -> None:
+    before = _staging(db)
+    everything = {"date_from": "2000-01-01", "date_to": "2100-01-01"}
+    _empty_staging(db)
+    uninterrupted = restore(sftp, db, synced["ledger"], restore_run_id="manual__restore_once", **everything)
+    _empty_staging(db)
+    restore_run = "manual__restore_retried"
+    handed_out: list[int] = []
+
+    def dies_at_the_third_batch() -> int:
+        if len(handed_out) == 2:
+            raise RuntimeError("worker lost")
+        handed_out.append(next_batch_id(redis_client, redis_namespace, db))
+        return handed_out[-1]
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        restore(
+            sftp, db, synced["ledger"], next_batch_id=dies_at_the_third_batch, restore_run_id=restore_run,
+            **everything,
+        )  # fmt: skip
+    # As if the first try had also died between its second batch's commit and pointing that batch's
+    # outbox rows at the backup: the retry must point them, not leave them to be uploaded again.
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE erp_sync.outbox SET backed_up_at = NULL, remote_path = NULL WHERE batch_id = %s",
+            (handed_out[1],),
+        )
+        assert cur.rowcount > 0
+    db.commit()
+
+    retried = restore(sftp, db, synced["ledger"], restore_run_id=restore_run, **everything)
+
+    # the first try's two batches are present, written by it, not by the retry
+    assert retried.batches == uninterrupted.batches - 2
+    assert retried.batches_already_present == uninterrupted.batches_already_present + 2
+    restored_batches = f"SELECT count(*) FROM erp_sync.sync_batches WHERE run_id = '{restore_run}'"
+    assert _count(db, restored_batches) == uninterrupted.batches
+    assert _staging(db) == before
     assert _count(db, "SELECT count(*) FROM erp_sync.outbox WHERE backed_up_at IS NULL") == 0
 
 
