@@ -177,6 +177,8 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
             delta and delta["seconds"],
             None if not delta else delta["seconds"] < 2,
         )
+        if delta:
+            out[-1]["detail"] = _delta_detail(delta["extra"])
     rec = by.get("reconcile")
     add(
         "reconciliation vs datacompy",
@@ -202,6 +204,17 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
         for t in out:
             t["note"] = f"measured at {invoices:,} invoices; the targets are stated for 1,000,000"
     return out
+
+
+def _delta_detail(extra: dict[str, Any]) -> str | None:
+    """What a delta's seconds were spent on, beside them: its CPU (near the seconds: bound by the
+    GIL) and what it read from disk (Postgres's pages not in the page cache: waits)."""
+    parts = []
+    if extra.get("process_cpu_seconds") is not None:
+        parts.append(f"CPU {extra['process_cpu_seconds']:.2f} s")
+    if extra.get("disk_read_mb_timed") is not None:
+        parts.append(f"{extra['disk_read_mb_timed']:,.0f} MB read from disk")
+    return ", ".join(parts) or None
 
 
 def machine_info() -> dict[str, Any]:
@@ -367,7 +380,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", "| target | wanted | measured | met |", "| --- | --- | --- | --- |"]
     for t in doc["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['wanted']} | {_fmt(t['measured'])} | {met} |")
+        detail = f" ({t['detail']})" if t.get("detail") else ""
+        lines.append(f"| {t['target']} | {t['wanted']} | {_fmt(t['measured'])}{detail} | {met} |")
     if doc["invoices"] != 1_000_000:
         lines += ["", f"(measured at {doc['invoices']:,} invoices; the targets are stated for 1,000,000)"]
     beside = _beside_autovacuum(doc["stages"])
