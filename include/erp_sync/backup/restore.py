@@ -399,7 +399,7 @@ def _restore_batch(
     )
     result.check_conservation()
     _point_outbox_at_backup(conn, result.batch_id, ordered)
-    return result
+    return None if result.already_committed else result  # a try running at once committed it first
 
 
 def _restore_tombstones(
