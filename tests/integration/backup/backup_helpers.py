@@ -14,6 +14,8 @@ import json
 import os
 import socket
 import subprocess
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +23,26 @@ from typing import Any
 
 import psycopg2
 
+from erp_sync.store.ledger import RedisLedger
+from erp_sync.store.migrations import apply_migrations
+from tests.conftest import create_database, drop_database
+
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 PG_ADMIN_DSN = os.environ.get("ERP_SYNC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCRIPT = PROJECT_DIR / "scripts" / "sftp_server.sh"
+
+
+def another_database(redis_client: Any) -> Iterator[tuple[Any, RedisLedger]]:
+    """A new migrated database and a fresh ledger namespace, dropped and cleared afterwards."""
+    dsn = create_database()
+    conn = psycopg2.connect(dsn)
+    apply_migrations(conn)
+    namespace = f"erpsync-test-{uuid.uuid4().hex[:10]}"
+    yield conn, RedisLedger(redis_client, namespace=namespace)
+    conn.close()
+    drop_database(dsn)
+    for key in redis_client.scan_iter(match=f"{namespace}:*", count=1000):
+        redis_client.delete(key)
 
 
 def free_port() -> int:

@@ -21,11 +21,14 @@ from backup_helpers import (  # noqa: F401 -- the tests' helpers
     SCRIPT,
     SftpServer,
     add_batch,
+    another_database,
     free_port,
     open_sftp,
     outbox_state,
     stripe_list_body,
 )
+
+from erp_sync.store.ledger import RedisLedger
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +64,12 @@ def sftp(sftp_conn_env: str, remote_dir: str) -> Iterator[Any]:
     client.chdir(remote_dir)
     yield client
     client.close()
+
+
+@pytest.fixture
+def empty_database(redis_client: Any) -> Iterator[tuple[Any, RedisLedger]]:
+    """Another migrated database, empty, with its own ledger: where a disaster recovery restores to."""
+    yield from another_database(redis_client)
 
 
 @pytest.fixture

@@ -11,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg2
 import pytest
 
 from erp_sync.backup import ManifestError, RestoreIntegrityError, backup_report, drain_outbox
@@ -32,9 +30,7 @@ from erp_sync.reconcile_run import parse_request, run_request
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
 from erp_sync.store.ledger import RedisLedger
-from erp_sync.store.migrations import apply_migrations
 from erp_sync.streams import STREAMS
-from tests.conftest import create_database, drop_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -117,20 +113,6 @@ def reported(
     ids = [r[0] for r in reports["drift_reports"]]
     assert len(ids) == 2 and reports["drift_report_items"], reports
     return {"reports": reports, "ids": ids, "ledger": RedisLedger(redis_client, namespace=ns)}
-
-
-@pytest.fixture
-def empty_database(redis_client: Any) -> Iterator[tuple[Any, RedisLedger]]:
-    """Another migrated database, empty, with its own ledger: where a disaster recovery restores to."""
-    dsn = create_database()
-    conn = psycopg2.connect(dsn)
-    apply_migrations(conn)
-    namespace = f"erpsync-test-{uuid.uuid4().hex[:10]}"
-    yield conn, RedisLedger(redis_client, namespace=namespace)
-    conn.close()
-    drop_database(dsn)
-    for key in redis_client.scan_iter(match=f"{namespace}:*", count=1000):
-        redis_client.delete(key)
 
 
 def _sidecars(sftp_server: Any, remote_dir: str) -> list[Any]:

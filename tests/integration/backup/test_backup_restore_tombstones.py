@@ -17,14 +17,13 @@ import gzip
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import psycopg2
 import pytest
+from backup_helpers import another_database
 
 from erp_sync.backup import RestoreIntegrityError, drain_outbox
 from erp_sync.backup.layout import manifest_path
@@ -42,10 +41,8 @@ from erp_sync.reconcile_run import parse_request, run_request
 from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store.counters import next_batch_id
 from erp_sync.store.ledger import RedisLedger
-from erp_sync.store.migrations import apply_migrations
 from erp_sync.store.tombstones import TombstoneRequest, stage_tombstones
 from erp_sync.streams import STREAMS
-from tests.conftest import create_database, drop_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -173,24 +170,6 @@ def repaired(
         "evidence": _evidence(db),
         "ledger": RedisLedger(redis_client, namespace=ns),
     }
-
-
-@pytest.fixture
-def empty_database(redis_client: Any) -> Iterator[tuple[Any, RedisLedger]]:
-    """Another migrated database, empty, with its own ledger: where a disaster recovery restores to."""
-    yield from _another_database(redis_client)
-
-
-def _another_database(redis_client: Any) -> Iterator[tuple[Any, RedisLedger]]:
-    dsn = create_database()
-    conn = psycopg2.connect(dsn)
-    apply_migrations(conn)
-    namespace = f"erpsync-test-{uuid.uuid4().hex[:10]}"
-    yield conn, RedisLedger(redis_client, namespace=namespace)
-    conn.close()
-    drop_database(dsn)
-    for key in redis_client.scan_iter(match=f"{namespace}:*", count=1000):
-        redis_client.delete(key)
 
 
 def test_a_restore_into_an_empty_database_stages_the_repairs_tombstones_again(
@@ -574,7 +553,7 @@ def restored_in_order(
     gone_and_back: dict[str, Any], sftp: Any, redis_client: Any
 ) -> Iterator[tuple[Any, RedisLedger]]:
     """The same backups restored in order (one date range) into another empty database."""
-    for conn, ledger in _another_database(redis_client):
+    for conn, ledger in another_database(redis_client):
         assert restore(sftp, conn, ledger, **EVERYTHING).runs == [N1, N2, N3, REPAIR_RUN, WRONG_RUN, N4]
         yield conn, ledger
 
