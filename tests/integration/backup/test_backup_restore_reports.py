@@ -125,6 +125,12 @@ def _file_of(sidecar: Any, kind: str, sftp_server: Any, remote_dir: str) -> Any:
     return sftp_server.data_dir / remote_dir / json.loads(sidecar.read_bytes())["files"][kind]["path"]
 
 
+def _assert_refused_with_nothing_written(conn: Any, refusal: BaseException, file_name: str) -> None:
+    """The refusal names the file and says nothing was written; the database is still empty."""
+    assert file_name in str(refusal) and "nothing written" in str(refusal)
+    assert _staging_count(conn) == 0 and _reports(conn) == {t: [] for t in REPORT_TABLES}
+
+
 def test_a_restore_into_an_empty_database_brings_every_report_back_as_it_was(
     reported: dict[str, Any], sftp: Any, empty_database: tuple[Any, RedisLedger]
 ) -> None:
@@ -200,8 +206,7 @@ def test_a_damaged_report_file_stops_the_restore_before_any_write(
     with pytest.raises(RestoreIntegrityError) as refused:
         restore(sftp, conn, ledger, **EVERYTHING)
 
-    assert victim.name in str(refused.value) and "nothing written" in str(refused.value)
-    assert _staging_count(conn) == 0 and _reports(conn) == {t: [] for t in REPORT_TABLES}
+    _assert_refused_with_nothing_written(conn, refused.value, victim.name)
 
 
 def test_an_unreadable_sidecar_stops_the_restore_before_any_write(
@@ -219,8 +224,7 @@ def test_an_unreadable_sidecar_stops_the_restore_before_any_write(
     with pytest.raises(RestoreIntegrityError, match="not a JSON report manifest") as refused:
         restore(sftp, conn, ledger, **EVERYTHING)
 
-    assert sidecar.name in str(refused.value) and "nothing written" in str(refused.value)
-    assert _staging_count(conn) == 0 and _reports(conn) == {t: [] for t in REPORT_TABLES}
+    _assert_refused_with_nothing_written(conn, refused.value, sidecar.name)
 
 
 def test_a_report_rewritten_with_its_sidecar_is_refused_before_any_write(
@@ -247,8 +251,7 @@ def test_a_report_rewritten_with_its_sidecar_is_refused_before_any_write(
     with pytest.raises(RestoreIntegrityError, match="hash to") as refused:
         restore(sftp, conn, ledger, **EVERYTHING)
 
-    assert victim.name in str(refused.value) and "nothing written" in str(refused.value)
-    assert _staging_count(conn) == 0 and _reports(conn) == {t: [] for t in REPORT_TABLES}
+    _assert_refused_with_nothing_written(conn, refused.value, victim.name)
 
 
 def test_a_report_id_another_report_holds_stops_the_restore_before_any_write(
