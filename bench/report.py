@@ -66,6 +66,39 @@ BRACKETING_FLOORS: dict[str, tuple[str, ...]] = {"replay": ("floor_http_full", "
 REPLAY_WALK_FLOORS = ("floor_walk_full", "floor_walk_replay")
 PIPELINE_STAGES = ("cold_sync", "replay", "delta", "delta_settled", "reconcile")
 MEMORY_LIMIT_MB = 1024.0
+# `delta_scale_<M>`: a settled delta of M mutations (`--scale-deltas`), after the reconcile.
+SCALE_PREFIX = "delta_scale_"
+# The largest delta's seconds per record may exceed the others' least by this much and still count
+# as growing with the delta (linearly or better).
+SCALE_TOLERANCE = 1.2
+
+
+def scale_sizes(raw: dict[str, Any]) -> list[int]:
+    """The mutation counts of a run's `delta_scale_<M>` stages, smallest first."""
+    return sorted(
+        int(key[len(SCALE_PREFIX) :])
+        for key in raw
+        if key.startswith(SCALE_PREFIX) and key[len(SCALE_PREFIX) :].isdigit()
+    )
+
+
+def _order(raw: dict[str, Any]) -> list[str]:
+    """ORDER with the run's scale deltas (each with its warm-up and floor) where they ran: after the
+    reconcile's peer, before the UI stage."""
+    prefixes = ("warm_", "", "floor_http_")
+    scaled = [f"{prefix}{SCALE_PREFIX}{m}" for m in scale_sizes(raw) for prefix in prefixes]
+    at = ORDER.index("ui_drift_page")
+    return [*ORDER[:at], *scaled, *ORDER[at:]]
+
+
+def _links(stage: str) -> tuple[tuple[str, ...], str | None]:
+    if stage.startswith(SCALE_PREFIX):
+        return (f"floor_http_{stage}",), None
+    return LINKS.get(stage, ((), None))
+
+
+def _is_pipeline(stage: str) -> bool:
+    return stage in PIPELINE_STAGES or stage.startswith(SCALE_PREFIX)
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -74,13 +107,13 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for stage in ORDER:
+    for stage in _order(raw):
         result = raw.get(stage)
         if not result or result.get("failed") or "seconds" not in result:
             continue
         seconds = float(result["seconds"])
         records = int(result.get("records") or 0)
-        floors, peer = LINKS.get(stage, ((), None))
+        floors, peer = _links(stage)
         floor_parts = [raw.get(f) for f in floors]
         floor_seconds = (
             sum(float(p["seconds"]) for p in floor_parts if p)
@@ -179,6 +212,7 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
         )
         if delta:
             out[-1]["detail"] = _delta_detail(delta["extra"])
+    _add_scaling_target(add, rows)
     rec = by.get("reconcile")
     add(
         "reconciliation vs datacompy",
@@ -186,7 +220,7 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
         rec and rec["ratio_to_peer"],
         None if not rec or rec["ratio_to_peer"] is None else rec["ratio_to_peer"] <= 1.0,
     )
-    peaks = [by[s]["peak_rss_mb"] for s in PIPELINE_STAGES if s in by and by[s]["peak_rss_mb"] is not None]
+    peaks = [r["peak_rss_mb"] for r in rows if _is_pipeline(r["stage"]) and r["peak_rss_mb"] is not None]
     add(
         "peak memory",
         f"< {MEMORY_LIMIT_MB:.0f} MB per pipeline stage",
@@ -204,6 +238,30 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
         for t in out:
             t["note"] = f"measured at {invoices:,} invoices; the targets are stated for 1,000,000"
     return out
+
+
+def _add_scaling_target(add: Any, rows: list[dict[str, Any]]) -> None:
+    """The issue's "cost grows with the delta, not the table", as far as one run can say: the largest
+    scale delta's seconds per record against the least of the smaller ones'. The table half needs
+    runs at other N (`python -m bench.scaling`)."""
+    scaled = [r for r in rows if r["stage"].startswith(SCALE_PREFIX) and r["records"]]
+    wanted = (
+        f"the largest delta's seconds per record <= {SCALE_TOLERANCE}x the smaller ones' least (linear or"
+        " better in the delta); the table: `python -m bench.scaling` over runs at other N"
+    )
+    if len(scaled) < 2:
+        add("delta cost grows with the delta", wanted, None, None)
+        return
+    ms = [1000 * float(r["seconds"]) / int(r["records"]) for r in scaled]
+    measured = (
+        " / ".join(f"{value:.3f}" for value in ms)
+        + " ms a record at "
+        + " / ".join(f"{int(r['stage'][len(SCALE_PREFIX) :]):,}" for r in scaled)
+        + " mutations ("
+        + " / ".join(f"{r['records']:,}" for r in scaled)
+        + " records)"
+    )
+    add("delta cost grows with the delta", wanted, measured, ms[-1] <= SCALE_TOLERANCE * min(ms[:-1]))
 
 
 def _delta_detail(extra: dict[str, Any]) -> str | None:
@@ -399,7 +457,7 @@ def _during_checkpoints(stages: list[dict[str, Any]]) -> list[str]:
     lines = []
     for row in stages:
         moved = row.get("postgres_checkpoints") or {}
-        if row["stage"] in PIPELINE_STAGES and moved.get("checkpoints"):
+        if _is_pipeline(row["stage"]) and moved.get("checkpoints"):
             lines.append(
                 f"- {row['stage']}: {moved['checkpoints']} checkpoint(s), "
                 f"{moved.get('buffers_checkpoint', 0):,} buffers written by them"

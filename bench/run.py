@@ -26,6 +26,10 @@ One run on one machine, everything against real services:
                          floor_http_delta_rtt_sliced the one-walk HTTP floor of its window
        reconcile         reconcile_run.reconcile_period over the period (SaaS re-read + SQL + diff + report)
        peer_datacompy    datacompy on the same two sides (HTTP re-read + SQL + compare)
+       delta_scale_<M>   (--scale-deltas, default 0.1%, 1% and 5% of N) M mutations after VACUUM
+                         (ANALYZE), then a delta; floor_http_delta_scale_<M> its HTTP floor: does the
+                         delta's cost grow with the delta? (`python -m bench.scaling` sets runs at
+                         other N side by side: not with the table?)
        airflow_dags_test one `airflow dags test saas_to_erp_sync` (invoices, a small window), wall time
   4. a printed table, bench/results/<timestamp>.json and .md.
 
@@ -302,9 +306,9 @@ class Bench:
         body = response.json()
         return {"at": at, "counts": body.get("counts", {})}
 
-    def vacuum_analyze(self, tables: Sequence[str]) -> None:
+    def vacuum_analyze(self, tables: Sequence[str], key: str = "vacuum_analyze") -> None:
         """Untimed: what autovacuum does to freshly bulk-loaded tables before the next nightly run
-        (hint bits, visibility map, planner statistics)."""
+        (hint bits, visibility map, planner statistics). Its seconds are kept under `key`."""
         started = time.perf_counter()
         conn = psycopg2.connect(self.dsn)
         conn.autocommit = True
@@ -315,7 +319,7 @@ class Bench:
         finally:
             conn.close()
         seconds = round(time.perf_counter() - started, 1)
-        self.raw["vacuum_analyze"] = {"tables": list(tables), "seconds": seconds}
+        self.raw[key] = {"tables": list(tables), "seconds": seconds}
         print(f"[bench] VACUUM (ANALYZE) {', '.join(tables)}: {seconds}s", flush=True)
 
     def dump_rows(self, table: str, where: str, params: tuple[Any, ...], path: Path) -> int:
@@ -533,6 +537,9 @@ def run(bench: Bench) -> None:
             "currency_exponents": _currency_exponents(),
         },
     )
+    # Last of the main database's stages, so that every stage before them sees the same tables as
+    # in runs made before they existed.
+    scale_delta_stages(bench)
     ui_stage(bench)
     if args.airflow:
         airflow_stage(bench)
@@ -547,18 +554,19 @@ def delta_stages(
     lookback_s: float = 600,
     rtt_ms: int = 0,
     window_slices: int = 1,
+    mutations: int | None = None,
 ) -> None:
-    """Mutate 1% of the invoices (untimed), run the incremental sync from the stored cursor (minus
-    `lookback_s`), then its HTTP floor on the same events window (and dlt on the rows it changed).
-    With `rtt_ms`, both wait that long for every response (set after the untimed warm-up); the sync
-    reads its window in `window_slices` concurrent slices."""
+    """Mutate 1% of the invoices (or `mutations` of them; untimed), run the incremental sync from the
+    stored cursor (minus `lookback_s`), then its HTTP floor on the same events window (and dlt on the
+    rows it changed). With `rtt_ms`, both wait that long for every response (set after the untimed
+    warm-up); the sync reads its window in `window_slices` concurrent slices."""
     if name in bench.args.skip or (rtt_ms and bench.args.rtt_ms <= 0):
         return
     latest_end = bench.delta_end or bench.window_end
     if latest_end is None:
         raise RuntimeError("the delta needs the cold sync's window end")
     time.sleep(max(0.0, latest_end.timestamp() + 1 - time.time()))
-    mutation = bench.mutate(max(1, bench.args.invoices // 100))
+    mutation = bench.mutate(mutations or max(1, bench.args.invoices // 100))
     bench.raw.setdefault("mutation", mutation)
     bench.raw[f"{name}_mutation"] = mutation
     delta_end = datetime.fromtimestamp(mutation["at"] + 1, UTC)
@@ -615,6 +623,34 @@ def delta_stages(
             "peer_dlt_delta",
             {"dataset": "bench_dlt", "tables": bench.dlt_tables(dumps), "records": delta["records"]},
         )
+
+
+def scale_delta_stages(bench: Bench) -> None:
+    """Settled deltas of each of `--scale-deltas` sizes, smallest first: their seconds per record
+    say whether the delta's cost grows with the delta. The same sizes in runs at other N (`python -m
+    bench.scaling`) say whether it grows with the table. `--skip delta_scale` skips them all."""
+    if "delta_scale" in bench.args.skip:
+        return
+    for mutations in bench.args.scale_deltas:
+        name = f"delta_scale_{mutations}"
+        if name in bench.args.skip:
+            continue
+        bench.vacuum_analyze(INVOICE_TABLES, key=f"vacuum_analyze_before_{name}")
+        delta_stages(bench, name, f"floor_http_{name}", with_peer=False, lookback_s=0, mutations=mutations)
+
+
+def default_scale_deltas(invoices: int) -> list[int]:
+    """0.1%, 1% and 5% of the invoices (at least one mutation each, no size twice)."""
+    return sorted({max(1, invoices * per_mille // 1000) for per_mille in (1, 10, 50)})
+
+
+def _mutation_counts(text: str) -> list[int]:
+    counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    if any(count < 1 or count > 1_000_000 for count in counts):
+        raise argparse.ArgumentTypeError(
+            f"--scale-deltas: each size must be 1..1,000,000 mutations, got {text!r}"
+        )
+    return counts
 
 
 def _events_listing() -> dict[str, Any]:
@@ -792,6 +828,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("BENCH_RTT_MS", "100")),
         help="the round trip delta_rtt and delta_rtt_sliced wait for on every response (0: skip them)",
     )
+    parser.add_argument(
+        "--scale-deltas",
+        type=_mutation_counts,
+        default=(
+            _mutation_counts(os.environ["BENCH_SCALE_DELTAS"])
+            if os.environ.get("BENCH_SCALE_DELTAS")
+            else None
+        ),
+        help="comma-separated mutation counts, one settled delta each (delta_scale_<M>; default 0.1%%,"
+        " 1%% and 5%% of --invoices); give the same sizes to runs at other N to compare them",
+    )
     parser.add_argument("--no-airflow", dest="airflow", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the database, Redis keys and work files")
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_STAGE_TIMEOUT", "3600")))
@@ -799,6 +846,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.invoices = 2_000
+    if args.scale_deltas is None:
+        args.scale_deltas = default_scale_deltas(args.invoices)
     if args.sandbox_cache <= 0:
         args.sandbox_cache = min(3 * args.invoices + 100_000, 4_000_000)
     args.skip = {s for s in args.skip.split(",") if s}
