@@ -29,6 +29,7 @@ class ScaleDelta:
     cpu_seconds: float | None
     disk_read_mb: float | None
     floor_seconds: float | None
+    rounds_seconds: tuple[float, ...] = ()
 
     @property
     def ms_per_record(self) -> float:
@@ -52,6 +53,7 @@ def scale_deltas(doc: dict[str, Any]) -> list[ScaleDelta]:
                 cpu_seconds=extra.get("process_cpu_seconds"),
                 disk_read_mb=extra.get("disk_read_mb_timed"),
                 floor_seconds=row.get("floor_seconds"),
+                rounds_seconds=tuple(float(r["seconds"]) for r in extra.get("rounds", ())),
             )
         )
     return sorted(found, key=lambda delta: delta.mutations)
@@ -95,17 +97,18 @@ def markdown(docs: list[dict[str, Any]]) -> str:
         lines.append(f"| {run} | {doc['invoices']:,} | {start} / {end} |")
     lines += [
         "",
-        "| mutations | invoices in the table | records | seconds | ms a record | CPU s | MB read from disk "
-        "| x HTTP floor |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mutations | invoices in the table | records | seconds (median round) | its rounds s | ms a record "
+        "| CPU s | MB read from disk | x HTTP floor |",
+        "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for d in deltas:
         ratio = f"{d.seconds / d.floor_seconds:.2f}" if d.floor_seconds else "-"
         cpu = "-" if d.cpu_seconds is None else f"{d.cpu_seconds:.2f}"
         disk = "-" if d.disk_read_mb is None else f"{d.disk_read_mb:,.0f}"
+        rounds = " / ".join(f"{seconds:.2f}" for seconds in d.rounds_seconds) or "-"
         lines.append(
-            f"| {d.mutations:,} | {d.invoices:,} | {d.records:,} | {d.seconds:.2f} | {d.ms_per_record:.3f} "
-            f"| {cpu} | {disk} | {ratio} |"
+            f"| {d.mutations:,} | {d.invoices:,} | {d.records:,} | {d.seconds:.2f} | {rounds} "
+            f"| {d.ms_per_record:.3f} | {cpu} | {disk} | {ratio} |"
         )
     compared = against_the_table(deltas)
     if compared:

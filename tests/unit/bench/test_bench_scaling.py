@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench.report import _rows, targets
-from bench.run import default_scale_deltas, parse_args
+from bench.run import default_scale_deltas, keep_median_round, parse_args
 from bench.scaling import against_the_table, markdown, scale_deltas
 
 TARGET = "delta cost grows with the delta"
@@ -119,7 +119,7 @@ def test_the_same_size_on_a_larger_table_is_compared_per_record() -> None:
     ]
     text = markdown([large, small])
     assert "| 10,000 | 200,000 -> 5,000,000 | 1.50 | **no** |" in text
-    assert "| 50,000 | 5,000,000 | 50,000 | 8.00 | 0.160 | - | - | 4.00 |" in text
+    assert "| 50,000 | 5,000,000 | 50,000 | 8.00 | - | 0.160 | - | - | 4.00 |" in text
 
 
 def test_the_default_sizes_are_a_tenth_of_a_percent_one_and_five_percent() -> None:
@@ -136,3 +136,42 @@ def test_a_scale_delta_size_out_of_range_is_refused_before_anything_runs(
     with pytest.raises(SystemExit):
         parse_args(["--scale-deltas", "1000,0"])
     assert "each size must be 1..1,000,000 mutations" in capsys.readouterr().err
+
+
+def _round(seconds: float, floor: float) -> dict[str, dict[str, Any]]:
+    return {
+        "warm_delta_scale_1000": _stage(0.4, 1_400),
+        "delta_scale_1000": {
+            "seconds": seconds,
+            "records": 1_400,
+            "extra": {"process_cpu_seconds": seconds / 2},
+        },
+        "floor_http_delta_scale_1000": _stage(floor, 1_400),
+    }
+
+
+def test_a_scale_delta_is_the_median_of_its_rounds_with_each_round_kept() -> None:
+    raw: dict[str, dict[str, Any]] = {}
+    keep_median_round(raw, "delta_scale_1000", [_round(0.60, 0.11), _round(0.32, 0.09), _round(0.35, 0.10)])
+    assert raw["delta_scale_1000"]["seconds"] == 0.35
+    assert raw["floor_http_delta_scale_1000"]["seconds"] == 0.10  # the same round's floor
+    assert [r["seconds"] for r in raw["delta_scale_1000"]["extra"]["rounds"]] == [0.60, 0.32, 0.35]
+    assert raw["delta_scale_1000"]["extra"]["rounds"][0]["floor_seconds"] == 0.11
+    doc = _doc(1_000_000)
+    doc["stages"] = _rows(raw)
+    assert "| 1,000 | 1,000,000 | 1,400 | 0.35 | 0.60 / 0.32 / 0.35 | 0.250 | 0.17 | - | 3.50 |" in markdown(
+        [doc]
+    )
+
+
+def test_of_two_rounds_the_quicker_is_kept() -> None:
+    raw: dict[str, dict[str, Any]] = {}
+    keep_median_round(raw, "delta_scale_1000", [_round(0.60, 0.11), _round(0.32, 0.09)])
+    assert raw["delta_scale_1000"]["seconds"] == 0.32
+
+
+def test_scale_rounds_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args([]).scale_rounds == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--scale-rounds", "0"])
+    assert "--scale-rounds must be at least 1, got 0" in capsys.readouterr().err
