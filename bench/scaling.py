@@ -35,6 +35,10 @@ class ScaleDelta:
     def ms_per_record(self) -> float:
         return 1000 * self.seconds / self.records
 
+    @property
+    def cpu_ms_per_record(self) -> float | None:
+        return None if self.cpu_seconds is None else 1000 * self.cpu_seconds / self.records
+
 
 def scale_deltas(doc: dict[str, Any]) -> list[ScaleDelta]:
     """The scale deltas of one bench result document, smallest first."""
@@ -61,7 +65,8 @@ def scale_deltas(doc: dict[str, Any]) -> list[ScaleDelta]:
 
 def against_the_table(deltas: list[ScaleDelta]) -> list[dict[str, Any]]:
     """For each size measured on at least two tables: its seconds per record on the largest table
-    over those on the smallest, and whether that stays within SCALE_TOLERANCE."""
+    over those on the smallest, whether that stays within SCALE_TOLERANCE, and the same ratio of
+    their CPU (the work; the rest is waiting, for the disk when the table outgrows the page cache)."""
     by_size: dict[int, list[ScaleDelta]] = {}
     for delta in deltas:
         by_size.setdefault(delta.mutations, []).append(delta)
@@ -72,6 +77,7 @@ def against_the_table(deltas: list[ScaleDelta]) -> list[dict[str, Any]]:
         smallest = min(measured, key=lambda delta: delta.invoices)
         largest = max(measured, key=lambda delta: delta.invoices)
         ratio = largest.ms_per_record / smallest.ms_per_record
+        cpu = (largest.cpu_ms_per_record, smallest.cpu_ms_per_record)
         out.append(
             {
                 "mutations": mutations,
@@ -79,6 +85,7 @@ def against_the_table(deltas: list[ScaleDelta]) -> list[dict[str, Any]]:
                 "largest_table": largest.invoices,
                 "ratio": round(ratio, 2),
                 "met": ratio <= SCALE_TOLERANCE,
+                "cpu_ratio": round(cpu[0] / cpu[1], 2) if cpu[0] is not None and cpu[1] else None,
             }
         )
     return out
@@ -114,13 +121,15 @@ def markdown(docs: list[dict[str, Any]]) -> str:
     if compared:
         lines += [
             "",
-            f"| mutations | tables | ms a record, largest table / smallest | within {SCALE_TOLERANCE}x |",
-            "| ---: | --- | ---: | --- |",
+            f"| mutations | tables | ms a record, largest table / smallest | within {SCALE_TOLERANCE}x "
+            "| CPU a record, largest / smallest |",
+            "| ---: | --- | ---: | --- | ---: |",
         ]
         for c in compared:
             lines.append(
                 f"| {c['mutations']:,} | {c['smallest_table']:,} -> {c['largest_table']:,} "
-                f"| {c['ratio']:.2f} | {'yes' if c['met'] else '**no**'} |"
+                f"| {c['ratio']:.2f} | {'yes' if c['met'] else '**no**'} "
+                f"| {'-' if c['cpu_ratio'] is None else format(c['cpu_ratio'], '.2f')} |"
             )
     return "\n".join(lines) + "\n"
 

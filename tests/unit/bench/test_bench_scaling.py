@@ -108,6 +108,7 @@ def test_the_same_size_on_a_larger_table_is_compared_per_record() -> None:
             "largest_table": 5_000_000,
             "ratio": 1.1,
             "met": True,
+            "cpu_ratio": None,
         },
         {
             "mutations": 10_000,
@@ -115,10 +116,11 @@ def test_the_same_size_on_a_larger_table_is_compared_per_record() -> None:
             "largest_table": 5_000_000,
             "ratio": 1.5,
             "met": False,
+            "cpu_ratio": None,
         },
     ]
     text = markdown([large, small])
-    assert "| 10,000 | 200,000 -> 5,000,000 | 1.50 | **no** |" in text
+    assert "| 10,000 | 200,000 -> 5,000,000 | 1.50 | **no** | - |" in text
     assert "| 50,000 | 5,000,000 | 50,000 | 8.00 | - | 0.160 | - | - | 4.00 |" in text
 
 
@@ -175,3 +177,15 @@ def test_scale_rounds_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         parse_args(["--scale-rounds", "0"])
     assert "--scale-rounds must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_larger_table_that_costs_waits_not_work_shows_it_in_the_cpu_ratio() -> None:
+    def with_cpu(invoices: int, seconds: float, cpu: float) -> dict[str, Any]:
+        doc = _doc(invoices, (10_000, seconds, 10_000))
+        doc["stages"][0]["extra"]["process_cpu_seconds"] = cpu
+        return doc
+
+    small, large = with_cpu(200_000, 2.0, 1.8), with_cpu(5_000_000, 2.8, 1.8)
+    (compared,) = against_the_table(scale_deltas(small) + scale_deltas(large))
+    assert (compared["ratio"], compared["met"], compared["cpu_ratio"]) == (1.4, False, 1.0)
+    assert "| 10,000 | 200,000 -> 5,000,000 | 1.40 | **no** | 1.00 |" in markdown([small, large])
