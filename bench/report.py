@@ -292,7 +292,45 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "proactive_reclaim": proactive_reclaim(),
     }
+
+
+DAMON_KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
+
+
+def proactive_reclaim(root: Path = DAMON_KDAMONDS) -> list[dict[str, Any]]:
+    """The kernel's DAMON schemes that page memory out once it has sat idle, running on this
+    machine (these VMs run one): Postgres's pages a stage loaded may be read from disk again by a
+    later stage, with gigabytes free. Empty where none runs."""
+    found = []
+    for kdamond in sorted(root.glob("[0-9]*")):
+        if _sysfs(kdamond / "state") != "on":
+            continue
+        for context in sorted((kdamond / "contexts").glob("[0-9]*")):
+            aggr_us = int(_sysfs(context / "monitoring_attrs/intervals/aggr_us") or 0)
+            for scheme in sorted((context / "schemes").glob("[0-9]*")):
+                if _sysfs(scheme / "action") != "pageout":
+                    continue
+                quota_bytes = int(_sysfs(scheme / "quotas/bytes") or 0)
+                reset_ms = int(_sysfs(scheme / "quotas/reset_interval_ms") or 0)
+                found.append(
+                    {
+                        "action": "pageout",
+                        "min_idle_s": int(_sysfs(scheme / "access_pattern/age/min") or 0) * aggr_us / 1e6,
+                        "quota_mb_per_s": round(quota_bytes / 2**20 * 1000 / reset_ms, 1)
+                        if quota_bytes and reset_ms
+                        else None,
+                    }
+                )
+    return found
+
+
+def _sysfs(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
 
 def versions(dsn: str, raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -409,7 +447,23 @@ def _calibration_lines(machine: dict[str, Any]) -> list[str]:
     text = f"CPU calibration (best of 7; lower is faster): at the start {measured(start)}"
     if end:
         text += f"; at the end {measured(end)}"
-    return ["", text + ". Compare runs by their ratios to the peers, not by seconds."]
+    return [
+        "",
+        text + ". Compare runs by their ratios to the peers, not by seconds.",
+        *_reclaim_lines(machine),
+    ]
+
+
+def _reclaim_lines(machine: dict[str, Any]) -> list[str]:
+    lines = []
+    for scheme in machine.get("proactive_reclaim") or []:
+        quota = f", up to {scheme['quota_mb_per_s']:g} MB/s" if scheme.get("quota_mb_per_s") else ""
+        lines.append(
+            f"Proactive reclaim on: the kernel (DAMON) pages out memory idle for {scheme['min_idle_s']:g} s"
+            f"{quota}, page cache included, with memory free: a stage may read from disk what an"
+            " earlier one loaded (BENCHMARKS.md, session 17)."
+        )
+    return ["", *lines] if lines else []
 
 
 def markdown(doc: dict[str, Any]) -> str:
