@@ -154,14 +154,14 @@ def _round(seconds: float, floor: float) -> dict[str, dict[str, Any]]:
 
 def test_a_scale_delta_is_the_median_of_its_rounds_with_each_round_kept() -> None:
     raw: dict[str, dict[str, Any]] = {}
-    keep_median_round(raw, "delta_scale_1000", [_round(0.60, 0.11), _round(0.32, 0.09), _round(0.35, 0.10)])
+    keep_median_round(raw, "delta_scale_1000", [_round(0.35, 0.10), _round(0.60, 0.11), _round(0.32, 0.09)])
     assert raw["delta_scale_1000"]["seconds"] == 0.35
     assert raw["floor_http_delta_scale_1000"]["seconds"] == 0.10  # the same round's floor
-    assert [r["seconds"] for r in raw["delta_scale_1000"]["extra"]["rounds"]] == [0.60, 0.32, 0.35]
-    assert raw["delta_scale_1000"]["extra"]["rounds"][0]["floor_seconds"] == 0.11
+    assert [r["seconds"] for r in raw["delta_scale_1000"]["extra"]["rounds"]] == [0.35, 0.60, 0.32]
+    assert raw["delta_scale_1000"]["extra"]["rounds"][1]["floor_seconds"] == 0.11
     doc = _doc(1_000_000)
     doc["stages"] = _rows(raw)
-    assert "| 1,000 | 1,000,000 | 1,400 | 0.35 | 0.60 / 0.32 / 0.35 | 0.250 | 0.17 | - | 3.50 |" in markdown(
+    assert "| 1,000 | 1,000,000 | 1,400 | 0.35 | 0.35 / 0.60 / 0.32 | 0.250 | 0.17 | - | 3.50 |" in markdown(
         [doc]
     )
 
