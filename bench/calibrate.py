@@ -111,6 +111,34 @@ def disk_read_kb() -> int | None:
     return None
 
 
+DAMON_KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
+
+
+def paged_out_bytes(root: Path = DAMON_KDAMONDS) -> int | None:
+    """Bytes the kernel's running DAMON `pageout` schemes have paged out (proactive reclaim: memory
+    left idle, page cache included), machine-wide; None where none runs or its statistics cannot be
+    refreshed (root only: each read first writes `update_schemes_stats` to the kdamond)."""
+    total, found = 0, False
+    for kdamond in sorted(root.glob("[0-9]*")):
+        state = kdamond / "state"
+        try:
+            if state.read_text().strip() != "on":
+                continue
+            schemes = [
+                scheme
+                for scheme in kdamond.glob("contexts/[0-9]*/schemes/[0-9]*")
+                if (scheme / "action").read_text().strip() == "pageout"
+            ]
+            if not schemes:
+                continue
+            state.write_text("update_schemes_stats")
+            total += sum(int((scheme / "stats/sz_applied").read_text()) for scheme in schemes)
+            found = True
+        except (OSError, ValueError):
+            return None
+    return total if found else None
+
+
 def drop_page_cache() -> str:
     """Write dirty pages out and drop the kernel's page cache (root only): what a stage reads after it
     comes from disk, as after a reboot or after other work pushed it out. Returns what was done."""

@@ -66,6 +66,8 @@ BRACKETING_FLOORS: dict[str, tuple[str, ...]] = {"replay": ("floor_http_full", "
 REPLAY_WALK_FLOORS = ("floor_walk_full", "floor_walk_replay")
 PIPELINE_STAGES = ("cold_sync", "replay", "delta", "delta_settled", "reconcile")
 MEMORY_LIMIT_MB = 1024.0
+# What the kernel's proactive reclaim paged out while a stage ran, and since the stage before it.
+PAGED_OUT_KEYS: tuple[str, ...] = ("paged_out_mb", "paged_out_mb_before")
 # `delta_scale_<M>`: a settled delta of M mutations (`--scale-deltas`), after the reconcile.
 SCALE_PREFIX = "delta_scale_"
 # The largest delta's seconds per record may exceed the others' least by this much and still count
@@ -145,6 +147,7 @@ def _rows(raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "autovacuum": result.get("autovacuum"),
                 "postgres_checkpoints": result.get("postgres_checkpoints"),
                 "disk_read_mb": result.get("disk_read_mb"),
+                **{key: result[key] for key in PAGED_OUT_KEYS if key in result},
                 **(
                     {"staging_tables_before": result["staging_tables_before"]}
                     if "staging_tables_before" in result
@@ -211,7 +214,7 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
             None if not delta else delta["seconds"] < 2,
         )
         if delta:
-            out[-1]["detail"] = _delta_detail(delta["extra"])
+            out[-1]["detail"] = _delta_detail(delta)
     _add_scaling_target(add, rows)
     rec = by.get("reconcile")
     add(
@@ -264,14 +267,18 @@ def _add_scaling_target(add: Any, rows: list[dict[str, Any]]) -> None:
     add("delta cost grows with the delta", wanted, measured, ms[-1] <= SCALE_TOLERANCE * min(ms[:-1]))
 
 
-def _delta_detail(extra: dict[str, Any]) -> str | None:
+def _delta_detail(row: dict[str, Any]) -> str | None:
     """What a delta's seconds were spent on, beside them: its CPU (near the seconds: bound by the
-    GIL) and what it read from disk (Postgres's pages not in the page cache: waits)."""
+    GIL), what it read from disk (Postgres's pages not in the page cache: waits) and what the
+    kernel's proactive reclaim paged out since the stage before (why those pages were not there)."""
+    extra = row["extra"]
     parts = []
     if extra.get("process_cpu_seconds") is not None:
         parts.append(f"CPU {extra['process_cpu_seconds']:.2f} s")
     if extra.get("disk_read_mb_timed") is not None:
         parts.append(f"{extra['disk_read_mb_timed']:,.0f} MB read from disk")
+    if row.get("paged_out_mb_before") is not None:
+        parts.append(f"{row['paged_out_mb_before']:,.0f} MB paged out by the kernel since the stage before")
     return ", ".join(parts) or None
 
 

@@ -91,6 +91,8 @@ class Bench:
     # The checkout whose code the stages run (`bench.ab_delta` switches between two).
     project_dir: Path = PROJECT_DIR
     stage_python: Path | None = None
+    # The kernel's proactive reclaim counter when the last stage ended (`calibrate.paged_out_bytes`).
+    paged_out_at_last_stage: int | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class Bench:
         if name in self.args.drop_caches_before:
             self.raw.setdefault("page_cache_dropped_before", {})[name] = calibrate.drop_page_cache()
         disk_before = calibrate.disk_read_kb()
+        paged_before = calibrate.paged_out_bytes()
         cpu_before = calibrate.CpuTimes.now()
         child = run_child(
             argv,
@@ -176,6 +179,7 @@ class Bench:
         disk_after = calibrate.disk_read_kb()
         if disk_before is not None and disk_after is not None:
             result["disk_read_mb"] = round((disk_after - disk_before) / 1024, 1)
+        result.update(self._paged_out(paged_before))
         autovacuum_after, checkpoints_after = postgres_activity()
         result["autovacuum"] = {"before": autovacuum_before, "after": autovacuum_after}
         result["postgres_checkpoints"] = _moved(checkpoints_before, checkpoints_after)
@@ -184,6 +188,18 @@ class Bench:
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
+
+    def _paged_out(self, before: int | None) -> dict[str, float]:
+        """What the kernel's proactive reclaim paged out while the stage ran, and between the stage
+        before it and this one (the page cache a stage finds gone; BENCHMARKS.md, session 17)."""
+        after = calibrate.paged_out_bytes()
+        last, self.paged_out_at_last_stage = self.paged_out_at_last_stage, after
+        if before is None or after is None:
+            return {}
+        found = {"paged_out_mb": round((after - before) / 2**20, 1)}
+        if last is not None:
+            found["paged_out_mb_before"] = round((before - last) / 2**20, 1)
+        return found
 
     def stage(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         cfg = self.base_config(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.calibrate import paged_out_bytes
 from bench.report import _calibration_lines, proactive_reclaim
 
 
@@ -49,3 +50,19 @@ def test_the_markdown_says_so_under_the_calibration() -> None:
     text = "\n".join(_calibration_lines(machine))
     assert "pages out memory idle for 60 s, up to 128 MB/s" in text
     assert "Proactive reclaim" not in "\n".join(_calibration_lines({**machine, "proactive_reclaim": []}))
+
+
+def test_what_a_running_pageout_scheme_paged_out_is_read_after_refreshing_its_statistics(
+    tmp_path: Path,
+) -> None:
+    _kdamond(tmp_path, 0, state="on", action="pageout")
+    _write(tmp_path, {"0/contexts/0/schemes/0/stats/sz_applied": "10149953536"})
+    assert paged_out_bytes(tmp_path) == 10_149_953_536
+    assert (tmp_path / "0/state").read_text() == "update_schemes_stats"  # the refresh, written
+
+
+def test_no_pageout_scheme_running_means_no_count(tmp_path: Path) -> None:
+    _kdamond(tmp_path, 0, state="off", action="pageout")
+    _kdamond(tmp_path, 1, state="on", action="stat")
+    assert paged_out_bytes(tmp_path) is None
+    assert paged_out_bytes(tmp_path / "absent") is None

@@ -31,3 +31,18 @@ def test_each_delta_target_carries_its_cpu_and_disk_reads() -> None:
 def test_a_delta_without_those_figures_has_no_detail() -> None:
     by_target = {t["target"]: t for t in targets(_rows({"delta": _delta(1.5)}), 1_000_000)}
     assert by_target["1% delta, right after the bulk loads"].get("detail") is None
+
+
+def test_what_the_kernel_paged_out_before_a_delta_is_said_beside_its_disk_reads() -> None:
+    raw = {
+        "delta": {
+            **_delta(3.64, process_cpu_seconds=2.03, disk_read_mb_timed=109.5),
+            "paged_out_mb_before": 2_310.4,
+        }
+    }
+    first = {t["target"]: t for t in targets(_rows(raw), 1_000_000)}["1% delta, right after the bulk loads"]
+    assert (
+        first["detail"]
+        == "CPU 2.03 s, 110 MB read from disk, 2,310 MB paged out by the kernel since the stage before"
+    )
+    assert _rows(raw)[0]["paged_out_mb_before"] == 2_310.4
