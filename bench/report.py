@@ -214,7 +214,9 @@ def targets(rows: list[dict[str, Any]], invoices: int) -> list[dict[str, Any]]:
             None if not delta else delta["seconds"] < 2,
         )
         if delta:
-            out[-1]["detail"] = _delta_detail(delta)
+            out[-1]["detail"] = _delta_detail(
+                delta, _paged_out_since_cold_sync(rows) if stage == "delta" else None
+            )
     _add_scaling_target(add, rows)
     rec = by.get("reconcile")
     add(
@@ -267,18 +269,30 @@ def _add_scaling_target(add: Any, rows: list[dict[str, Any]]) -> None:
     add("delta cost grows with the delta", wanted, measured, ms[-1] <= SCALE_TOLERANCE * min(ms[:-1]))
 
 
-def _delta_detail(row: dict[str, Any]) -> str | None:
+def _paged_out_since_cold_sync(rows: list[dict[str, Any]]) -> float | None:
+    """MB the kernel's proactive reclaim paged out from the cold sync's end to the first delta's
+    start: the page cache the delta found gone. None unless every stage between recorded it."""
+    stages = [r["stage"] for r in rows]
+    if "cold_sync" not in stages or "delta" not in stages:
+        return None
+    between = rows[stages.index("cold_sync") + 1 : stages.index("delta") + 1]
+    parts = [r.get("paged_out_mb_before") for r in between] + [r.get("paged_out_mb") for r in between[:-1]]
+    return None if any(p is None for p in parts) else round(sum(float(p) for p in parts if p is not None), 1)
+
+
+def _delta_detail(row: dict[str, Any], paged_out_mb: float | None = None) -> str | None:
     """What a delta's seconds were spent on, beside them: its CPU (near the seconds: bound by the
-    GIL), what it read from disk (Postgres's pages not in the page cache: waits) and what the
-    kernel's proactive reclaim paged out since the stage before (why those pages were not there)."""
+    GIL), what it read from disk (Postgres's pages not in the page cache: waits) and, for the first
+    delta, what the kernel's proactive reclaim paged out since the cold sync (why those pages were
+    not there)."""
     extra = row["extra"]
     parts = []
     if extra.get("process_cpu_seconds") is not None:
         parts.append(f"CPU {extra['process_cpu_seconds']:.2f} s")
     if extra.get("disk_read_mb_timed") is not None:
         parts.append(f"{extra['disk_read_mb_timed']:,.0f} MB read from disk")
-    if row.get("paged_out_mb_before") is not None:
-        parts.append(f"{row['paged_out_mb_before']:,.0f} MB paged out by the kernel since the stage before")
+    if paged_out_mb is not None:
+        parts.append(f"{paged_out_mb:,.0f} MB paged out by the kernel since the cold sync")
     return ", ".join(parts) or None
 
 
