@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,29 +115,56 @@ def disk_read_kb() -> int | None:
 DAMON_KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
 
 
+def _pageout_schemes(root: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(kdamond, context, scheme) of every running DAMON scheme whose action is `pageout`."""
+    for kdamond in sorted(root.glob("[0-9]*")):
+        if _sysfs(kdamond / "state") != "on":
+            continue
+        for scheme in sorted(kdamond.glob("contexts/[0-9]*/schemes/[0-9]*")):
+            if _sysfs(scheme / "action") == "pageout":
+                yield kdamond, scheme.parent.parent, scheme
+
+
+def proactive_reclaim(root: Path = DAMON_KDAMONDS) -> list[dict[str, Any]]:
+    """The kernel's DAMON schemes that page memory out once it has sat idle, running on this
+    machine (these VMs run one): Postgres's pages a stage loaded may be read from disk again by a
+    later stage, with gigabytes free. Empty where none runs."""
+    found = []
+    for _, context, scheme in _pageout_schemes(root):
+        aggr_us = int(_sysfs(context / "monitoring_attrs/intervals/aggr_us") or 0)
+        quota_bytes = int(_sysfs(scheme / "quotas/bytes") or 0)
+        reset_ms = int(_sysfs(scheme / "quotas/reset_interval_ms") or 0)
+        found.append(
+            {
+                "action": "pageout",
+                "min_idle_s": int(_sysfs(scheme / "access_pattern/age/min") or 0) * aggr_us / 1e6,
+                "quota_mb_per_s": round(quota_bytes / 2**20 * 1000 / reset_ms, 1)
+                if quota_bytes and reset_ms
+                else None,
+            }
+        )
+    return found
+
+
 def paged_out_bytes(root: Path = DAMON_KDAMONDS) -> int | None:
     """Bytes the kernel's running DAMON `pageout` schemes have paged out (proactive reclaim: memory
     left idle, page cache included), machine-wide; None where none runs or its statistics cannot be
     refreshed (root only: each read first writes `update_schemes_stats` to the kdamond)."""
-    total, found = 0, False
-    for kdamond in sorted(root.glob("[0-9]*")):
-        state = kdamond / "state"
-        try:
-            if state.read_text().strip() != "on":
-                continue
-            schemes = [
-                scheme
-                for scheme in kdamond.glob("contexts/[0-9]*/schemes/[0-9]*")
-                if (scheme / "action").read_text().strip() == "pageout"
-            ]
-            if not schemes:
-                continue
-            state.write_text("update_schemes_stats")
-            total += sum(int((scheme / "stats/sz_applied").read_text()) for scheme in schemes)
-            found = True
-        except (OSError, ValueError):
-            return None
-    return total if found else None
+    schemes = list(_pageout_schemes(root))
+    try:
+        for kdamond in {kdamond for kdamond, _, _ in schemes}:
+            (kdamond / "state").write_text("update_schemes_stats")
+        total = sum(int((scheme / "stats/sz_applied").read_text()) for _, _, scheme in schemes)
+    except (OSError, ValueError):
+        return None
+    return total if schemes else None
+
+
+def _sysfs(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
 
 def drop_page_cache() -> str:

@@ -18,6 +18,8 @@ from typing import Any
 import psycopg2
 import redis
 
+from bench import calibrate
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ORDER = (
     "seed_sandbox",
@@ -277,7 +279,8 @@ def _paged_out_since_cold_sync(rows: list[dict[str, Any]]) -> float | None:
         return None
     between = rows[stages.index("cold_sync") + 1 : stages.index("delta") + 1]
     parts = [r.get("paged_out_mb_before") for r in between] + [r.get("paged_out_mb") for r in between[:-1]]
-    return None if any(p is None for p in parts) else round(sum(float(p) for p in parts if p is not None), 1)
+    recorded = [float(part) for part in parts if part is not None]
+    return round(sum(recorded), 1) if len(recorded) == len(parts) else None
 
 
 def _delta_detail(row: dict[str, Any], paged_out_mb: float | None = None) -> str | None:
@@ -313,45 +316,8 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "proactive_reclaim": proactive_reclaim(),
+        "proactive_reclaim": calibrate.proactive_reclaim(),
     }
-
-
-DAMON_KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
-
-
-def proactive_reclaim(root: Path = DAMON_KDAMONDS) -> list[dict[str, Any]]:
-    """The kernel's DAMON schemes that page memory out once it has sat idle, running on this
-    machine (these VMs run one): Postgres's pages a stage loaded may be read from disk again by a
-    later stage, with gigabytes free. Empty where none runs."""
-    found = []
-    for kdamond in sorted(root.glob("[0-9]*")):
-        if _sysfs(kdamond / "state") != "on":
-            continue
-        for context in sorted((kdamond / "contexts").glob("[0-9]*")):
-            aggr_us = int(_sysfs(context / "monitoring_attrs/intervals/aggr_us") or 0)
-            for scheme in sorted((context / "schemes").glob("[0-9]*")):
-                if _sysfs(scheme / "action") != "pageout":
-                    continue
-                quota_bytes = int(_sysfs(scheme / "quotas/bytes") or 0)
-                reset_ms = int(_sysfs(scheme / "quotas/reset_interval_ms") or 0)
-                found.append(
-                    {
-                        "action": "pageout",
-                        "min_idle_s": int(_sysfs(scheme / "access_pattern/age/min") or 0) * aggr_us / 1e6,
-                        "quota_mb_per_s": round(quota_bytes / 2**20 * 1000 / reset_ms, 1)
-                        if quota_bytes and reset_ms
-                        else None,
-                    }
-                )
-    return found
-
-
-def _sysfs(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 def versions(dsn: str, raw: dict[str, dict[str, Any]]) -> dict[str, Any]:

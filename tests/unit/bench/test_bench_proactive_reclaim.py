@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.calibrate import paged_out_bytes
-from bench.report import _calibration_lines, proactive_reclaim
+from bench.calibrate import paged_out_bytes, proactive_reclaim
+from bench.report import _calibration_lines
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
