@@ -52,7 +52,7 @@ from psycopg2.sql import SQL, Composable, Identifier, Literal
 
 from erp_sync.backup import report_manifest
 from erp_sync.clients.sources import SourceClients, streams_by_source_system
-from erp_sync.core.batch import BatchKey, Page
+from erp_sync.core.batch import CHILDREN_SHA256, BatchKey, Page
 from erp_sync.core.batching import (
     READ_AHEAD_PAGES,
     ReadAhead,
@@ -1050,17 +1050,22 @@ def fetch_records(
     return records, missing
 
 
-def _invalidate_rows(conn: Any, table: str, source_system: str, ids: Sequence[str]) -> int:
-    """Mark rows whose content was changed outside the sync as unknown, so the upsert rewrites them."""
+def _invalidate_rows(
+    conn: Any, table: str, source_system: str, ids: Sequence[str], *, children_digest: bool = False
+) -> int:
+    """Mark rows whose content was changed outside the sync as unknown, so the upsert rewrites them;
+    with `children_digest`, their children's digest too, so the load looks for removed child rows
+    (ADR 0027): outside changes may have touched those as well."""
     if not ids:
         return 0
+    forget_children = SQL(", {} = NULL").format(Identifier(CHILDREN_SHA256)) if children_digest else SQL("")
     try:
         with conn.cursor() as cur:
             cur.execute(
                 SQL(
-                    "UPDATE erp_staging.{} SET row_sha256 = %s"
+                    "UPDATE erp_staging.{} SET row_sha256 = %s{}"
                     " WHERE source_system = %s AND source_id = ANY(%s)"
-                ).format(Identifier(table)),
+                ).format(Identifier(table), forget_children),
                 (UNKNOWN_SHA, source_system, list(ids)),
             )
             count = int(cur.rowcount)
@@ -1235,7 +1240,7 @@ class _Resender:
 
     def _load(self, resends: StreamResends, records: list[dict[str, Any]], chunk_no: int) -> None:
         from erp_sync.clients.pages import page_meta_for
-        from erp_sync.core.transform import map_pages
+        from erp_sync.core.transform import MAPPINGS, map_pages
         from erp_sync.pipeline import input_sha256
         from erp_sync.store.counters import next_batch_id
         from erp_sync.store.loader import load_batch
@@ -1243,7 +1248,11 @@ class _Resender:
         spec, table = resends.spec, resends.spec.target_tables[0]
         fetched_ids = [str(r.get(spec.primary_key)) for r in records]
         _invalidate_rows(
-            self.conn, table, spec.source_system, [i for i in fetched_ids if i in resends.mismatched]
+            self.conn,
+            table,
+            spec.source_system,
+            [i for i in fetched_ids if i in resends.mismatched],
+            children_digest=MAPPINGS[spec.mapping].stores_children_digest,
         )
         self.ledger.evict(table, fetched_ids, source_system=spec.source_system)
         # Versioned with the repair's start, taken before any fetch: a record a sync stages later with a

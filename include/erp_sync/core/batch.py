@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # the client imports this module; only `MappedBatch` needs pa
 # Columns every staging row carries besides its business columns (the loader adds
 # sync_batch_id, interface_status and loaded_at).
 CONTROL_COLUMNS = ("source_system", "source_id", "source_version", "row_sha256")
+# A header's digest of its child rows as loaded with it (ADR 0027), on mappings that declare it:
+# the loader looks for removed child rows only where it changed.
+CHILDREN_SHA256 = "children_sha256"
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ class MappedBatch:
 
     `primary_table` holds exactly one row per accepted record (after in-batch dedupe); child tables
     (invoice lines) hang off it. Each DataFrame has the table's business columns plus
-    CONTROL_COLUMNS; money columns hold `decimal.Decimal`, timestamps are tz-aware UTC.
+    CONTROL_COLUMNS (a header that keeps its children's digest has `CHILDREN_SHA256` between them);
+    money columns hold `decimal.Decimal`, timestamps are tz-aware UTC.
     """
 
     source_system: str

@@ -7,9 +7,11 @@ the first seen, since Stripe lists newest first) and mapped column by column wit
 `MAPPINGS` below -- the operator never hard-codes a mapping.
 
 Column conventions of every produced DataFrame: the table's business columns in declared order,
-then `CONTROL_COLUMNS`. Text columns are `object` dtype with `None` for NULL; money columns hold
-`decimal.Decimal` in major units quantized to the currency's exponent; timestamps are
-`datetime64[us, UTC]`; `source_version` is int64.
+then, for a header whose mapping `stores_children_digest`, `CHILDREN_SHA256` (its child rows'
+combined hash, which its `row_sha256` covers too: ADR 0027), then `CONTROL_COLUMNS`. Text columns
+are `object` dtype with `None` for NULL; money columns hold `decimal.Decimal` in major units
+quantized to the currency's exponent; timestamps are `datetime64[us, UTC]`; `source_version` is
+int64.
 
 `row_sha256` covers the row's business columns plus its `source_id` (never `source_system` or
 `source_version`, so a re-sent identical record is "unchanged"). An invoice header's hash also
@@ -54,7 +56,7 @@ import pandas as pd
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
-from erp_sync.core.batch import CONTROL_COLUMNS, MappedBatch, Page, Rejection
+from erp_sync.core.batch import CHILDREN_SHA256, CONTROL_COLUMNS, MappedBatch, Page, Rejection
 from erp_sync.core.batching import gc_paused
 from erp_sync.core.hashing import combine_digests, frame_row_sha256, tombstone_sha256
 from erp_sync.core.models import resolve
@@ -114,6 +116,13 @@ class TableMapping:
     columns: tuple[Column, ...]
     currency_source: str | None = None
     children: tuple[ChildMapping, ...] = ()
+    # The primary table stores `CHILDREN_SHA256` (its table needs the column): the loader then
+    # looks for removed child rows only under headers whose children changed (ADR 0027).
+    stores_children_digest: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stores_children_digest and not self.children:
+            raise ValueError(f"{self.table}: stores_children_digest needs child tables")
 
     @property
     def business_columns(self) -> tuple[str, ...]:
@@ -174,6 +183,7 @@ MAPPINGS: Final[dict[str, TableMapping]] = {
         table="ar_invoices",
         id_source="id",
         currency_source="currency",
+        stores_children_digest=True,
         columns=(
             Column("customer_ref", "customer"),
             Column("invoice_number", "number"),
@@ -620,8 +630,19 @@ def map_models(
         child_digests[f"{child.table}__sha256"] = [
             combine_digests(digests[end - count : end]) for end, count in zip(ends, counts, strict=True)
         ]
-    tables[mapping.table] = _frame(business, source_system, ids, versions, child_digests)
+    primary = _frame(business, source_system, ids, versions, child_digests)
+    if mapping.stores_children_digest:
+        primary.insert(len(business), CHILDREN_SHA256, _children_digest(list(child_digests.values())))
+    tables[mapping.table] = primary
     return {table: tables[table] for table in mapping.tables}
+
+
+def _children_digest(per_child_table: list[list[str]]) -> list[str]:
+    """Per record, one digest of its child rows: a single child table's own combined digest (already
+    computed for the row hash), several combined in mapping order."""
+    if len(per_child_table) == 1:
+        return per_child_table[0]
+    return [combine_digests(list(digests)) for digests in zip(*per_child_table, strict=True)]
 
 
 def map_headers(

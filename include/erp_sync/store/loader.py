@@ -36,7 +36,15 @@ import pandas as pd
 import psycopg2.errors
 from psycopg2.extras import Json, execute_values
 
-from erp_sync.core.batch import CONTROL_COLUMNS, BatchKey, BatchResult, MappedBatch, Page, Rejection
+from erp_sync.core.batch import (
+    CHILDREN_SHA256,
+    CONTROL_COLUMNS,
+    BatchKey,
+    BatchResult,
+    MappedBatch,
+    Page,
+    Rejection,
+)
 from erp_sync.store import outbox
 from erp_sync.store.faults import crash_point
 from erp_sync.store.ledger import RedisLedger
@@ -76,6 +84,8 @@ class _TableOutcome:
     final_state: pd.DataFrame | None = None  # (source_system, source_id, row_sha256) after the upsert
     copied: bool = False  # COPY straight into the table: every row was new
     final_keys: Sequence[str] | None = None  # the ledger keys of final_state's rows, when known
+    # Stored headers this upsert rewrote with another CHILDREN_SHA256 (None: the table has none).
+    children_changed: set[str] | None = None
 
 
 # -- entry points --------------------------------------------------------------------------------
@@ -426,21 +436,25 @@ def _upsert_table(
                OR (s.interface_status = 'DELETED') <> (excluded.interface_status = 'DELETED'))
           AND excluded.source_version >= s.source_version
         RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"},
-            s.source_system, s.row_sha256
+            s.source_system, s.row_sha256, {_children_changed_sql(table, columns, primary_table)}
         """,  # noqa: S608 -- _ident-checked names
         {"batch_id": batch_id, "deleted": sorted(deleted_ids)},
     )
     outcome = _TableOutcome()
     written = cur.fetchall()
-    for source_id, inserted, parent_id, _, _ in written:
+    if table == primary_table and CHILDREN_SHA256 in columns:
+        outcome.children_changed = set()
+    for source_id, inserted, parent_id, _, _, children_changed in written:
         outcome.written += 1
         (outcome.inserted_ids if inserted else outcome.updated_ids).add(source_id)
         if parent_id is not None:
             outcome.touched_parents.add(parent_id)
+        if children_changed and not inserted and outcome.children_changed is not None:
+            outcome.children_changed.add(source_id)
     if with_final_state and len(written) == len(df):
         # Every row was written (a cold load): what the upsert returned is what Postgres holds.
         outcome.final_state = pd.DataFrame(
-            [(system, source_id, sha) for source_id, _, _, system, sha in written],
+            [(system, source_id, sha) for source_id, _, _, system, sha, _ in written],
             columns=["source_system", "source_id", "row_sha256"],
         )
     elif with_final_state:
@@ -453,6 +467,20 @@ def _upsert_table(
             cur.fetchall(), columns=["source_system", "source_id", "row_sha256"]
         )
     return outcome
+
+
+def _children_changed_sql(table: str, columns: Sequence[str], primary_table: str) -> str:
+    """The RETURNING expression: did this write change the header's children digest? A subquery in
+    RETURNING reads the snapshot the statement started from, so it sees the row as it was before
+    (for one staged before the digest existed, NULL: changed; an inserted row is told apart by the
+    caller)."""
+    if table != primary_table or CHILDREN_SHA256 not in columns:
+        return "NULL"
+    return (
+        f"(SELECT o.{CHILDREN_SHA256} FROM erp_staging.{_ident(table)} o"  # noqa: S608 -- checked name
+        " WHERE o.source_system = s.source_system AND o.source_id = s.source_id)"
+        f" IS DISTINCT FROM s.{CHILDREN_SHA256}"
+    )
 
 
 def _retire_removed_children(
@@ -469,13 +497,9 @@ def _retire_removed_children(
     primary = mapped.tables.get(mapped.primary_table)
     if primary is None or primary.empty:
         return []
-    # A record whose header this batch inserted had no stored lines before it (lines are loaded
-    # only with their header, and the loader never deletes a header): nothing of it to retire.
-    inserted = outcomes.get(mapped.primary_table, _TableOutcome()).inserted_ids
-    if inserted:
-        primary = primary[~primary["source_id"].astype(str).isin(inserted)]
-        if primary.empty:
-            return []
+    primary = _headers_to_retire_under(primary, mapped, outcomes.get(mapped.primary_table, _TableOutcome()))
+    if primary.empty:
+        return []
     retired: list[tuple[str, str, str]] = []
     for table, parent_column in CHILD_PARENT_COLUMN.items():
         if table not in mapped.tables:
@@ -502,6 +526,23 @@ def _retire_removed_children(
             outcome.touched_parents.update(parent for _, parent in rows)
             retired.extend((table, mapped.source_system, source_id) for source_id, _ in rows)
     return retired
+
+
+def _headers_to_retire_under(primary: pd.DataFrame, mapped: MappedBatch, head: _TableOutcome) -> pd.DataFrame:
+    """The batch's headers whose stored child rows may include some their new version lacks.
+
+    A header this batch inserted had no stored lines before it (lines are loaded only with their
+    header, and the loader never deletes a header). Where the table keeps a children digest
+    (ADR 0027), only the headers this upsert rewrote with another digest can have lost a child, and
+    tombstones, which retire theirs whatever the digest: a header not rewritten is stored with this
+    row_sha256, which covers its children's; one rewritten with the same digest kept every child.
+    """
+    ids = primary["source_id"].astype(str)
+    if head.children_changed is not None:
+        return primary[ids.isin(head.children_changed | mapped.deleted_ids).to_numpy()]
+    if head.inserted_ids:
+        return primary[~ids.isin(head.inserted_ids).to_numpy()]
+    return primary
 
 
 def _retire_statement(table: str, parent_column: str, primary_table: str) -> str:

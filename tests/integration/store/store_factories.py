@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 import psycopg2
 
-from erp_sync.core.batch import BatchKey, MappedBatch, Page, Rejection
-from erp_sync.core.hashing import frame_row_sha256
+from erp_sync.core.batch import CHILDREN_SHA256, BatchKey, MappedBatch, Page, Rejection
+from erp_sync.core.hashing import combine_digests, frame_row_sha256
 
 PG_ADMIN_DSN = os.environ.get("ERP_SYNC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ERP_SYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -64,7 +64,9 @@ class Invoice:
         return replace(self, version=version, **changes)
 
 
-def _invoice_frames(invoices: list[Invoice]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _invoice_frames(
+    invoices: list[Invoice], *, children_digest: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     heads, lines = [], []
     for inv in invoices:
         heads.append(
@@ -99,8 +101,17 @@ def _invoice_frames(invoices: list[Invoice]) -> tuple[pd.DataFrame, pd.DataFrame
             )
     head = pd.DataFrame(heads, columns=["source_system", "source_id", *INVOICE_COLUMNS, "source_version"])
     line = pd.DataFrame(lines, columns=["source_system", "source_id", *LINE_COLUMNS, "source_version"])
-    head["row_sha256"] = frame_row_sha256(head, INVOICE_COLUMNS) if len(head) else pd.Series(dtype=object)
     line["row_sha256"] = frame_row_sha256(line, LINE_COLUMNS) if len(line) else pd.Series(dtype=object)
+    # As map_pages: a header's hash covers its lines' (so a removed line changes it), and the
+    # header keeps their combined digest beside it (ADR 0027) unless `children_digest` is off, as
+    # for a mapping without it or a header staged before it.
+    by_invoice = line.groupby("invoice_source_id", sort=False)["row_sha256"].agg(list).to_dict()
+    head[CHILDREN_SHA256] = [combine_digests(by_invoice.get(sid, [])) for sid in head["source_id"]]
+    head["row_sha256"] = (
+        frame_row_sha256(head, [*INVOICE_COLUMNS, CHILDREN_SHA256]) if len(head) else pd.Series(dtype=object)
+    )
+    if not children_digest:
+        head = head.drop(columns=[CHILDREN_SHA256])
     return head, line
 
 
@@ -126,11 +137,12 @@ def invoice_batch(
     run_id: str = "run-1",
     tag: str = "",
     window: tuple[datetime | None, datetime | None] = WINDOW,
+    children_digest: bool = True,
 ) -> tuple[BatchKey, MappedBatch, list[Page]]:
     """A batch of `invoices` (newest copy of each), older in-batch copies, and rejections."""
     rejections = rejections or []
     superseded = superseded or []
-    head, line = _invoice_frames(invoices)
+    head, line = _invoice_frames(invoices, children_digest=children_digest)
     page = Page(
         stream=STREAM,
         page_no=1,

@@ -445,3 +445,132 @@ def test_a_changed_header_is_rewritten_on_its_own_page(conn, ledger):
     result = _load(conn, ledger, invoice_batch([paid, *invoices[1:]], tag="b"))
     assert result.loaded_changed == 1
     assert _header_block(conn, "in_00000") == 0
+
+
+# --- the retire looks only under headers whose lines changed (ADR 0027) -------------------------
+
+
+class _RecordingCursor(psycopg2.extensions.cursor):
+    """Notes the parent ids of every retire of removed lines the loader sends, then sends it."""
+
+    def execute(self, query, vars=None):
+        if isinstance(query, str) and "WITH parents AS" in query:
+            self.connection.retire_parents.append(sorted(vars["ids"]))
+        return super().execute(query, vars)
+
+
+class _RecordingConnection(psycopg2.extensions.connection):
+    retire_parents: list[list[str]]
+
+
+@pytest.fixture
+def recording_conn(migrated_pg_dsn):
+    connection = psycopg2.connect(
+        migrated_pg_dsn, connection_factory=_RecordingConnection, cursor_factory=_RecordingCursor
+    )
+    connection.retire_parents = []
+    yield connection
+    connection.close()
+
+
+def _children_digests(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT source_id, children_sha256 FROM erp_staging.ar_invoices")
+        rows = dict(cur.fetchall())
+    conn.rollback()
+    return rows
+
+
+def test_lines_are_looked_for_only_under_headers_whose_lines_changed_and_tombstones(recording_conn, ledger):
+    conn = recording_conn
+    two = (Line(Decimal("1.00"), line_id="il_a"), Line(Decimal("2.00"), line_id="il_b"))
+    paid, cut, gone, same = (
+        Invoice(sid, 100, Decimal("3.00"), lines=two) for sid in ("in_paid", "in_cut", "in_gone", "in_same")
+    )
+    first = _load(conn, ledger, invoice_batch([paid, cut, gone, same], tag="v1"))
+    assert (first.loaded_new, conn.retire_parents) == (4, [])  # a cold load retires nothing
+    before = _children_digests(conn)
+
+    newer = [
+        paid.bump(200, status="paid"),  # rewritten, same lines
+        cut.bump(200, total=Decimal("1.00"), lines=two[:1]),  # rewritten, one line fewer
+        gone.bump(200),  # deleted in the SaaS
+        same,  # unchanged
+        Invoice("in_new", 200, Decimal("1.00"), lines=two[:1]),
+    ]
+    result = _load(conn, ledger, _tombstones(invoice_batch(newer, tag="v2"), {"in_gone"}))
+
+    assert (result.loaded_new, result.loaded_changed, result.skipped_unchanged) == (1, 3, 1)
+    assert conn.retire_parents == [["in_cut", "in_gone"]]
+    assert {sid: st for sid, (st, _) in _line_status(conn).items()} == {
+        "in_paid:il_a": "PENDING",
+        "in_paid:il_b": "PENDING",
+        "in_cut:il_a": "PENDING",
+        "in_cut:il_b": "DELETED",
+        "in_gone:il_a": "DELETED",
+        "in_gone:il_b": "DELETED",
+        "in_same:il_a": "PENDING",
+        "in_same:il_b": "PENDING",
+        "in_new:il_a": "PENDING",
+    }
+    after = _children_digests(conn)
+    assert (after["in_cut"] != before["in_cut"], after["in_paid"] == before["in_paid"]) == (True, True)
+
+
+def test_a_header_staged_without_a_digest_is_looked_under_when_next_rewritten(recording_conn, ledger):
+    """Headers staged before V061 (or by a mapping without the digest) hold NULL: their next rewrite
+    looks for removed lines as before, and from then on the header has its digest."""
+    conn = recording_conn
+    two = (Line(Decimal("1.00"), line_id="il_a"), Line(Decimal("2.00"), line_id="il_b"))
+    old = Invoice("in_old", 100, Decimal("3.00"), lines=two)
+    _load(conn, ledger, invoice_batch([old], tag="v1", children_digest=False))
+    assert _children_digests(conn) == {"in_old": None}
+
+    _load(conn, ledger, invoice_batch([old.bump(200, status="paid")], tag="v2"))
+    _load(conn, ledger, invoice_batch([old.bump(300, status="void")], tag="v3"))
+
+    assert conn.retire_parents == [["in_old"]]  # v2 looked (NULL before it); v3 did not
+    assert _children_digests(conn)["in_old"] is not None
+
+
+def test_without_the_digest_column_every_rewritten_header_is_looked_under(recording_conn, ledger):
+    conn = recording_conn
+    two = (Line(Decimal("1.00"), line_id="il_a"), Line(Decimal("2.00"), line_id="il_b"))
+    a, b = (Invoice(sid, 100, Decimal("3.00"), lines=two) for sid in ("in_a", "in_b"))
+    _load(conn, ledger, invoice_batch([a, b], tag="v1", children_digest=False))
+    _load(
+        conn,
+        ledger,
+        invoice_batch(
+            [a.bump(200, status="paid"), b.bump(200, lines=two[:1])], tag="v2", children_digest=False
+        ),
+    )
+    assert conn.retire_parents == [["in_a", "in_b"]]
+    assert _line_status(conn)["in_b:il_b"][0] == "DELETED"
+
+
+def test_a_record_the_repair_resends_is_looked_under_even_with_the_same_lines(recording_conn, ledger):
+    """Staging changed outside the sync (here a retired line made live again by hand): the repair
+    clears the header's hash and its children's digest, so re-sending the same record retires the
+    line again."""
+    from erp_sync.reconcile_run import _invalidate_rows
+
+    conn = recording_conn
+    lines = (Line(Decimal("1.00"), line_id="il_a"), Line(Decimal("2.00"), line_id="il_b"))
+    v1 = Invoice("in_r", 100, Decimal("3.00"), lines=lines)
+    v2 = v1.bump(200, total=Decimal("1.00"), lines=lines[:1])
+    _load(conn, ledger, invoice_batch([v1], tag="v1"))
+    _load(conn, ledger, invoice_batch([v2], tag="v2"))
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE erp_staging.ar_invoice_lines SET interface_status = 'PENDING' WHERE source_id = 'in_r:il_b'"
+        )
+    conn.commit()
+    conn.retire_parents.clear()
+
+    _invalidate_rows(conn, "ar_invoices", "stripe", ["in_r"], children_digest=True)
+    ledger.evict("ar_invoices", ["in_r"], source_system="stripe")
+    _load(conn, ledger, invoice_batch([v2.bump(300)], tag="resent"))  # versioned with the repair's start
+
+    assert conn.retire_parents == [["in_r"]]
+    assert _line_status(conn)["in_r:il_b"][0] == "DELETED"

@@ -3,6 +3,8 @@ row hashes, and the mappings' agreement with the staging schema and the declared
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -15,7 +17,7 @@ import pandas as pd
 import pytest
 from core_records import REPO_ROOT, SPECS, fixture, invoices, needs_fixtures
 
-from erp_sync.core.batch import CONTROL_COLUMNS, Page, Rejection
+from erp_sync.core.batch import CHILDREN_SHA256, CONTROL_COLUMNS, Page, Rejection
 from erp_sync.core.hashing import combine_digests, row_sha256
 from erp_sync.core.transform import MAPPINGS, map_pages
 from erp_sync.streams.spec import StreamSpec
@@ -348,7 +350,7 @@ def test_row_hash_is_the_canonical_hash_of_business_columns_and_source_id() -> N
         fields = {c: row[c] for c in business} | {"source_id": row["source_id"]}
         assert row["row_sha256"] == row_sha256(fields)
     headers = batch.tables["ar_invoices"]
-    business = [c for c in headers.columns if c not in CONTROL_COLUMNS]
+    business = [c for c in headers.columns if c not in (*CONTROL_COLUMNS, CHILDREN_SHA256)]
     for row in headers.to_dict("records"):
         line_hashes = lines.loc[lines["invoice_source_id"] == row["source_id"], "row_sha256"].tolist()
         fields = {c: row[c] for c in business} | {
@@ -356,6 +358,40 @@ def test_row_hash_is_the_canonical_hash_of_business_columns_and_source_id() -> N
             "ar_invoice_lines__sha256": combine_digests(line_hashes),
         }
         assert row["row_sha256"] == row_sha256(fields)
+        # stored beside the hash that covers it, for the loader's retire (ADR 0027)
+        assert row[CHILDREN_SHA256] == combine_digests(line_hashes)
+
+
+def test_children_digest_is_only_on_mappings_that_declare_it() -> None:
+    mapping = MAPPINGS["stripe_invoices"]
+    assert mapping.stores_children_digest
+    others = [
+        key for key, other in MAPPINGS.items() if other.stores_children_digest and key != "stripe_invoices"
+    ]
+    assert others == []
+    with pytest.raises(ValueError, match="stores_children_digest needs child tables"):
+        dataclasses.replace(MAPPINGS["stripe_customers"], stores_children_digest=True)
+
+
+def test_children_digest_changes_with_the_line_set_and_only_with_the_lines() -> None:
+    [record] = invoices(1)
+    fewer = copy.deepcopy(record)
+    fewer["lines"]["data"] = fewer["lines"]["data"][:-1]
+    fewer["lines"]["total_count"] = len(fewer["lines"]["data"])
+    paid = copy.deepcopy(record) | {"status": "paid"}
+
+    def digest_and_hash(one: dict[str, Any]) -> tuple[str, str]:
+        [row] = (
+            map_pages(SPECS["stripe_invoices"], [page("stripe_invoices", [one])])
+            .tables["ar_invoices"]
+            .to_dict("records")
+        )
+        return row[CHILDREN_SHA256], row["row_sha256"]
+
+    digest, sha = digest_and_hash(record)
+    assert digest_and_hash(fewer)[0] != digest
+    paid_digest, paid_sha = digest_and_hash(paid)
+    assert (paid_digest, paid_sha != sha) == (digest, True)
 
 
 def _hashes(records: list[dict[str, Any]], versions: list[int] | None = None) -> dict[str, str]:

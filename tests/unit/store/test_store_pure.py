@@ -16,7 +16,14 @@ import pytest
 
 from erp_sync.core.batch import MappedBatch, Rejection
 from erp_sync.store.faults import CRASH_ENV
-from erp_sync.store.loader import _count, _csv_field, _csv_lines, _CsvStream, _TableOutcome
+from erp_sync.store.loader import (
+    _count,
+    _csv_field,
+    _csv_lines,
+    _CsvStream,
+    _headers_to_retire_under,
+    _TableOutcome,
+)
 from erp_sync.store.locks import stream_lock_key
 from erp_sync.store.migrations import MigrationError, discover
 
@@ -142,3 +149,34 @@ def test_crash_point_kills_only_at_its_name():
     )
     assert proc.returncode == -signal.SIGKILL
     assert proc.stdout == "alive\n"
+
+
+# --- which headers the retire of removed lines looks under (ADR 0027) ---------------------------
+
+
+def _primary(*ids: str) -> pd.DataFrame:
+    return pd.DataFrame({"source_id": list(ids), "source_version": [2] * len(ids)})
+
+
+def _mapped(deleted: frozenset[str] = frozenset()) -> MappedBatch:
+    return MappedBatch("stripe", "invoices", "ar_invoices", {}, [], 0, 0, deleted_ids=deleted)
+
+
+def test_with_a_digest_only_headers_whose_children_changed_and_tombstones_are_looked_under() -> None:
+    head = _TableOutcome(
+        inserted_ids={"in_new"}, updated_ids={"in_paid", "in_cut"}, children_changed={"in_cut"}
+    )
+    chosen = _headers_to_retire_under(
+        _primary("in_new", "in_paid", "in_cut", "in_gone", "in_skipped"),
+        _mapped(frozenset({"in_gone"})),
+        head,
+    )
+    assert chosen["source_id"].tolist() == ["in_cut", "in_gone"]
+
+
+def test_without_a_digest_every_header_but_the_inserted_is_looked_under() -> None:
+    head = _TableOutcome(inserted_ids={"in_new"}, updated_ids={"in_paid"})
+    chosen = _headers_to_retire_under(_primary("in_new", "in_paid", "in_skipped"), _mapped(), head)
+    assert chosen["source_id"].tolist() == ["in_paid", "in_skipped"]
+    untouched = _headers_to_retire_under(_primary("in_a", "in_b"), _mapped(), _TableOutcome())
+    assert untouched["source_id"].tolist() == ["in_a", "in_b"]
