@@ -102,16 +102,16 @@ def _invoice_frames(
     head = pd.DataFrame(heads, columns=["source_system", "source_id", *INVOICE_COLUMNS, "source_version"])
     line = pd.DataFrame(lines, columns=["source_system", "source_id", *LINE_COLUMNS, "source_version"])
     line["row_sha256"] = frame_row_sha256(line, LINE_COLUMNS) if len(line) else pd.Series(dtype=object)
+    if not children_digest:  # a hand-built header: its hash covers its own fields only, no digest
+        head["row_sha256"] = frame_row_sha256(head, INVOICE_COLUMNS) if len(head) else pd.Series(dtype=object)
+        return head, line
     # As map_pages: a header's hash covers its lines' (so a removed line changes it), and the
-    # header keeps their combined digest beside it (ADR 0027) unless `children_digest` is off, as
-    # for a mapping without it or a header staged before it.
+    # header keeps their combined digest beside it (ADR 0027).
     by_invoice = line.groupby("invoice_source_id", sort=False)["row_sha256"].agg(list).to_dict()
     head[CHILDREN_SHA256] = [combine_digests(by_invoice.get(sid, [])) for sid in head["source_id"]]
     head["row_sha256"] = (
         frame_row_sha256(head, [*INVOICE_COLUMNS, CHILDREN_SHA256]) if len(head) else pd.Series(dtype=object)
     )
-    if not children_digest:
-        head = head.drop(columns=[CHILDREN_SHA256])
     return head, line
 
 

@@ -158,7 +158,7 @@ def _primary(*ids: str) -> pd.DataFrame:
     return pd.DataFrame({"source_id": list(ids), "source_version": [2] * len(ids)})
 
 
-def _mapped(deleted: frozenset[str] = frozenset()) -> MappedBatch:
+def _batch_deleting(deleted: frozenset[str] = frozenset()) -> MappedBatch:
     return MappedBatch("stripe", "invoices", "ar_invoices", {}, [], 0, 0, deleted_ids=deleted)
 
 
@@ -168,7 +168,7 @@ def test_with_a_digest_only_headers_whose_children_changed_and_tombstones_are_lo
     )
     chosen = _headers_to_retire_under(
         _primary("in_new", "in_paid", "in_cut", "in_gone", "in_skipped"),
-        _mapped(frozenset({"in_gone"})),
+        _batch_deleting(frozenset({"in_gone"})),
         head,
     )
     assert chosen["source_id"].tolist() == ["in_cut", "in_gone"]
@@ -176,7 +176,7 @@ def test_with_a_digest_only_headers_whose_children_changed_and_tombstones_are_lo
 
 def test_without_a_digest_every_header_but_the_inserted_is_looked_under() -> None:
     head = _TableOutcome(inserted_ids={"in_new"}, updated_ids={"in_paid"})
-    chosen = _headers_to_retire_under(_primary("in_new", "in_paid", "in_skipped"), _mapped(), head)
+    chosen = _headers_to_retire_under(_primary("in_new", "in_paid", "in_skipped"), _batch_deleting(), head)
     assert chosen["source_id"].tolist() == ["in_paid", "in_skipped"]
-    untouched = _headers_to_retire_under(_primary("in_a", "in_b"), _mapped(), _TableOutcome())
+    untouched = _headers_to_retire_under(_primary("in_a", "in_b"), _batch_deleting(), _TableOutcome())
     assert untouched["source_id"].tolist() == ["in_a", "in_b"]
