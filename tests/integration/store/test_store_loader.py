@@ -378,12 +378,17 @@ def _tombstones(batch, deleted_ids):
     return key, replace(mapped, tables=tables, deleted_ids=frozenset(deleted_ids)), pages
 
 
-def _header_status(conn):
+def _header_column(conn, column):
+    """source_id -> `column` of every staged invoice header."""
     with conn.cursor() as cur:
-        cur.execute("SELECT source_id, interface_status FROM erp_staging.ar_invoices")
+        cur.execute(f"SELECT source_id, {column} FROM erp_staging.ar_invoices")
         rows = dict(cur.fetchall())
     conn.rollback()
     return rows
+
+
+def _header_status(conn):
+    return _header_column(conn, "interface_status")
 
 
 def test_an_empty_last_batch_still_records_itself_and_moves_the_cursor(conn, ledger):
@@ -474,11 +479,7 @@ def recording_conn(migrated_pg_dsn):
 
 
 def _children_digests(conn):
-    with conn.cursor() as cur:
-        cur.execute("SELECT source_id, children_sha256 FROM erp_staging.ar_invoices")
-        rows = dict(cur.fetchall())
-    conn.rollback()
-    return rows
+    return _header_column(conn, "children_sha256")
 
 
 def test_lines_are_looked_for_only_under_headers_whose_lines_changed_and_tombstones(recording_conn, ledger):
