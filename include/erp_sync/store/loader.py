@@ -402,6 +402,8 @@ def _upsert_table(
     # Temp tables are never auto-analyzed: without this the upsert's joins are planned blind.
     cur.execute(f"ANALYZE {temp}")
     parent = CHILD_PARENT_COLUMN.get(table) if CHILD_PARENT_COLUMN.get(table) in columns else None
+    # The header keeps its children's digest: the upsert says whose it changed (ADR 0027).
+    tracks_children = table == primary_table and CHILDREN_SHA256 in columns
     # A child row older than its stored record (an out-of-order old version) is not applied at all:
     # it could only resurrect a line the newer version no longer has. A scalar subquery, not NOT
     # EXISTS: the planner turns NOT EXISTS into a hash anti-join that reads every stored header
@@ -436,21 +438,20 @@ def _upsert_table(
                OR (s.interface_status = 'DELETED') <> (excluded.interface_status = 'DELETED'))
           AND excluded.source_version >= s.source_version
         RETURNING s.source_id, (s.xmax = 0) AS inserted, {f"s.{_ident(parent)}" if parent else "NULL"},
-            s.source_system, s.row_sha256, {_children_changed_sql(table, columns, primary_table)}
+            s.source_system, s.row_sha256, {_children_changed_sql(table) if tracks_children else "NULL"}
         """,  # noqa: S608 -- _ident-checked names
         {"batch_id": batch_id, "deleted": sorted(deleted_ids)},
     )
-    outcome = _TableOutcome()
     written = cur.fetchall()
-    if table == primary_table and CHILDREN_SHA256 in columns:
-        outcome.children_changed = set()
-    for source_id, inserted, parent_id, _, _, children_changed in written:
+    children_changed: set[str] | None = set() if tracks_children else None
+    outcome = _TableOutcome(children_changed=children_changed)
+    for source_id, inserted, parent_id, _, _, digest_changed in written:
         outcome.written += 1
         (outcome.inserted_ids if inserted else outcome.updated_ids).add(source_id)
         if parent_id is not None:
             outcome.touched_parents.add(parent_id)
-        if children_changed and not inserted and outcome.children_changed is not None:
-            outcome.children_changed.add(source_id)
+        if digest_changed and not inserted and children_changed is not None:
+            children_changed.add(source_id)
     if with_final_state and len(written) == len(df):
         # Every row was written (a cold load): what the upsert returned is what Postgres holds.
         outcome.final_state = pd.DataFrame(
@@ -469,13 +470,11 @@ def _upsert_table(
     return outcome
 
 
-def _children_changed_sql(table: str, columns: Sequence[str], primary_table: str) -> str:
+def _children_changed_sql(table: str) -> str:
     """The RETURNING expression: did this write change the header's children digest? A subquery in
-    RETURNING reads the snapshot the statement started from, so it sees the row as it was before
-    (for one staged before the digest existed, NULL: changed; an inserted row is told apart by the
+    RETURNING does not see the statement's own changes, so it reads the row as it was before (for
+    one staged before the digest existed, NULL: changed; an inserted row is told apart by the
     caller)."""
-    if table != primary_table or CHILDREN_SHA256 not in columns:
-        return "NULL"
     return (
         f"(SELECT o.{CHILDREN_SHA256} FROM erp_staging.{_ident(table)} o"  # noqa: S608 -- checked name
         " WHERE o.source_system = s.source_system AND o.source_id = s.source_id)"
