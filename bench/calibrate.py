@@ -180,3 +180,47 @@ def drop_page_cache() -> str:
 
 if __name__ == "__main__":
     print(calibrate())
+
+
+def _stat_ticks(stat_line: str, *, reaped: bool = False) -> int:
+    """User and system clock ticks from one `/proc/<pid>/stat` line (with `reaped`, those of the
+    children it has waited for too). The command name may hold spaces, so fields count from its ')'."""
+    fields = stat_line.rsplit(")", 1)[1].split()
+    # after ')': state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def service_cpu_seconds(
+    pids: dict[str, int | None] | None = None, proc: Path = Path("/proc")
+) -> dict[str, float]:
+    """CPU seconds used so far by the services a stage talks to: every `postgres` process (the
+    postmaster's reaped children included, so a backend that exits between two readings still
+    counts), every `redis-server`, and each pid in `pids` by name (the bench's sandbox). Two
+    readings' difference is what they spent while a stage ran, beside the stage's own process CPU."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[str, str]] = {}
+    for entry in proc.glob("[0-9]*"):
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm in ("postgres", "redis-server"):
+                name = "redis" if comm == "redis-server" else "postgres"
+                stats[int(entry.name)] = (name, (entry / "stat").read_text())
+        except OSError:
+            continue  # exited while read
+    postgres_pids = {pid for pid, (name, _) in stats.items() if name == "postgres"}
+    ticks: dict[str, int] = {}
+    for name, stat in stats.values():
+        # The postmaster is the postgres process whose parent is not one.
+        postmaster = name == "postgres" and int(stat.rsplit(")", 1)[1].split()[1]) not in postgres_pids
+        ticks[name] = ticks.get(name, 0) + _stat_ticks(stat, reaped=postmaster)
+    for name, pid in (pids or {}).items():
+        if pid is None:
+            continue
+        try:
+            ticks[name] = _stat_ticks((proc / str(pid) / "stat").read_text())
+        except OSError:
+            continue
+    return {name: round(count / hertz, 2) for name, count in ticks.items()}

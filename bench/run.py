@@ -30,7 +30,8 @@ One run on one machine, everything against real services:
                          (ANALYZE), then a delta, the median of --scale-rounds (default 3);
                          floor_http_delta_scale_<M> its HTTP floor: does the
                          delta's cost grow with the delta? (`python -m bench.scaling` sets runs at
-                         other N side by side: not with the table?)
+                         other N side by side, `python -m bench.ab_tables` two N interleaved:
+                         not with the table?)
        airflow_dags_test one `airflow dags test saas_to_erp_sync` (invoices, a small window), wall time
   4. a printed table, bench/results/<timestamp>.json and .md.
 
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -157,6 +158,7 @@ class Bench:
         disk_before = calibrate.disk_read_kb()
         paged_before = calibrate.paged_out_bytes()
         cpu_before = calibrate.CpuTimes.now()
+        services_before = calibrate.service_cpu_seconds(self.service_pids())
         child = run_child(
             argv,
             env=self.env(),
@@ -176,6 +178,8 @@ class Bench:
             result["rss_timeline_mb"] = child.rss_timeline
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
+        services_after = calibrate.service_cpu_seconds(self.service_pids())
+        result["service_cpu_seconds"] = _spent(services_before, services_after)
         disk_after = calibrate.disk_read_kb()
         if disk_before is not None and disk_after is not None:
             result["disk_read_mb"] = round((disk_after - disk_before) / 1024, 1)
@@ -188,6 +192,9 @@ class Bench:
         self.raw[name] = result
         print(f"[bench] {name}: {result['records']} records in {result['seconds']:.2f}s", flush=True)
         return result
+
+    def service_pids(self) -> dict[str, int | None]:
+        return {"sandbox": self.sandbox.pid if self.sandbox is not None else None}
 
     def _paged_out(self, before: int | None) -> dict[str, float]:
         """What the kernel's proactive reclaim paged out while the stage ran, and between the stage
@@ -465,6 +472,11 @@ def staging_table_state(dsn: str | None) -> dict[str, dict[str, Any]]:
         conn.close()
 
 
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each service used between two readings (a service missing from either is left out)."""
+    return {name: round(after[name] - before[name], 2) for name in after if name in before}
+
+
 def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before[name] for name in before if name in after}
 
@@ -572,11 +584,13 @@ def delta_stages(
     rtt_ms: int = 0,
     window_slices: int = 1,
     mutations: int | None = None,
+    before_timed: Callable[[], None] | None = None,
 ) -> None:
     """Mutate 1% of the invoices (or `mutations` of them; untimed), run the incremental sync from the
     stored cursor (minus `lookback_s`), then its HTTP floor on the same events window (and dlt on the
     rows it changed). With `rtt_ms`, both wait that long for every response (set after the untimed
-    warm-up); the sync reads its window in `window_slices` concurrent slices."""
+    warm-up); the sync reads its window in `window_slices` concurrent slices. `before_timed` runs
+    after the warm-up, right before the timed sync (`bench.ab_tables`' prewarm)."""
     if name in bench.args.skip or (rtt_ms and bench.args.rtt_ms <= 0):
         return
     latest_end = bench.delta_end or bench.window_end
@@ -600,6 +614,8 @@ def delta_stages(
             "window_end": delta_end.isoformat(),
         },
     )
+    if before_timed is not None:
+        before_timed()
     if rtt_ms:
         bench.set_rtt(rtt_ms)
     try:
