@@ -4,6 +4,7 @@ The lock belongs to the database session, so a worker killed with SIGKILL releas
 connection dies -- no lease to expire, no stale Redis key. A second run of the same stream waits up
 to `timeout_s` (Postgres' `lock_timeout`) and then fails with `StreamLockedError` naming the holder.
 The upsert's version guard covers whatever a lock cannot (a load that skipped the lock).
+Taking the lock also checks that the database's migrations are this code's (ADR 0028).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 from psycopg2 import errors
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+from erp_sync.store.migrations import require_current_schema
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,15 @@ def stream_lock(conn: Any, source_system: str, stream: str, timeout_s: float = 6
     """Hold the stream's load lock for the block; yields the lock key.
 
     `conn` must have no open transaction (the wait runs in a short transaction of its own); the lock
-    survives the commits and rollbacks the block does on `conn`.
+    survives the commits and rollbacks the block does on `conn`. A database whose migrations are not
+    this code's raises `SchemaMismatchError` before the block runs.
     """
     if conn.autocommit or conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
         raise RuntimeError("stream_lock needs a connection with autocommit off and no open transaction")
     key = stream_lock_key(source_system, stream)
     _acquire(conn, key, source_system, stream, timeout_s)
     try:
+        require_current_schema(conn)  # every writer holds this lock before it writes (ADR 0028)
         yield key
     finally:
         _release(conn, key)

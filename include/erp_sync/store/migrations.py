@@ -9,6 +9,7 @@ new file instead of editing history.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ CREATE TABLE IF NOT EXISTS erp_sync.schema_migrations (
 
 class MigrationError(RuntimeError):
     """The migrations on disk and the ones recorded in the database disagree."""
+
+
+class SchemaMismatchError(MigrationError):
+    """A writer's code and the database's schema are not the same release (ADR 0028)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,10 @@ def _check_history(migrations: list[Migration], applied: dict[int, tuple[str, st
     for version, (filename, checksum) in sorted(applied.items()):
         current = by_version.get(version)
         if current is None:
-            raise MigrationError(f"migration {filename} is applied but its file is gone")
+            raise MigrationError(
+                f"migration {filename} is applied but this code has no such file: the database was "
+                "migrated by a newer release of erp_sync; upgrade this worker's code"
+            )
         if current.checksum != checksum.strip():
             raise MigrationError(
                 f"migration {current.filename} changed after it was applied "
@@ -94,6 +102,40 @@ def pending_migrations(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[str]
         conn.rollback()
     _check_history(migrations, applied)
     return [m.filename for m in migrations if m.version not in applied]
+
+
+@functools.cache
+def _known(directory: Path) -> dict[int, str]:
+    return {m.version: m.filename for m in discover(directory)}
+
+
+def require_current_schema(conn: Any, directory: Path = MIGRATIONS_DIR) -> None:
+    """Raise `SchemaMismatchError` unless the database holds exactly the migrations this code has.
+
+    Every writer calls it (through `stream_lock`) before its first write, because a worker must not
+    write to a schema of another release: older code does not fill what a newer migration added (a
+    stale `children_sha256` would keep a removed line live, ADR 0027), and newer code writes columns an
+    unmigrated database lacks. Reads only; ends its transaction. The files are read once a process.
+    """
+    known = _known(directory)
+    try:
+        with conn.cursor() as cur:
+            applied = {version: filename for version, (filename, _) in _applied(cur).items()}
+    finally:
+        conn.rollback()
+    newer = [applied[v] for v in sorted(applied) if v not in known]
+    if newer:
+        raise SchemaMismatchError(
+            f"the ERP staging database has migrations this code does not have ({', '.join(newer)}): a newer "
+            "release of erp_sync migrated it. Upgrade this worker's code before it writes (ADR 0028)."
+        )
+    missing = [known[v] for v in sorted(known) if v not in applied]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise SchemaMismatchError(
+            f"the ERP staging database lacks migrations {shown}: apply them before writing (the "
+            "saas_to_erp_sync DAG's apply_migrations task does)."
+        )
 
 
 def apply_migrations(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[str]:

@@ -1,4 +1,5 @@
-"""apply_migrations against real Postgres: order, checksums, idempotence, concurrency; the erp_loader role."""
+"""apply_migrations against real Postgres: order, checksums, idempotence, concurrency; the erp_loader role;
+writers refusing a database of another release."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from psycopg2 import errors
 from erp_sync.store.migrations import (
     MIGRATIONS_DIR,
     MigrationError,
+    SchemaMismatchError,
     apply_migrations,
     discover,
     pending_migrations,
@@ -197,3 +199,66 @@ def test_a_login_that_is_not_a_superuser_migrates_its_own_database_and_loads(red
     finally:
         _admin_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _admin_execute(f"DROP ROLE IF EXISTS {login}")
+
+
+def _record_newer_release_migration(conn) -> None:
+    """What a newer release's apply_migrations leaves behind: a version this code has no file for."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO erp_sync.schema_migrations (version, filename, checksum) VALUES (%s, %s, %s)",
+            (999, "V999__from_a_newer_release.sql", "0" * 64),
+        )
+    conn.commit()
+
+
+def _nothing_staged_or_recorded(conn, ledger) -> bool:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT (SELECT count(*) FROM erp_staging.ar_invoices)"
+            " + (SELECT count(*) FROM erp_staging.ar_invoice_lines)"
+            " + (SELECT count(*) FROM erp_sync.sync_batches)"
+        )
+        rows = cur.fetchone()[0]
+    conn.rollback()
+    return rows == 0 and not list(ledger.redis.scan_iter(match=f"{ledger.namespace}:*"))
+
+
+def _load_one_batch(conn, ledger):
+    from store_factories import invoice_batch, sample_invoices
+
+    from erp_sync.store.loader import load_batch
+
+    key, mapped, pages = invoice_batch(sample_invoices(3))
+    return load_batch(conn, ledger, key, mapped, pages, batch_id=1, cursor_after=None)
+
+
+def test_a_loader_refuses_a_database_a_newer_release_migrated_before_any_write(conn, ledger):
+    _record_newer_release_migration(conn)
+    with pytest.raises(SchemaMismatchError, match=r"V999__from_a_newer_release\.sql.*Upgrade this worker"):
+        _load_one_batch(conn, ledger)
+    assert _nothing_staged_or_recorded(conn, ledger)
+    with pytest.raises(MigrationError, match=r"V999__from_a_newer_release\.sql .*newer release"):
+        apply_migrations(conn)
+
+
+def test_a_loader_refuses_a_database_missing_its_latest_migration_and_names_it(pg_dsn, ledger, tmp_path):
+    newest = discover()[-1]
+    shutil.copytree(MIGRATIONS_DIR, tmp_path, dirs_exist_ok=True)
+    (tmp_path / newest.filename).unlink()
+    conn = psycopg2.connect(pg_dsn)
+    apply_migrations(conn, tmp_path)  # the release before this one
+    with pytest.raises(SchemaMismatchError, match=rf"lacks migrations {newest.filename}: apply them"):
+        _load_one_batch(conn, ledger)
+    assert _nothing_staged_or_recorded(conn, ledger)
+    assert apply_migrations(conn) == [newest.filename]
+    assert _load_one_batch(conn, ledger).loaded_new == 3  # the same code loads once migrated
+    conn.close()
+
+
+def test_the_stream_lock_is_released_when_the_schema_is_refused(conn):
+    from erp_sync.store.locks import lock_holder, stream_lock, stream_lock_key
+
+    _record_newer_release_migration(conn)
+    with pytest.raises(SchemaMismatchError), stream_lock(conn, "stripe", "invoices"):
+        pass
+    assert lock_holder(conn, stream_lock_key("stripe", "invoices")) is None
