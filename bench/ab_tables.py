@@ -118,17 +118,18 @@ def one_delta(bench: bench_run.Bench, variant: str, round_no: int, mutations: in
 
 
 def summary(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per variant (small, large, largewarm): each round's delta seconds, records, process CPU, the
-    services' CPU, disk reads while timed and ratio to its own floor, in run order, with the median
-    milliseconds a record. Then each larger variant over the small one, by the medians: seconds a
-    record, and the pipeline's and Postgres's CPU a record."""
+    """Per variant (small, large, largewarm): each round's delta seconds, records, process CPU,
+    Postgres's CPU, the WAL written and disk reads while timed (Postgres's CPU from the whole stage
+    where a result has no timed reading), the full-page images in the WAL, and the ratio to its own
+    floor, in run order, with the median per record. Then each larger variant over the small one, by
+    the medians: seconds a record, the pipeline's and Postgres's CPU a record, and WAL a record."""
     found: dict[str, dict[str, list[Any]]] = {}
     for name, result in raw.items():
         parts = name.split("_")
         if len(parts) != 3 or parts[0] != "delta" or "seconds" not in result:
             continue  # a floor, a warm-up, a mutation, a prewarm, or a failed delta
         extra = result.get("extra", {})
-        services = result.get("service_cpu_seconds", {})
+        services = extra.get("service_cpu_seconds_timed") or result.get("service_cpu_seconds", {})
         numbers = found.setdefault(parts[1], {})
         records = result["records"]
         numbers.setdefault("seconds", []).append(round(result["seconds"], 3))
@@ -136,6 +137,8 @@ def summary(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
         numbers.setdefault("process_cpu_seconds", []).append(extra.get("process_cpu_seconds"))
         numbers.setdefault("postgres_cpu_seconds", []).append(services.get("postgres"))
         numbers.setdefault("disk_read_mb_timed", []).append(extra.get("disk_read_mb_timed"))
+        numbers.setdefault("wal_mb_timed", []).append(extra.get("wal_mb_timed"))
+        numbers.setdefault("wal_fpi", []).append(result.get("postgres_checkpoints", {}).get("wal_fpi"))
         floor = raw.get(f"floor_{name}", {}).get("seconds")
         numbers.setdefault("ratio_to_floor", []).append(_ratio(result["seconds"], floor))
         numbers.setdefault("ms_a_record", []).append(round(1000 * result["seconds"] / records, 4))
@@ -143,6 +146,9 @@ def summary(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for key, cpu in cpu_by_whom:
             per_record = round(1000 * cpu / records, 4) if cpu is not None else None
             numbers.setdefault(f"{key}_cpu_ms_a_record", []).append(per_record)
+        wal = extra.get("wal_mb_timed")
+        wal_a_record = round(1024 * wal / records, 3) if wal is not None else None
+        numbers.setdefault("wal_kb_a_record", []).append(wal_a_record)
     out: dict[str, Any] = {}
     for variant, numbers in found.items():
         out[variant] = {**numbers, **{f"median_{key}": _median(numbers[key]) for key in _PER_RECORD}}
@@ -155,7 +161,7 @@ def summary(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_PER_RECORD = ("ms_a_record", "process_cpu_ms_a_record", "postgres_cpu_ms_a_record")
+_PER_RECORD = ("ms_a_record", "process_cpu_ms_a_record", "postgres_cpu_ms_a_record", "wal_kb_a_record")
 
 
 def _median(values: list[Any]) -> float | None:

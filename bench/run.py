@@ -115,6 +115,7 @@ class Bench:
             "batch_records": self.args.batch_records,
             "workdir": str(self.workdir),
             "project_dir": str(self.project_dir),
+            "sandbox_pid": self.sandbox.pid if self.sandbox is not None else None,
             "out": str(self.workdir / f"{name}.result.json"),
             "profile": str(self.results_dir / f"{self.stamp}-{name}.profile.txt")
             if name in self.args.profile
@@ -402,7 +403,8 @@ def _admin_sql(sql: str) -> None:
 def postgres_activity() -> tuple[list[str], dict[str, int]]:
     """What Postgres's autovacuum workers are doing right now, cluster-wide ("erp_bench_x: autovacuum:
     VACUUM ANALYZE erp_staging.ar_invoices", ...), and its cumulative checkpoint counters
-    (pg_stat_bgwriter), in one connection: a stage beside them shared the disk and the cores."""
+    (pg_stat_bgwriter) and WAL counters (pg_stat_wal: records, full-page images, bytes), in one
+    connection: a stage beside them shared the disk and the cores."""
     try:
         conn = psycopg2.connect(PG_ADMIN_DSN, connect_timeout=5)
     except psycopg2.Error:
@@ -419,7 +421,16 @@ def postgres_activity() -> tuple[list[str], dict[str, int]]:
                 " FROM pg_stat_bgwriter"
             )
             checkpoints, buffers, backend = cur.fetchone()
-        counters = {"checkpoints": checkpoints, "buffers_checkpoint": buffers, "buffers_backend": backend}
+            cur.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal")
+            records, fpi, wal_bytes = cur.fetchone()
+        counters = {
+            "checkpoints": checkpoints,
+            "buffers_checkpoint": buffers,
+            "buffers_backend": backend,
+            "wal_records": records,
+            "wal_fpi": fpi,
+            "wal_bytes": int(wal_bytes),
+        }
         return autovacuum, counters
     finally:
         conn.close()

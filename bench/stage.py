@@ -34,7 +34,7 @@ import redis
 import requests
 import urllib3
 
-from bench.calibrate import disk_read_kb
+from bench.calibrate import disk_read_kb, service_cpu_seconds
 
 Config = dict[str, Any]
 CHILD_CONCURRENCY = 4  # SaaSClient's default child_concurrency
@@ -49,8 +49,13 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 @contextmanager
-def _timed(cfg: Config, box: dict[str, float]) -> Iterator[None]:
-    """Time the block (monotonic), under pyinstrument when the config asks for a profile."""
+def _timed(cfg: Config, box: dict[str, Any]) -> Iterator[None]:
+    """Time the block (monotonic), under pyinstrument when the config asks for a profile. Also, read
+    before and after it (untimed): what Postgres, Redis and the sandbox spent of CPU meanwhile
+    (`service_cpu_seconds`) and the WAL the cluster wrote (`wal_mb`), when the config names them."""
+    services = {"sandbox": cfg.get("sandbox_pid")}
+    services_started = service_cpu_seconds(services)
+    wal_started = _wal_position(cfg.get("dsn"))
     profiler = None
     spy = None
     if cfg.get("profile"):
@@ -76,6 +81,28 @@ def _timed(cfg: Config, box: dict[str, float]) -> Iterator[None]:
         if profiler is not None:
             profiler.stop()
             Path(cfg["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        services_ended = service_cpu_seconds(services)
+        box["service_cpu_seconds"] = {
+            name: round(spent - services_started[name], 2)
+            for name, spent in services_ended.items()
+            if name in services_started
+        }
+        wal_ended = _wal_position(cfg.get("dsn"))
+        if wal_started is not None and wal_ended is not None:
+            box["wal_mb"] = round((wal_ended - wal_started) / 2**20, 1)
+
+
+def _wal_position(dsn: str | None) -> int | None:
+    """The cluster's WAL insert position in bytes, on a connection of its own (None without a dsn)."""
+    if not dsn:
+        return None
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _start_gil_sampler(path: str) -> subprocess.Popen[bytes]:
@@ -155,7 +182,7 @@ def stage_sync(cfg: Config) -> Result:
     )
     db_now = _db_now(conn)
     import_seconds = _preimport_pipeline()
-    box: dict[str, float] = {}
+    box: dict[str, Any] = {}
     timeline: list[tuple[float, int]] = []  # (seconds into the stage, records) as each batch is done
     with _timed(cfg, box):
         result = sync_stream(
@@ -184,6 +211,10 @@ def stage_sync(cfg: Config) -> Result:
     # What the machine read from disk while timed (Postgres's pages not in the page cache, mostly):
     # the stage row's `disk_read_mb` also counts the untimed count of rows written afterwards.
     summary["disk_read_mb_timed"] = box.get("disk_read_mb")
+    # Beside the process: Postgres's backends (and autovacuum, the checkpointer), Redis and the
+    # sandbox, while timed; and the WAL written meanwhile (full-page images included).
+    summary["service_cpu_seconds_timed"] = box.get("service_cpu_seconds")
+    summary["wal_mb_timed"] = box.get("wal_mb")
     return {"records": result.extracted, "seconds": box["seconds"], "extra": summary}
 
 
@@ -261,7 +292,7 @@ def stage_reconcile(cfg: Config) -> Result:
     request = parse_request(
         {"streams": ["invoices"], "period_end": params["period_end"]}, now=datetime.now(UTC)
     )
-    box: dict[str, float] = {}
+    box: dict[str, Any] = {}
     clients = SourceClients({"stripe": client})
     with _timed(cfg, box):
         outcome = reconcile_period(
@@ -364,7 +395,7 @@ def stage_floor_http(cfg: Config) -> Result:
     query = [(k, v) for k, v in params.get("extra_query", [])] + query
     records = pages = body_bytes = child_requests = 0
     decode_seconds = 0.0
-    box: dict[str, float] = {}
+    box: dict[str, Any] = {}
     navigation = bool(params.get("navigation"))
     listing_decoder = _listing_decoder(path, navigation)
     child_decoder = _child_page_decoder(navigation)
@@ -444,7 +475,7 @@ def stage_floor_copy(cfg: Config) -> Result:
             cur.execute(f"DROP TABLE IF EXISTS bench_floor.{table}")
             cur.execute(f"CREATE TABLE bench_floor.{table} (LIKE erp_staging.{table} INCLUDING ALL)")
             dumps[table] = (path, columns)
-    box: dict[str, float] = {}
+    box: dict[str, Any] = {}
     conn.autocommit = False
     with _timed(cfg, box), conn.cursor() as cur:
         for table, (path, columns) in dumps.items():
@@ -468,7 +499,7 @@ def stage_floor_mget(cfg: Config) -> Result:
     for table in params["tables"]:
         keys.extend(client.scan_iter(match=f"{cfg['namespace']}:ledger:{table}:*", count=10_000))
     found = 0
-    box: dict[str, float] = {}
+    box: dict[str, Any] = {}
     with _timed(cfg, box):
         for start in range(0, len(keys), 2_000):
             found += sum(1 for v in client.mget(keys[start : start + 2_000]) if v is not None)
@@ -523,7 +554,7 @@ def stage_ui_drift_page(cfg: Config) -> Result:
         time.sleep(0.05)
     timings: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
-    box: dict[str, float] = {}
+    box: dict[str, Any] = {}
     urls = {
         "first_page": base,
         "page_50_of_100": base + "?page=50",

@@ -13,12 +13,20 @@ from bench.ab_tables import parse_args, summary
 from bench.calibrate import service_cpu_seconds
 
 
-def _delta(seconds: float, records: int, cpu: float, postgres: float) -> dict[str, Any]:
+def _delta(seconds: float, records: int, cpu: float, postgres: float, wal_mb: float = 10.0) -> dict[str, Any]:
+    """A delta's result as the harness writes it: Postgres's CPU while timed, and more over the whole
+    stage (its untimed count of the rows written)."""
     return {
         "seconds": seconds,
         "records": records,
-        "extra": {"process_cpu_seconds": cpu, "disk_read_mb_timed": 1.0},
-        "service_cpu_seconds": {"postgres": postgres, "redis": 0.1},
+        "extra": {
+            "process_cpu_seconds": cpu,
+            "disk_read_mb_timed": 1.0,
+            "service_cpu_seconds_timed": {"postgres": postgres, "redis": 0.1},
+            "wal_mb_timed": wal_mb,
+        },
+        "service_cpu_seconds": {"postgres": postgres + 5.0, "redis": 0.1},
+        "postgres_checkpoints": {"wal_fpi": 7},
     }
 
 
@@ -27,9 +35,9 @@ def test_each_variant_gets_its_rounds_and_the_larger_ones_their_ratio_over_the_s
         "cold_sync_200": {"seconds": 10.0, "records": 200},
         "delta_small_1": _delta(1.0, 1000, 0.8, 0.4),
         "floor_delta_small_1": {"seconds": 0.5},
-        "delta_large_1": _delta(3.0, 1000, 1.0, 0.8),
+        "delta_large_1": _delta(3.0, 1000, 1.0, 0.8, wal_mb=40.0),
         "floor_delta_large_1": {"seconds": 0.6},
-        "delta_large_2": _delta(1.5, 1000, 0.9, 0.6),  # its floor failed: no ratio
+        "delta_large_2": _delta(1.5, 1000, 0.9, 0.6, wal_mb=20.0),  # its floor failed: no ratio
         "delta_small_2": _delta(2.0, 2000, 1.6, 0.8),
         "delta_largewarm_3": _delta(1.2, 1000, 0.8, 0.5),
         "delta_small_3": {"failed": True, "log_tail": "boom"},
@@ -40,15 +48,23 @@ def test_each_variant_gets_its_rounds_and_the_larger_ones_their_ratio_over_the_s
     assert got["small"]["seconds"] == [1.0, 2.0]
     assert got["small"]["ms_a_record"] == [1.0, 1.0]
     assert got["large"]["ratio_to_floor"] == [5.0, None]
-    assert got["large"]["postgres_cpu_seconds"] == [0.8, 0.6]
+    assert got["large"]["postgres_cpu_seconds"] == [0.8, 0.6]  # while timed, not the whole stage's
+    assert got["large"]["wal_fpi"] == [7, 7]
     assert got["large"]["median_ms_a_record"] == 2.25  # (3.0 + 1.5) / 2 s for 1,000 records
     assert got["large_over_small"] == {
         "ms_a_record": 2.25,
         "process_cpu_ms_a_record": 1.19,  # 0.95 ms / 0.8 ms
         "postgres_cpu_ms_a_record": 1.75,  # 0.7 ms / 0.4 ms
+        "wal_kb_a_record": 4.0,  # 30.72 KB / 7.68 KB (10 MB for 1,000 and 2,000 records)
     }
     assert got["largewarm_over_small"]["ms_a_record"] == 1.2
     assert set(got) == {"small", "large", "largewarm", "large_over_small", "largewarm_over_small"}
+
+
+def test_a_result_without_timed_service_readings_falls_back_to_the_whole_stage() -> None:
+    older = _delta(1.0, 1000, 0.8, 0.4)
+    del older["extra"]["service_cpu_seconds_timed"]
+    assert summary({"delta_small_1": older})["small"]["postgres_cpu_seconds"] == [5.4]
 
 
 def test_without_a_small_delta_there_is_no_ratio() -> None:

@@ -41,7 +41,14 @@ def test_pipeline_stages_during_which_postgres_checkpointed_are_listed() -> None
     ]
     assert _during_checkpoints(stages) == ["- delta: 1 checkpoint(s), 20,000 buffers written by them"]
     _, counters = postgres_activity()
-    assert set(counters) == {"checkpoints", "buffers_checkpoint", "buffers_backend"}
+    assert set(counters) == {
+        "checkpoints",
+        "buffers_checkpoint",
+        "buffers_backend",
+        "wal_records",
+        "wal_fpi",
+        "wal_bytes",
+    }
     assert all(value >= 0 for value in counters.values())
 
 
