@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for bench in benches.values():
                 bench.teardown()
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

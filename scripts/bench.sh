@@ -36,10 +36,14 @@ fi
 sftp_conn_default
 trap '[ -n "$started_sftp" ] && "$PROJECT_DIR/scripts/sftp_server.sh" stop >/dev/null 2>&1 || true' EXIT
 # `scripts/bench.sh ab-delta --a DIR --b DIR [--stage replay] ...`: the interleaved delta (or replay)
-# A/B (bench/ab_delta.py).
+# A/B (bench/ab_delta.py). `scripts/bench.sh ab-tables [--small N --large N --mutations M --prewarm]`:
+# the same deltas on two table sizes, interleaved (bench/ab_tables.py).
 if [ "${1:-}" = "ab-delta" ]; then
   shift
   python -m bench.ab_delta "$@"
+elif [ "${1:-}" = "ab-tables" ]; then
+  shift
+  python -m bench.ab_tables "$@"
 else
   python -m bench.run "$@"
 fi
