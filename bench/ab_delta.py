@@ -18,7 +18,6 @@ Results: `<results-dir>/<stamp>-ab-<stage>.json` (every stage's result) and a pr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -147,10 +146,7 @@ def report(
         "summary": summary(bench.raw, labels, args.stage),
         "stages": bench.raw,
     }
-    out = results_dir / f"{args.stamp}-ab-{args.stage}.json"
-    out.write_text(json.dumps(document, default=bench_run._json_default, indent=1))
-    print(json.dumps(document["summary"], indent=1))
-    print(f"[bench] results: {out}", flush=True)
+    bench_run.write_ab_document(results_dir / f"{args.stamp}-ab-{args.stage}.json", document)
 
 
 if __name__ == "__main__":

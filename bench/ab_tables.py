@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import statistics
 import sys
@@ -229,10 +228,7 @@ def report(
         "notes": [note for bench in benches.values() for note in bench.notes],
         "stages": stages,
     }
-    out = results_dir / f"{args.stamp}-ab-tables.json"
-    out.write_text(json.dumps(document, default=bench_run._json_default, indent=1))
-    print(json.dumps(document["summary"], indent=1))
-    print(f"[bench] results: {out}", flush=True)
+    bench_run.write_ab_document(results_dir / f"{args.stamp}-ab-tables.json", document)
 
 
 if __name__ == "__main__":

@@ -971,6 +971,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def write_ab_document(path: Path, document: dict[str, Any]) -> None:
+    """Write an interleaved A/B's document (`bench.ab_delta`, `bench.ab_tables`) as JSON, then print
+    its summary and where it is."""
+    path.write_text(json.dumps(document, default=_json_default, indent=1))
+    print(json.dumps(document["summary"], indent=1))
+    print(f"[bench] results: {path}", flush=True)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, set):
         return sorted(value)
