@@ -105,7 +105,10 @@ def prewarm(bench: bench_run.Bench) -> dict[str, Any]:
 def one_delta(bench: bench_run.Bench, variant: str, round_no: int, mutations: int, *, warm: bool) -> None:
     name = f"delta_{variant}_{round_no}"
     bench.vacuum_analyze(bench_run.INVOICE_TABLES, key=f"vacuum_analyze_before_{name}")
-    before_timed = (lambda: bench.raw.__setitem__(f"prewarm_{name}", prewarm(bench))) if warm else None
+
+    def prewarm_and_record() -> None:
+        bench.raw[f"prewarm_{name}"] = prewarm(bench)
+
     bench_run.delta_stages(
         bench,
         name,
@@ -113,7 +116,7 @@ def one_delta(bench: bench_run.Bench, variant: str, round_no: int, mutations: in
         with_peer=False,
         lookback_s=0,
         mutations=mutations,
-        before_timed=before_timed,
+        before_timed=prewarm_and_record if warm else None,
     )
 
 

@@ -178,15 +178,16 @@ def drop_page_cache() -> str:
     return "dropped"
 
 
-if __name__ == "__main__":
-    print(calibrate())
+def _stat_fields(stat_line: str) -> list[str]:
+    """The fields of one `/proc/<pid>/stat` line after the command name, which may hold spaces:
+    state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)."""
+    return stat_line.rsplit(")", 1)[1].split()
 
 
 def _stat_ticks(stat_line: str, *, reaped: bool = False) -> int:
     """User and system clock ticks from one `/proc/<pid>/stat` line (with `reaped`, those of the
-    children it has waited for too). The command name may hold spaces, so fields count from its ')'."""
-    fields = stat_line.rsplit(")", 1)[1].split()
-    # after ')': state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    children it has waited for too)."""
+    fields = _stat_fields(stat_line)
     ticks = int(fields[11]) + int(fields[12])
     if reaped:
         ticks += int(fields[13]) + int(fields[14])
@@ -214,7 +215,7 @@ def service_cpu_seconds(
     ticks: dict[str, int] = {}
     for name, stat in stats.values():
         # The postmaster is the postgres process whose parent is not one.
-        postmaster = name == "postgres" and int(stat.rsplit(")", 1)[1].split()[1]) not in postgres_pids
+        postmaster = name == "postgres" and int(_stat_fields(stat)[1]) not in postgres_pids
         ticks[name] = ticks.get(name, 0) + _stat_ticks(stat, reaped=postmaster)
     for name, pid in (pids or {}).items():
         if pid is None:
@@ -224,3 +225,13 @@ def service_cpu_seconds(
         except OSError:
             continue
     return {name: round(count / hertz, 2) for name, count in ticks.items()}
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each service used between two `service_cpu_seconds` readings (one missing from
+    either is left out)."""
+    return {name: round(after[name] - before[name], 2) for name in after if name in before}
+
+
+if __name__ == "__main__":
+    print(calibrate())

@@ -115,7 +115,7 @@ class Bench:
             "batch_records": self.args.batch_records,
             "workdir": str(self.workdir),
             "project_dir": str(self.project_dir),
-            "sandbox_pid": self.sandbox.pid if self.sandbox is not None else None,
+            "sandbox_pid": self.service_pids()["sandbox"],
             "out": str(self.workdir / f"{name}.result.json"),
             "profile": str(self.results_dir / f"{self.stamp}-{name}.profile.txt")
             if name in self.args.profile
@@ -180,7 +180,7 @@ class Bench:
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["cpu"] = calibrate.cpu_shares(cpu_before, calibrate.CpuTimes.now())
         services_after = calibrate.service_cpu_seconds(self.service_pids())
-        result["service_cpu_seconds"] = _spent(services_before, services_after)
+        result["service_cpu_seconds"] = calibrate.cpu_spent(services_before, services_after)
         disk_after = calibrate.disk_read_kb()
         if disk_before is not None and disk_after is not None:
             result["disk_read_mb"] = round((disk_after - disk_before) / 1024, 1)
@@ -481,11 +481,6 @@ def staging_table_state(dsn: str | None) -> dict[str, dict[str, Any]]:
         return {}
     finally:
         conn.close()
-
-
-def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds each service used between two readings (a service missing from either is left out)."""
-    return {name: round(after[name] - before[name], 2) for name in after if name in before}
 
 
 def _moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

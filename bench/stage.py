@@ -34,7 +34,7 @@ import redis
 import requests
 import urllib3
 
-from bench.calibrate import disk_read_kb, service_cpu_seconds
+from bench.calibrate import cpu_spent, disk_read_kb, service_cpu_seconds
 
 Config = dict[str, Any]
 CHILD_CONCURRENCY = 4  # SaaSClient's default child_concurrency
@@ -49,13 +49,13 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 @contextmanager
-def _timed(cfg: Config, box: dict[str, Any]) -> Iterator[None]:
-    """Time the block (monotonic), under pyinstrument when the config asks for a profile. Also, read
-    before and after it (untimed): what Postgres, Redis and the sandbox spent of CPU meanwhile
-    (`service_cpu_seconds`) and the WAL the cluster wrote (`wal_mb`), when the config names them."""
-    services = {"sandbox": cfg.get("sandbox_pid")}
-    services_started = service_cpu_seconds(services)
-    wal_started = _wal_position(cfg.get("dsn"))
+def _timed(cfg: Config, box: dict[str, Any], *, services: bool = False) -> Iterator[None]:
+    """Time the block (monotonic), under pyinstrument when the config asks for a profile. With
+    `services`, also read before and after it (untimed) what Postgres, Redis and the sandbox spent of
+    CPU meanwhile (`service_cpu_seconds`) and the WAL the cluster wrote (`wal_mb`)."""
+    pids = {"sandbox": cfg.get("sandbox_pid")}
+    services_started = service_cpu_seconds(pids) if services else {}
+    wal_started = _wal_position(cfg.get("dsn")) if services else None
     profiler = None
     spy = None
     if cfg.get("profile"):
@@ -81,15 +81,11 @@ def _timed(cfg: Config, box: dict[str, Any]) -> Iterator[None]:
         if profiler is not None:
             profiler.stop()
             Path(cfg["profile"]).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
-        services_ended = service_cpu_seconds(services)
-        box["service_cpu_seconds"] = {
-            name: round(spent - services_started[name], 2)
-            for name, spent in services_ended.items()
-            if name in services_started
-        }
-        wal_ended = _wal_position(cfg.get("dsn"))
-        if wal_started is not None and wal_ended is not None:
-            box["wal_mb"] = round((wal_ended - wal_started) / 2**20, 1)
+        if services:
+            box["service_cpu_seconds"] = cpu_spent(services_started, service_cpu_seconds(pids))
+            wal_ended = _wal_position(cfg.get("dsn"))
+            if wal_started is not None and wal_ended is not None:
+                box["wal_mb"] = round((wal_ended - wal_started) / 2**20, 1)
 
 
 def _wal_position(dsn: str | None) -> int | None:
@@ -184,7 +180,7 @@ def stage_sync(cfg: Config) -> Result:
     import_seconds = _preimport_pipeline()
     box: dict[str, Any] = {}
     timeline: list[tuple[float, int]] = []  # (seconds into the stage, records) as each batch is done
-    with _timed(cfg, box):
+    with _timed(cfg, box, services=True):
         result = sync_stream(
             spec=spec,
             client=client,
