@@ -43,17 +43,18 @@ Stripe streams needs no `orders_api` connection; a run naming `orders` without i
 without a retry, naming the connection.
 
 **Records gone from the SaaS** (ADR 0020): with `repair`, each record the report found `missing_in_saas`
-is asked for by id before anything is written. One the SaaS confirms gone (404 `resource_missing`, or a
-`"deleted": true` stub) is staged as a tombstone (`interface_status = 'DELETED'`, its invoice lines
-retired), as a deletion event would have staged it: a full refresh cannot see deletions, and Stripe keeps
-its events 30 days. One that exists, or any other answer, is left alone; a lookup that fails (5xx,
-timeout, credentials) fails the task with nothing tombstoned. `repair_tombstones` (default true; false
-turns this off), `max_tombstones` (default 1000 per stream) and `max_tombstone_share` (default 0.5 of the
-ERP records the report compared for the stream): a connection to the wrong account answers every lookup
-with a 404, so more gone records than either limit fail the task before any write, naming the stream,
-the count and the param to raise. The re-check report's summary (`repair.tombstones`) says how many
-were tombstoned per stream, and which. A re-send whose 404 does not say the record is missing (a wrong
-base URL) fails the task without a retry before any write, naming the URL.
+is asked for by id before anything is written. One the SaaS confirms gone (a 404 with the stream's gone
+code, `resource_missing` for Stripe, ADR 0029; or a `"deleted": true` stub) is staged as a tombstone
+(`interface_status = 'DELETED'`, its invoice lines retired), as a deletion event would have staged it: a
+full refresh cannot see deletions, and Stripe keeps its events 30 days. One that exists, or any other
+answer, is left alone; a lookup that fails (5xx, timeout, credentials) fails the task with nothing
+tombstoned. `repair_tombstones` (default true; false turns this off), `max_tombstones` (default 1000 per
+stream) and `max_tombstone_share` (default 0.5 of the ERP records the report compared for the stream): a
+connection to the wrong account answers every lookup with a 404, so more gone records than either limit
+fail the task before any write, naming the stream, the count and the param to raise. The re-check report's
+summary (`repair.tombstones`) says how many were tombstoned per stream, and which. A re-send whose 404
+does not say the record is missing (a wrong base URL) fails the task without a retry before any write,
+naming the URL.
 
 `backup_repair` (with `repair`, whatever the reconcile's outcome) drains the outbox to SFTP, as the
 sync's `backup_raw_pages` does: the repair's re-sent pages and its tombstone documents (ADR 0022) are
@@ -101,7 +102,8 @@ ERP_CONN_ID = "erp_staging"
         "repair_tombstones": Param(
             True,
             type="boolean",
-            description="With repair: stage records the SaaS answers as gone (404 resource_missing) DELETED.",
+            description="With repair: stage records the SaaS answers as gone (a 404 with the stream's"
+            " gone code) DELETED.",
         ),
         "max_tombstones": Param(
             1000,

@@ -20,8 +20,9 @@ mismatched: it evicts them from the Redis ledger, marks the tampered staging row
 unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS
 (the first chunk of every stream before anything is written, ADR 0023), and loads it through
 `load_batch`. Records the report found missing in the SaaS are asked for by id, before anything is
-written: those the SaaS confirms gone (404 `resource_missing`, or a deleted stub) are staged as
-tombstones in one recorded batch per stream, within `max_tombstones` and `max_tombstone_share`
+written: those the SaaS confirms gone (a 404 with one of the stream's gone codes, Stripe's
+`resource_missing` by default, or a deleted stub; ADR 0029) are staged as tombstones in one recorded
+batch per stream, within `max_tombstones` and `max_tombstone_share`
 (`erp_sync.tombstone_repair`, ADR 0020); those that exist stay in the next report (ADR 0017). A stream
 whose API has no by-id lookup is re-sent from a re-listing of the period (ADR 0024); its records
 missing in the SaaS are not looked up, and the result says so. Then it reconciles again. Rows are
@@ -437,10 +438,11 @@ def lookup_by_id(
 ) -> LookupById:
     """GET each record the ERP holds and the listing missed; map its header like the listing's.
 
-    A record that no longer exists (404 `resource_missing`), that the mapping rejects, or whose period
-    column is outside the period stays `missing_in_saas` (counted in `stats`). So do all of them when
-    the API answers the stream's by-id path with a 404 that does not say the record is missing (an
-    API without Stripe's code, or a wrong path; the listing already reached the base URL): counted
+    A record that no longer exists (a 404 with one of the stream's gone codes), that the mapping
+    rejects, or whose period column is outside the period stays `missing_in_saas` (counted in
+    `stats`). So do all of them when the API answers the stream's by-id path with a 404 that does
+    not say the record is missing (an API whose gone code the stream does not declare, or a wrong
+    path; the listing already reached the base URL): counted
     `unconfirmed`, with a warning naming the URL, rather than failing the report. A stream that
     declares no by-id path is not asked at all: its records are counted `not_looked_up`, with a
     warning naming the stream (ADR 0023).
@@ -1033,8 +1035,9 @@ def fetch_records(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """GET {path}/{id} for each id (children completed like a listing); returns (records, ids not found).
 
-    Not found: the API's 404 `resource_missing`. A 404 without that code raises
-    `UnconfirmedNotFoundError` naming the URL (a wrong base URL or path), as every other failure raises.
+    Not found: the API's 404 with one of the stream's gone codes (`GoneAnswerSpec`, Stripe's
+    `resource_missing` by default). A 404 without one raises `UnconfirmedNotFoundError` naming the
+    URL (a wrong base URL or path), as every other failure raises.
 
     Up to the client's `child_concurrency` requests are in flight (a real API's round trip, not its
     rate budget, bounds one request after another); the records come back in the ids' order.

@@ -4,8 +4,9 @@ SaaS confirms gone, are staged as deleted, as a deletion event would have staged
     before the repair writes anything (`look_up_gone`), per stream of the report:
         GET its by-id path (header only) for each of its `missing_in_saas` ids, `child_concurrency` at
         once; a stream that declares none is not asked, and says so (ADR 0023)
-        each answer: gone (404 `resource_missing`, or a `"deleted": true` stub), exists (ADR 0017's
-        case: left alone) or unconfirmed (another 404: left alone); any other failure raises
+        each answer: gone (a 404 with one of the stream's gone codes, or a `"deleted": true` stub),
+        exists (ADR 0017's case: left alone) or unconfirmed (another 404: left alone); any other
+        failure raises
         refuse (`TombstoneLimitError`) as soon as the gone pass `max_tombstones`, or
         `max_tombstone_share` of the ERP records the report compared for the stream
     then, per stream with gone records (`stage_gone`): one recorded batch

@@ -56,8 +56,8 @@ from erp_sync.clients.retry import RetryPolicy, parse_retry_after
 from erp_sync.clients.transport import HttpResponse, Transport, Urllib3Transport
 from erp_sync.core.batch import Page, json_list_pieces
 from erp_sync.core.batching import ReadAhead
-from erp_sync.core.tombstones import STRIPE_GONE_CODE, LookupAnswer
-from erp_sync.streams.spec import ChildListSpec, PaginatorSpec, StreamSpec
+from erp_sync.core.tombstones import LookupAnswer
+from erp_sync.streams.spec import ChildListSpec, GoneAnswerSpec, PaginatorSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -462,15 +462,16 @@ class SaaSClient:
     def get_record(self, spec: StreamSpec, source_id: str) -> dict[str, Any] | None:
         """GET the stream's by-id path (`spec.record_path`, by default `{path}/{id}`) with the client's
         retry, rate and auth policies, children completed like a listing's; None when the API says the
-        record does not exist (a 404 `resource_missing`).
+        record does not exist (a 404 with an error code of `spec.gone_answer`, by default Stripe's
+        `resource_missing`).
 
-        Read as `lookup_record` reads it. A 404 without that code (a wrong base URL or path: Stripe's
+        Read as `lookup_record` reads it. A 404 without such a code (a wrong base URL or path: Stripe's
         "Unrecognized request URL", a proxy's page, an API without that code) raises
         `UnconfirmedNotFoundError` (a `FatalApiError`) naming the URL: it does not say the record is
         missing. A stream that declares no by-id path raises `NoByIdLookupError`, sending nothing."""
         answer = self.lookup_record(spec, source_id)
         if answer.record is None:
-            if answer.error_code == STRIPE_GONE_CODE:
+            if answer.says_gone:
                 return None
             raise _unconfirmed_404(self._record_url(spec, source_id), answer)
         record = dict(answer.record)
@@ -479,14 +480,19 @@ class SaaSClient:
 
     def lookup_record(self, spec: StreamSpec, source_id: str) -> LookupAnswer:
         """GET the stream's by-id path for the repair's tombstones (ADR 0020) and `get_record`: the
-        record as answered (its child lists not completed), or a 404 with the API's error code, which
-        says whether the record is gone (`resource_missing`) or the URL is wrong. Every other failure
+        record as answered (its child lists not completed), or a 404 with the API's error code (read at
+        `spec.gone_answer.code_path`), which says whether the record is gone (one of the spec's gone
+        codes) or the URL is wrong. Every other failure
         raises, as elsewhere (`NoByIdLookupError`, before any request, when there is no by-id path)."""
         url = self._record_url(spec, source_id)
         response, record = self._call("GET", url, (), parse=_record_or_error, pass_client_errors=True)
         if response.status == 404:
             return LookupAnswer(
-                source_id, 404, error_code=_api_code(response), message=_api_message(response)
+                source_id,
+                404,
+                error_code=_api_code(response, spec.gone_answer),
+                message=_api_message(response),
+                gone_codes=spec.gone_answer.codes,
             )
         if response.status >= 300:
             raise FatalApiError(f"GET {_endpoint(url)}", response.status, _api_message(response))
@@ -733,25 +739,25 @@ def _record_or_error(response: HttpResponse) -> tuple[HttpResponse, dict[str, An
 
 
 def _unconfirmed_404(url: str, answer: LookupAnswer) -> UnconfirmedNotFoundError:
-    """A by-id 404 that does not say the record is missing (no `resource_missing` code)."""
+    """A by-id 404 that does not say the record is missing (none of the stream's gone codes)."""
     code = f"error code {answer.error_code!r}" if answer.error_code else "no error code"
+    wanted = " or ".join(repr(gone) for gone in answer.gone_codes)
     return UnconfirmedNotFoundError(
         f"GET {url}",
         404,
-        f"{answer.message} ({code}, not {STRIPE_GONE_CODE!r}: the 404 does not say the record is missing,"
+        f"{answer.message} ({code}, not {wanted}: the 404 does not say the record is missing,"
         " so the base URL or the stream's path may be wrong)",
     )
 
 
-def _api_code(response: HttpResponse) -> str | None:
-    """The API's error code (Stripe: error.code, e.g. `resource_missing`), when it gives one."""
+def _api_code(response: HttpResponse, gone_answer: GoneAnswerSpec) -> str | None:
+    """The API's error code where the stream says it is (Stripe: error.code, e.g. `resource_missing`),
+    when the body gives one."""
     try:
         payload = orjson.loads(response.body)
     except orjson.JSONDecodeError:
         return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
+    return gone_answer.code_in(payload)
 
 
 def _effective_mode(spec: StreamSpec, mode: str) -> Mode:

@@ -58,8 +58,9 @@ class RetryExhaustedError(FatalApiError):
 
 
 class UnconfirmedNotFoundError(FatalApiError):
-    """A 404 for a record by id that does not say the record is missing (no `resource_missing` code):
-    the base URL or the path is wrong, or the API has no such lookup. A retry gets the same answer."""
+    """A 404 for a record by id that does not say the record is missing (none of the stream's gone
+    codes, Stripe's `resource_missing` by default): the base URL or the path is wrong, or the API
+    has no such lookup. A retry gets the same answer."""
 
 
 class NoByIdLookupError(SaaSClientError):

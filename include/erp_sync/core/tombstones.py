@@ -1,9 +1,10 @@
 """What proves a record gone from the SaaS, and when the repair must refuse to act on it (ADR 0020).
 
 The repair asks the SaaS by id for each record a drift report found `missing_in_saas`. Two answers
-prove the record gone: a 404 whose error code is Stripe's `resource_missing` ("No such invoice:
-'in_...'"), and Stripe's stub for a deleted object (`{"id": ..., "deleted": true}`, answered for a
-deleted customer). A record that comes back is left as ADR 0017 handles it. A 404 without that code
+prove the record gone: a 404 whose error code is one the stream declares gone (its
+`GoneAnswerSpec`; Stripe's `resource_missing`, "No such invoice: 'in_...'", by default, ADR 0029),
+and Stripe's stub for a deleted object (`{"id": ..., "deleted": true}`, answered for a deleted
+customer). A record that comes back is left as ADR 0017 handles it. A 404 without such a code
 proves nothing: a wrong base URL answers "Unrecognized request URL" with a 404 too. Every other
 failure (5xx after the retries, a timeout, refused credentials) raises in the client and never
 reaches this module.
@@ -24,11 +25,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from erp_sync.streams.spec import STRIPE_GONE_CODE
+
 DEFAULT_MAX_TOMBSTONES = 1_000
 DEFAULT_MAX_TOMBSTONE_SHARE = Decimal("0.5")
 # How many ids a summary, a log line or an error message names; the rest are counted.
 IDS_SHOWN = 20
-STRIPE_GONE_CODE = "resource_missing"
 
 
 class Verdict(StrEnum):
@@ -42,7 +44,9 @@ class Verdict(StrEnum):
 class Evidence(StrEnum):
     """Why a record counts as gone (stored with its tombstone)."""
 
-    RESOURCE_MISSING = "resource_missing"  # 404 with Stripe's error code
+    # A 404 with an error code the stream declares gone (the value is Stripe's code, as stored since
+    # ADR 0020, whatever code the stream's API used).
+    RESOURCE_MISSING = "resource_missing"
     DELETED_STUB = "deleted_stub"  # 200 with `"deleted": true`
 
 
@@ -62,19 +66,26 @@ def distinct_gone(gone: Iterable[GoneRecord]) -> list[GoneRecord]:
 
 @dataclass(frozen=True)
 class LookupAnswer:
-    """What `GET {path}/{id}` answered: the record (200), or the 404 and its error code."""
+    """What `GET {path}/{id}` answered: the record (200), or the 404 and its error code, with the
+    codes that prove a record gone for the stream asked (`GoneAnswerSpec.codes`)."""
 
     source_id: str
     http_status: int
     record: Mapping[str, Any] | None = None
     error_code: str | None = None
     message: str | None = None
+    gone_codes: tuple[str, ...] = (STRIPE_GONE_CODE,)
+
+    @property
+    def says_gone(self) -> bool:
+        """A 404 whose error code is one the stream declares gone."""
+        return self.http_status == 404 and self.error_code is not None and self.error_code in self.gone_codes
 
 
 def evidence_of(answer: LookupAnswer) -> Evidence | None:
     """The answer's proof that the record is gone, or None."""
     if answer.http_status == 404:
-        return Evidence.RESOURCE_MISSING if answer.error_code == STRIPE_GONE_CODE else None
+        return Evidence.RESOURCE_MISSING if answer.says_gone else None
     if answer.record is not None and answer.record.get("deleted") is True:
         return Evidence.DELETED_STUB
     return None

@@ -19,6 +19,8 @@ DEFAULT_RECORD_PATH = "{path}/{id}"
 RECORD_PATH_FIELDS = frozenset({"path", "id"})
 # Why a stream's records were not asked for by id, where the reconcile and the repair report it.
 NO_BY_ID_LOOKUP = "no_by_id_lookup"
+# Stripe's answer for an id it does not have: 404 `{"error": {"code": "resource_missing", ...}}`.
+STRIPE_GONE_CODE = "resource_missing"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,35 @@ class ChildListSpec:
 
 
 @dataclass(frozen=True)
+class GoneAnswerSpec:
+    """What a 404 for one record by id must say to prove the record gone (ADR 0020, ADR 0029): the
+    error code at `code_path` in its JSON body is one of `codes`. A 404 that says anything else
+    proves nothing, since a wrong base URL or path answers 404 too. The default is Stripe's.
+    Declare only codes the API keeps for "no such record": one it also answers for a path that
+    matches no endpoint would make every 404 of a wrong URL a gone record."""
+
+    codes: tuple[str, ...] = (STRIPE_GONE_CODE,)
+    code_path: tuple[str, ...] = ("error", "code")
+
+    def __post_init__(self) -> None:
+        for name, values in (("codes", self.codes), ("code_path", self.code_path)):
+            if (
+                not isinstance(values, tuple)
+                or not values
+                or not all(isinstance(v, str) and v for v in values)
+            ):
+                raise ValueError(
+                    f"GoneAnswerSpec.{name}: a tuple of non-empty strings, at least one, not {values!r}"
+                )
+
+    def code_in(self, body: object) -> str | None:
+        """The error code a decoded 404 body holds at `code_path`, if it holds a string there."""
+        for key in self.code_path:
+            body = body.get(key) if isinstance(body, dict) else None
+        return body if isinstance(body, str) else None
+
+
+@dataclass(frozen=True)
 class StreamSpec:
     name: str
     source_system: str
@@ -109,6 +140,8 @@ class StreamSpec:
     # of `{path}` (the list path above) and `{id}`. None: the API has no such lookup, and those skip
     # the stream, saying so (ADR 0023).
     record_path: str | None = DEFAULT_RECORD_PATH
+    # What that lookup's 404 says when the record is gone (the default is Stripe's `resource_missing`).
+    gone_answer: GoneAnswerSpec = field(default_factory=GoneAnswerSpec)
 
     def __post_init__(self) -> None:
         if self.record_path is not None:

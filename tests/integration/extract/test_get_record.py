@@ -79,3 +79,34 @@ def test_lookup_record_tells_a_deleted_record_from_a_wrong_url() -> None:
     }
     assert answers["invoice"].message == f"No such invoice: '{invoice}'"
     assert answers["live"].record is not None and answers["live"].record["id"] == live
+
+
+def test_the_stream_declares_which_404_proves_a_record_gone() -> None:
+    """ADR 0029: the gone answer is the stream's `GoneAnswerSpec`, read from the 404's body where the
+    spec says. The sandbox answers an unknown id as Stripe does: 404 with `error.code`
+    `resource_missing` and `error.type` `invalid_request_error`."""
+    from erp_sync.core.tombstones import Verdict, verdict_of
+    from erp_sync.streams.spec import GoneAnswerSpec
+
+    invoices = get_stream("invoices")
+    other_code = replace(invoices, gone_answer=GoneAnswerSpec(codes=("not_found", "gone")))
+    by_type = replace(
+        invoices, gone_answer=GoneAnswerSpec(codes=("invalid_request_error",), code_path=("error", "type"))
+    )
+    with running_sandbox(invoices=20, seed=5) as sandbox:
+        client = SaaSClient(sandbox.base_url, BearerSecretKey(sandbox.secret_key))
+        answers = {
+            name: client.lookup_record(spec, "in_does_not_exist")
+            for name, spec in (("stripe", invoices), ("other_code", other_code), ("by_type", by_type))
+        }
+        assert client.get_record(by_type, "in_does_not_exist") is None
+        with pytest.raises(UnconfirmedNotFoundError) as unconfirmed:
+            client.get_record(other_code, "in_does_not_exist")
+    assert {name: (a.error_code, verdict_of(a)) for name, a in answers.items()} == {
+        "stripe": ("resource_missing", Verdict.GONE),
+        "other_code": ("resource_missing", Verdict.UNCONFIRMED),
+        "by_type": ("invalid_request_error", Verdict.GONE),
+    }
+    text = str(unconfirmed.value)
+    assert "error code 'resource_missing', not 'not_found' or 'gone'" in text
+    assert "does not say the record is missing" in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from erp_sync.sandbox.testing import SandboxHandle, running_sandbox
 from erp_sync.store import drift
 from erp_sync.store.ledger import RedisLedger
 from erp_sync.streams import STREAMS
+from erp_sync.streams.spec import GoneAnswerSpec
 from tests.integration.reconcile.repair_checks import (
     control_rows,
     ledger_size,
@@ -403,6 +405,40 @@ def test_a_404_without_resource_missing_proves_nothing(sandbox, conn, redis_clie
     outcome = repaired.tombstones["invoices"]
     assert (outcome.asked, outcome.gone, outcome.unconfirmed, outcome.tombstoned) == (2, 0, 2, [])
     assert _staged(conn) == before and control_rows(conn) == controls
+
+
+@pytest.mark.parametrize(
+    ("gone_answer", "tombstoned"),
+    [
+        # Another API's code: the sandbox's `resource_missing` then proves nothing.
+        (GoneAnswerSpec(codes=("not_found",)), False),
+        # The code read where this stream says its API puts it (Stripe's `error.type` here).
+        (GoneAnswerSpec(codes=("invalid_request_error",), code_path=("error", "type")), True),
+    ],
+    ids=["another-code", "another-path"],
+)
+def test_the_stream_s_gone_answer_decides_what_the_repair_tombstones(
+    sandbox, conn, redis_client, redis_namespace, monkeypatch, gone_answer, tombstoned
+):
+    """ADR 0029: the repair reads the invoices stream's declared gone answer from the registry."""
+    ns = redis_namespace
+    deleted = _deleted_while_no_delta_read_it(sandbox, conn, redis_client, ns, n=2)
+    found = _run(conn, _client(sandbox), _whole_history()).reports[-1]
+    before, controls = _staged(conn), control_rows(conn)
+    monkeypatch.setitem(STREAMS, "invoices", replace(STREAMS["invoices"], gone_answer=gone_answer))
+
+    repaired = repair_report(
+        conn=conn, redis_client=redis_client, clients=_clients(sandbox),
+        report_id=found.report_id, run_id="reconcile-test", namespace=ns,
+    )  # fmt: skip
+
+    outcome = repaired.tombstones["invoices"]
+    if tombstoned:
+        assert (outcome.asked, outcome.gone, outcome.unconfirmed, outcome.tombstoned) == (2, 2, 0, deleted)
+        assert _statuses(conn, "ar_invoices", "source_id", deleted) == {"DELETED": set(deleted)}
+    else:
+        assert (outcome.asked, outcome.gone, outcome.unconfirmed, outcome.tombstoned) == (2, 0, 2, [])
+        assert _staged(conn) == before and control_rows(conn) == controls
 
 
 def test_a_wrong_base_url_fails_the_re_sends_before_any_write_naming_it(

@@ -36,6 +36,17 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
         (LookupAnswer("in_1", 404, error_code="resource_missing"), Verdict.GONE, Evidence.RESOURCE_MISSING),
         (LookupAnswer("in_1", 404), Verdict.UNCONFIRMED, None),
         (LookupAnswer("in_1", 404, error_code="url_invalid"), Verdict.UNCONFIRMED, None),
+        # The stream's declared codes decide (ADR 0029), not Stripe's.
+        (
+            LookupAnswer("o_1", 404, error_code="not_found", gone_codes=("not_found",)),
+            Verdict.GONE,
+            Evidence.RESOURCE_MISSING,
+        ),
+        (
+            LookupAnswer("o_1", 404, error_code="resource_missing", gone_codes=("not_found",)),
+            Verdict.UNCONFIRMED,
+            None,
+        ),
         (
             LookupAnswer("cus_1", 200, record={"id": "cus_1", "deleted": True}),
             Verdict.GONE,
