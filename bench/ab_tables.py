@@ -13,6 +13,9 @@ tables and their indexes into the page cache (`pg_prewarm`, untimed): the same d
 page cache holds the tables. It comes after the first phase, because the pages it reads stay cached
 for minutes and would warm the first phase's large deltas too.
 
+Each sandbox keeps as many rendered objects as `bench.run` would give a run of its own N, unless
+`--sandbox-cache` (or BENCH_SANDBOX_CACHE) sets one number for both.
+
 Every stage records its own process CPU and what Postgres, Redis and its sandbox spent beside it
 (`service_cpu_seconds`), so a table's cost can be told apart as waits or as work, and whose.
 Results: `<results-dir>/<stamp>-ab-tables.json` and a printed summary.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import shutil
 import statistics
 import sys
@@ -57,14 +61,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = bench_run.parse_args([*rest, "--no-airflow"])
     for name, value in vars(known).items():
         setattr(args, name, value)
+    # A cache set above 0 (flag or BENCH_SANDBOX_CACHE) serves both tables; otherwise `bench_for` sizes
+    # each table's as bench.run sizes its default, for the table's own N.
+    args.sandbox_cache_set = _cache_set(rest)
     return args
 
 
+def _cache_set(argv: list[str]) -> bool:
+    flag = argparse.ArgumentParser(add_help=False)
+    flag.add_argument("--sandbox-cache", type=int, default=int(os.environ.get("BENCH_SANDBOX_CACHE", "0")))
+    return bool(flag.parse_known_args(argv)[0].sandbox_cache > 0)
+
+
 def bench_for(args: argparse.Namespace, size: str, workdir: Path, results_dir: Path) -> bench_run.Bench:
-    """A Bench of its own (sandbox, database, Redis namespace) for `size`'s invoices."""
+    """A Bench of its own (sandbox, database, Redis namespace) for `size`'s invoices. Its sandbox keeps
+    `--sandbox-cache` objects when that is set, else `bench.run`'s default for its own size."""
     own = copy.copy(args)
     own.invoices = getattr(args, size)
-    own.sandbox_cache = min(3 * own.invoices + 100_000, 4_000_000)
+    if not args.sandbox_cache_set:
+        own.sandbox_cache = min(3 * own.invoices + 100_000, 4_000_000)
     (workdir / size).mkdir(parents=True, exist_ok=True)
     return bench_run.Bench(args=own, workdir=workdir / size, results_dir=results_dir)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.ab_tables import parse_args, summary
+from bench.ab_tables import bench_for, parse_args, summary
 from bench.calibrate import service_cpu_seconds
 
 
@@ -88,6 +88,23 @@ def test_a_bad_flag_stops_the_run_before_anything_runs_and_is_named(
         parse_args(argv)
     assert stopped.value.code == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "caches"),
+    [
+        ([], {"small": 700_000, "large": 4_000_000}),  # bench.run's default, for each table's own size
+        (["--sandbox-cache", "5000"], {"small": 5_000, "large": 5_000}),
+        (["--sandbox-cache=0"], {"small": 700_000, "large": 4_000_000}),  # 0 is bench.run's "default"
+    ],
+)
+def test_each_table_s_sandbox_cache_follows_its_size_unless_the_flag_sets_it(
+    argv: list[str], caches: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BENCH_SANDBOX_CACHE", raising=False)
+    args = parse_args(["--small", "200000", "--large", "5000000", *argv])
+    found = {size: bench_for(args, size, tmp_path, tmp_path).args.sandbox_cache for size in caches}
+    assert found == caches
 
 
 def _process(proc: Path, pid: int, comm: str, ppid: int, ticks: tuple[int, int, int, int]) -> None:
