@@ -596,15 +596,17 @@ INVARIANTS: dict[str, str] = {
         "(SELECT 1 FROM erp_staging.ar_invoices i WHERE i.source_system = l.source_system "
         "AND i.source_id = l.invoice_source_id)"
     ),
-    # Lines, less their own (item-level) discounts, add up to the subtotal (before invoice-level
-    # discounts and exclusive tax, ADR 0016 and 0019); a source that states no subtotal is held to its
-    # total, a line that states no discount amounts counts whole.
+    # A live invoice's lines, less their own (item-level) discounts, add up to its subtotal (before
+    # invoice-level discounts and exclusive tax, ADR 0016 and 0019); a source that states no subtotal
+    # is held to its total, a line that states no discount amounts counts whole. An invoice without
+    # live lines adds up to 0, so a header whose lines are all gone from staging is caught too.
     "invoice_lines_sum_to_subtotal": (
-        "SELECT count(*) = 0 FROM erp_staging.ar_invoices i JOIN (SELECT source_system, invoice_source_id, "
-        "sum(amount - coalesce(discount_amount, 0)) AS lines_total FROM erp_staging.ar_invoice_lines "
-        "WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
+        "SELECT count(*) = 0 FROM erp_staging.ar_invoices i LEFT JOIN (SELECT source_system, "
+        "invoice_source_id, sum(amount - coalesce(discount_amount, 0)) AS lines_total "
+        "FROM erp_staging.ar_invoice_lines WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
         "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
-        "WHERE l.lines_total <> coalesce(i.subtotal_amount, i.total_amount)"
+        "WHERE i.interface_status <> 'DELETED' "
+        "AND coalesce(l.lines_total, 0) <> coalesce(i.subtotal_amount, i.total_amount)"
     ),
     "receipt_keys_unique": (
         "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_receipts"
@@ -1081,23 +1083,16 @@ def _invalidate_rows(
 
 def relists(spec: StreamSpec) -> bool:
     """Whether the repair re-sends the stream's records from a re-listing of the period: it has no
-    by-id path, and no child lists a listing may truncate (ADR 0024)."""
-    return not spec.looks_up_by_id and not spec.children
+    by-id path (ADR 0024). A listing completes truncated child lists at their own endpoints, as the
+    sync's does, so child lists do not stand in the way (ADR 0024's amendment)."""
+    return not spec.looks_up_by_id
 
 
-def skipped_streams(
-    targets: Mapping[str, Mapping[str, set[str]]], lookups: Mapping[str, StreamLookups]
-) -> dict[str, SkippedStream]:
+def skipped_streams(lookups: Mapping[str, StreamLookups]) -> dict[str, SkippedStream]:
     """The streams whose records cannot be asked for by id (no by-id path declared), each with what it
-    leaves undone; a warning per stream says so and what to do instead. A stream re-sent from a
-    re-listing (`relists`) leaves only its records missing in the SaaS: a listing cannot tell gone."""
+    leaves undone, and a warning per stream saying so. Such a stream is re-sent from a re-listing
+    (`relists`), so what it leaves is its records missing in the SaaS: a listing cannot tell gone."""
     skipped: dict[str, SkippedStream] = {}
-    for stream, kinds in targets.items():
-        spec = get_stream(stream)
-        if not spec.looks_up_by_id and not relists(spec):
-            skipped[stream] = SkippedStream(
-                NO_BY_ID_LOOKUP, not_resent=len(kinds["missing"] | kinds["mismatched"])
-            )
     for stream, found in lookups.items():
         if found.not_asked_because is not None:
             left = skipped.setdefault(stream, SkippedStream(found.not_asked_because))
@@ -1108,17 +1103,10 @@ def skipped_streams(
 
 
 def _warn_skipped(stream: str, left: SkippedStream) -> None:
-    if relists(get_stream(stream)):  # its re-sends come from a re-listing; only the lookups are left
-        log.warning(
-            "repair %s: %d records missing in the SaaS not looked up: the stream declares no by-id path"
-            " (record_path=None) and a listing cannot tell a gone record; they stay missing_in_saas",
-            stream, left.not_looked_up,
-        )  # fmt: skip
-        return
     log.warning(
-        "repair %s: skipped, the stream declares no by-id path (record_path=None): %d records missing in"
-        " the ERP or mismatched not re-sent, %d missing in the SaaS not looked up; a full refresh of"
-        " %s for the period re-reads it", stream, left.not_resent, left.not_looked_up, stream,
+        "repair %s: %d records missing in the SaaS not looked up: the stream declares no by-id path"
+        " (record_path=None) and a listing cannot tell a gone record; they stay missing_in_saas",
+        stream, left.not_looked_up,
     )  # fmt: skip
 
 
@@ -1257,19 +1245,26 @@ class _Resender:
             [i for i in fetched_ids if i in resends.mismatched],
             children_digest=MAPPINGS[spec.mapping].stores_children_digest,
         )
-        self.ledger.evict(table, fetched_ids, source_system=spec.source_system)
         # Versioned with the repair's start, taken before any fetch: a record a sync stages later with a
         # newer version is not overwritten, wherever the fetch fell relative to the stream's lock.
         meta = page_meta_for("full", int(self.when.timestamp()))
         report_id = self.report["report_id"]
         url = f"{resends.client.base_url}{spec.path}?repair_of_report={report_id}&chunk={chunk_no}"
         page = fetched_page(spec, records, url, meta, chunk_no)
+        mapped = map_pages(spec, [page])
+        # Every row of the re-sent records is evicted, child rows too, so Postgres decides each: an
+        # invoice deleted from staging with its lines has its lines' entries still in the ledger, which
+        # would skip them as unchanged and stage the header alone.
+        self.ledger.evict(table, fetched_ids, source_system=spec.source_system)
+        for child_table, rows in mapped.tables.items():
+            if child_table != table:
+                self.ledger.evict_frame(child_table, rows)
         key = BatchKey(
             self.run_id, spec.source_system, spec.name, self.report["period_start"], self.when,
             input_sha256([page]),
         )  # fmt: skip
         batch = load_batch(
-            self.conn, self.ledger, key, map_pages(spec, [page]), [page],
+            self.conn, self.ledger, key, mapped, [page],
             batch_id=next_batch_id(self.redis_client, self.namespace, self.conn), cursor_after=None,
             page_meta=meta,
         )  # fmt: skip
@@ -1323,7 +1318,7 @@ def repair_report(
     targets = repair_targets(conn, report_id)
     looked_up_at = datetime.now(UTC)
     lookups = look_up_gone(conn, clients, report, tombstones or TombstonePolicy())
-    skipped = skipped_streams(targets, lookups)
+    skipped = skipped_streams(lookups)
     # up to now, after the lookups: a record updated since the repair started is still listed
     relist = RelistWindow.of_report(report, until=datetime.now(UTC))
     resends = fetch_first_chunks(

@@ -218,3 +218,62 @@ def test_a_stream_without_a_by_id_path_is_re_sent_from_a_re_listing_and_its_gone
     stored = drift.get_report(conn, recheck.report_id)
     conn.rollback()
     assert stored["summary"]["repair"]["skipped"] == skipped and drift.verify_report(conn, recheck.report_id)
+
+
+def _line_hashes(conn: Any, invoice: str) -> dict[str, str]:
+    return dict(
+        sql_rows(
+            conn,
+            "SELECT source_id, row_sha256 FROM erp_staging.ar_invoice_lines WHERE invoice_source_id = %s",
+            (invoice,),
+        )
+    )
+
+
+def _header_hashes(conn: Any) -> dict[str, str]:
+    return dict(sql_rows(conn, "SELECT source_id, row_sha256 FROM erp_staging.ar_invoices"))
+
+
+@pytest.mark.parametrize("by_id", [True, False], ids=["by-id", "re-listing"])
+def test_an_invoice_deleted_from_staging_with_its_lines_is_re_sent_with_every_line(
+    sandbox, conn, redis_client, redis_namespace, monkeypatch, by_id
+):
+    """The invoice with the most lines, deleted from staging with its lines, and a tampered invoice.
+    Its lines' ledger entries outlive the rows: the repair evicts every row of what it re-sends, so
+    they are staged again, not skipped as unchanged. `re-listing`: invoices as if declared without a
+    by-id path (ADR 0024's amendment): the re-listing completes the truncated line list at
+    `/v1/invoices/{id}/lines`, as the sync's listing does, and nothing is asked for by id."""
+    ns = redis_namespace
+    period = {**_synced(sandbox, conn, redis_client, ns), "streams": ["invoices"]}
+    [(longest, lines)] = sql_rows(
+        conn,
+        "SELECT invoice_source_id, count(*) FROM erp_staging.ar_invoice_lines"
+        " GROUP BY invoice_source_id ORDER BY count(*) DESC, invoice_source_id LIMIT 1",
+    )
+    assert lines > 10, "the seed has an invoice whose line list a listing truncates (10 embedded)"
+    synced_lines, synced_headers = _line_hashes(conn, longest), _header_hashes(conn)
+    sql_rows(conn, "DELETE FROM erp_staging.ar_invoice_lines WHERE invoice_source_id = %s", (longest,))
+    sql_rows(conn, "DELETE FROM erp_staging.ar_invoices WHERE source_id = %s", (longest,))
+    tampered = tamper_an_open_invoice(conn)
+    assert tampered != longest
+    if not by_id:
+        monkeypatch.setitem(STREAMS, "invoices", replace(STREAMS["invoices"], record_path=None))
+    found = _run(conn, sandbox, period).reports[-1]
+    assert _items(conn, found.report_id) == {
+        ("invoices", "missing_in_erp", longest),
+        ("invoices", "amount_mismatch", tampered),
+    }
+    sandbox.admin.reset_counts()
+
+    repaired = _run(conn, sandbox, {**period, "repair": True}, redis_client, ns)
+
+    routes = sandbox.admin.request_counts()["by_route"]
+    assert routes.get("GET /v1/invoices/{id}", 0) == (2 if by_id else 0)
+    assert routes.get("GET /v1/invoices/{id}/lines", 0) >= 1  # the truncated list completed
+    assert repaired.repair.requested == {"invoices": 2} and repaired.repair.not_found == {}
+    assert (repaired.repair.loaded_new, repaired.repair.loaded_changed) == (1, 1)
+    assert repaired.repair.summary()["skipped"] == {}
+    assert _line_hashes(conn, longest) == synced_lines  # every line, as the sync staged it
+    assert _header_hashes(conn) == synced_headers
+    recheck = repaired.reports[-1]
+    assert recheck.status == "OK" and _items(conn, recheck.report_id) == set(), recheck.message

@@ -177,6 +177,27 @@ def test_taxed_invoices_keep_their_lines_summing_to_the_subtotal(conn, ledger):
     assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is False
 
 
+def test_an_invoice_whose_lines_are_all_gone_from_staging_breaks_the_invariant(conn, ledger):
+    """A header staged without any of its lines (as a repair that skipped them left it) adds up to 0,
+    not to its subtotal; its tombstone, whose lines are retired, is not held to it."""
+    invoices = stripe_invoices(3)
+    load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM erp_staging.ar_invoice_lines WHERE invoice_source_id = %s", (invoices[0]["id"],)
+        )
+    conn.commit()
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is False
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE erp_staging.ar_invoices SET interface_status = 'DELETED' WHERE source_id = %s",
+            (invoices[0]["id"],),
+        )
+    conn.commit()
+    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
+
+
 def _add_discounts(invoice: dict[str, Any], item_percent: int, invoice_percent: int) -> list[int]:
     """A percent-off coupon on the first line (item-level: in its `discounts`) and one on the invoice
     (in the invoice's `discounts`), apportioned to every line's `discount_amounts` by its amount after

@@ -1,6 +1,7 @@
 """The repair and each stream's by-id path (ADR 0023), pure: every stream's first chunk of re-sends is
 fetched before any write and reused, not fetched again; a stream that declares no by-id path is
-skipped, counted with its reason, and named in a warning."""
+re-sent from a re-listing (ADR 0024), and what it leaves (its records missing in the SaaS) is counted
+with its reason and named in a warning."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from erp_sync.reconcile_run import (
     RunOutcome,
     SkippedStream,
     fetch_first_chunks,
+    relists,
     skipped_streams,
 )
 from erp_sync.streams import STREAMS
@@ -68,59 +70,38 @@ def test_a_later_stream_s_by_id_path_that_does_not_answer_raises_from_the_first_
     assert [call.path for call in transport.calls] == ["/v1/charges/ch_1", "/v1/invoice/in_1"]
 
 
-def test_a_stream_without_a_by_id_path_whose_listing_has_child_lists_is_skipped_with_what_it_leaves_and_why(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_a_stream_without_a_by_id_path_is_re_sent_from_a_re_listing_whether_or_not_it_has_child_lists(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Invoices as if declared without a by-id path: its lines may be truncated in a listing, so it is
-    not re-sent from one (ADR 0024) and is skipped, saying what it leaves."""
+    """Invoices as if declared without a by-id path: a listing completes its truncated line lists at
+    their own endpoint, so it is re-sent from a re-listing like orders (ADR 0024's amendment)."""
     monkeypatch.setitem(STREAMS, "invoices", replace(STREAMS["invoices"], record_path=None))
-    targets = {
-        "invoices": {"missing": {"in_1", "in_2"}, "mismatched": {"in_2", "in_3"}},
-        **_targets(charges=["ch_1"]),
-    }
-    lookups = {
-        "invoices": StreamLookups(
-            "invoices", candidates=4, erp_records=9, not_asked_because="no_by_id_lookup"
-        ),
-        "charges": StreamLookups("charges", candidates=1, erp_records=9, asked=1),
-    }
-    with caplog.at_level(logging.WARNING, logger="erp_sync.reconcile_run"):
-        skipped = skipped_streams(targets, lookups)
-    assert skipped == {"invoices": SkippedStream("no_by_id_lookup", not_resent=3, not_looked_up=4)}
-    [warning] = [r.getMessage() for r in caplog.records]
-    assert warning.startswith(
-        "repair invoices: skipped, the stream declares no by-id path (record_path=None)"
-    )
-    assert (
-        "3 records missing in the ERP or mismatched not re-sent, 4 missing in the SaaS not looked up"
-        in warning
-    )
-    assert "a full refresh of invoices for the period" in warning
+    assert STREAMS["invoices"].children and relists(STREAMS["invoices"]) and relists(STREAMS["orders"])
+    assert not relists(STREAMS["charges"])  # asked by id
 
 
 def test_a_stream_re_sent_from_a_re_listing_leaves_only_its_records_missing_in_the_saas(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Orders (no by-id path, no child lists): its re-sends come from a re-listing (ADR 0024); what is
-    left, and said, is the records missing in the SaaS that a listing cannot tell gone."""
-    targets = {"orders": {"missing": {"o_1", "o_2"}, "mismatched": {"o_2", "o_3"}}}
+    """Orders (no by-id path): its re-sends come from a re-listing (ADR 0024); what is left, and said,
+    is the records missing in the SaaS that a listing cannot tell gone."""
     lookups = {
         "orders": StreamLookups("orders", candidates=4, erp_records=9, not_asked_because="no_by_id_lookup")
     }
     with caplog.at_level(logging.WARNING, logger="erp_sync.reconcile_run"):
-        skipped = skipped_streams(targets, lookups)
+        skipped = skipped_streams(lookups)
     assert skipped == {"orders": SkippedStream("no_by_id_lookup", not_resent=0, not_looked_up=4)}
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning.startswith("repair orders: 4 records missing in the SaaS not looked up")
     assert "they stay missing_in_saas" in warning
-    assert skipped_streams(targets, {}) == {}
+    assert skipped_streams({}) == {}
 
 
 def test_a_stream_with_only_records_missing_in_the_saas_is_skipped_too() -> None:
     lookups = {
         "orders": StreamLookups("orders", candidates=2, erp_records=9, not_asked_because="no_by_id_lookup")
     }
-    assert skipped_streams({}, lookups) == {"orders": SkippedStream("no_by_id_lookup", not_looked_up=2)}
+    assert skipped_streams(lookups) == {"orders": SkippedStream("no_by_id_lookup", not_looked_up=2)}
 
 
 def test_the_summary_and_the_xcom_say_which_streams_were_skipped_and_why() -> None:
