@@ -584,6 +584,26 @@ def read_erp_side(
 # ---------------------------------------------------------------------------------------------
 # Table invariants (the DAG runs the same SQL through the common.sql check operators)
 
+# The invariants that can fail record by record, as the rows that break them (`i` an invoice, `l` a
+# line): an invariant holds when there are none, and a report names the first of them.
+_ORPHAN_LINES = (
+    "FROM erp_staging.ar_invoice_lines l WHERE NOT EXISTS "
+    "(SELECT 1 FROM erp_staging.ar_invoices i WHERE i.source_system = l.source_system "
+    "AND i.source_id = l.invoice_source_id)"
+)
+# A live invoice's lines, less their own (item-level) discounts, add up to its subtotal (before
+# invoice-level discounts and exclusive tax, ADR 0016 and 0019); a source that states no subtotal is
+# held to its total, a line that states no discount amounts counts whole. An invoice without live
+# lines adds up to 0, so a header whose lines are all gone from staging is caught too (ADR 0024).
+_LINES_NOT_ADDING_UP = (
+    "FROM erp_staging.ar_invoices i LEFT JOIN (SELECT source_system, invoice_source_id, "
+    "sum(amount - coalesce(discount_amount, 0)) AS lines_total FROM erp_staging.ar_invoice_lines "
+    "WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
+    "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
+    "WHERE i.interface_status <> 'DELETED' "
+    "AND coalesce(l.lines_total, 0) <> coalesce(i.subtotal_amount, i.total_amount)"
+)
+
 INVARIANTS: dict[str, str] = {
     "invoice_keys_not_null": (
         "SELECT count(*) = 0 FROM erp_staging.ar_invoices WHERE source_system IS NULL OR source_id IS NULL"
@@ -591,23 +611,8 @@ INVARIANTS: dict[str, str] = {
     "invoice_keys_unique": (
         "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_invoices"
     ),
-    "no_orphan_invoice_lines": (
-        "SELECT count(*) = 0 FROM erp_staging.ar_invoice_lines l WHERE NOT EXISTS "
-        "(SELECT 1 FROM erp_staging.ar_invoices i WHERE i.source_system = l.source_system "
-        "AND i.source_id = l.invoice_source_id)"
-    ),
-    # A live invoice's lines, less their own (item-level) discounts, add up to its subtotal (before
-    # invoice-level discounts and exclusive tax, ADR 0016 and 0019); a source that states no subtotal
-    # is held to its total, a line that states no discount amounts counts whole. An invoice without
-    # live lines adds up to 0, so a header whose lines are all gone from staging is caught too.
-    "invoice_lines_sum_to_subtotal": (
-        "SELECT count(*) = 0 FROM erp_staging.ar_invoices i LEFT JOIN (SELECT source_system, "
-        "invoice_source_id, sum(amount - coalesce(discount_amount, 0)) AS lines_total "
-        "FROM erp_staging.ar_invoice_lines WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
-        "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
-        "WHERE i.interface_status <> 'DELETED' "
-        "AND coalesce(l.lines_total, 0) <> coalesce(i.subtotal_amount, i.total_amount)"
-    ),
+    "no_orphan_invoice_lines": f"SELECT count(*) = 0 {_ORPHAN_LINES}",
+    "invoice_lines_sum_to_subtotal": f"SELECT count(*) = 0 {_LINES_NOT_ADDING_UP}",
     "receipt_keys_unique": (
         "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_receipts"
     ),
@@ -615,6 +620,42 @@ INVARIANTS: dict[str, str] = {
         "SELECT count(*) = count(DISTINCT (source_system, source_id)) FROM erp_staging.ar_credit_memos"
     ),
 }
+
+
+# For those invariants: the ids of the records that break them, with how many in all; `%s` the limit.
+INVARIANT_VIOLATIONS: dict[str, str] = {
+    "no_orphan_invoice_lines": f"SELECT l.source_id, count(*) OVER () {_ORPHAN_LINES} ORDER BY 1 LIMIT %s",
+    "invoice_lines_sum_to_subtotal": (
+        f"SELECT i.source_id, count(*) OVER () {_LINES_NOT_ADDING_UP} ORDER BY 1 LIMIT %s"
+    ),
+}
+VIOLATIONS_SHOWN = 20
+
+
+def invariant_violations(conn: Any, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """For each named invariant that has a listing: how many records break it and the first
+    `VIOLATIONS_SHOWN` of their ids (`{"count": n, "first": [...]}`), when any do."""
+    found: dict[str, dict[str, Any]] = {}
+    with conn.cursor() as cur:
+        for name in names:
+            if name not in INVARIANT_VIOLATIONS:
+                continue
+            cur.execute(INVARIANT_VIOLATIONS[name], (VIOLATIONS_SHOWN,))
+            rows = cur.fetchall()
+            if rows:
+                found[name] = {"count": int(rows[0][1]), "first": [str(row[0]) for row in rows]}
+    conn.rollback()
+    return found
+
+
+def invariants_with_violations(conn: Any) -> dict[str, Any]:
+    """`check_invariants`, plus `violations` naming the records behind each failed one that can be
+    listed (what the drift report stores and shows)."""
+    verdicts: dict[str, Any] = dict(check_invariants(conn))
+    violations = invariant_violations(conn, [name for name, held in verdicts.items() if not held])
+    if violations:
+        verdicts["violations"] = violations
+    return verdicts
 
 
 def check_invariants(conn: Any) -> dict[str, bool]:
@@ -746,8 +787,9 @@ def _load_locks(conn: Any, streams: Iterable[str], timeout_s: float) -> Iterator
 
 def _read_and_compare(
     conn: Any, clients: SourceClients, request: ReconcileRequest, sources: dict[str, Any]
-) -> tuple[list[StreamResult], dict[str, bool]]:
-    """Both sides of every stream, then the comparisons, plus the invariants' verdicts.
+) -> tuple[list[StreamResult], dict[str, Any]]:
+    """Both sides of every stream, then the comparisons, plus the invariants' verdicts (and the records
+    behind a failed one, `invariants_with_violations`).
 
     The SaaS re-read (HTTP, decoding, mapping: this process's CPU) runs in a background thread while
     this thread reads the ERP side and checks the invariants on `conn` (Postgres's CPU, on the other
@@ -765,7 +807,7 @@ def _read_and_compare(
         for name in request.streams:
             erp, erp_t = _read_erp_side(conn, request, name, sources)
             erp_sides[name] = (cleanup.enter_context(erp), erp_t)
-        invariants = check_invariants(conn)
+        invariants = invariants_with_violations(conn)
         results = [
             _compare_stream(name, saas_reads[name].result(), erp_sides.pop(name), request, sources, clients)
             for name in request.streams

@@ -225,6 +225,27 @@ def test_clean_sync_is_ok_then_tampering_is_found_exactly_and_repair_restores_ex
     assert drift.verify_report(conn, final.report_id)
 
 
+def test_the_report_names_the_invoices_whose_lines_do_not_add_up(
+    sandbox, conn, redis_client, redis_namespace
+):
+    """An invoice left without its lines: the stored report's invariants say which (ADR 0024), in the
+    JSON the UI and the backup show, while its figures still agree with the SaaS."""
+    end = _full_sync(sandbox, conn, redis_client, redis_namespace)
+    [(invoice,)] = _rows(conn, "SELECT min(invoice_source_id) FROM erp_staging.ar_invoice_lines")
+    _rows(
+        conn, "DELETE FROM erp_staging.ar_invoice_lines WHERE invoice_source_id = %s RETURNING 1", (invoice,)
+    )
+    conf = {"period_start": "2020-01-01T00:00:00Z", "period_end": end.isoformat(), "streams": ["invoices"]}
+    report = _run(conn, sandbox, conf).reports[-1]
+    stored = drift.get_report(conn, report.report_id)
+    conn.rollback()
+    assert report.status == "OK" and stored["invariants"]["invoice_lines_sum_to_subtotal"] is False
+    assert stored["invariants"]["violations"] == {
+        "invoice_lines_sum_to_subtotal": {"count": 1, "first": [invoice]}
+    }
+    assert drift.verify_report(conn, report.report_id)
+
+
 def test_empty_period_is_ok_with_zero_counts(sandbox, conn):
     outcome = _run(
         conn, sandbox, {"period_start": "2001-01-01T00:00:00Z", "period_end": "2001-02-01T00:00:00Z"}

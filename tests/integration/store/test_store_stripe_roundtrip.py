@@ -18,7 +18,12 @@ import pytest
 from erp_sync.clients.pages import page_from_body
 from erp_sync.core.batch import BatchKey
 from erp_sync.core.transform import map_pages
-from erp_sync.reconcile_run import INVARIANTS, check_invariants
+from erp_sync.reconcile_run import (
+    INVARIANTS,
+    check_invariants,
+    invariant_violations,
+    invariants_with_violations,
+)
 from erp_sync.store.loader import load_batch
 from erp_sync.streams.stripe import INVOICES
 
@@ -183,12 +188,17 @@ def test_an_invoice_whose_lines_are_all_gone_from_staging_breaks_the_invariant(c
     invoices = stripe_invoices(3)
     load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
     assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
+    assert "violations" not in invariants_with_violations(conn)
     with conn.cursor() as cur:
         cur.execute(
             "DELETE FROM erp_staging.ar_invoice_lines WHERE invoice_source_id = %s", (invoices[0]["id"],)
         )
     conn.commit()
-    assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is False
+    found = invariants_with_violations(conn)
+    assert found["invoice_lines_sum_to_subtotal"] is False and found["no_orphan_invoice_lines"] is True
+    assert found["violations"] == {
+        "invoice_lines_sum_to_subtotal": {"count": 1, "first": [invoices[0]["id"]]}
+    }
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE erp_staging.ar_invoices SET interface_status = 'DELETED' WHERE source_id = %s",
@@ -196,6 +206,22 @@ def test_an_invoice_whose_lines_are_all_gone_from_staging_breaks_the_invariant(c
         )
     conn.commit()
     assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
+
+
+def test_a_failed_invariant_names_the_records_that_break_it(conn, ledger):
+    """Lines whose header is gone are orphans, each named (its count exact, the first ones listed)."""
+    invoices = stripe_invoices(3)
+    load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
+    lines = sorted(line["id"] for line in invoices[1]["lines"]["data"])
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM erp_staging.ar_invoices WHERE source_id = %s", (invoices[1]["id"],))
+    conn.commit()
+    found = invariants_with_violations(conn)
+    assert found["no_orphan_invoice_lines"] is False
+    assert found["violations"] == {"no_orphan_invoice_lines": {"count": len(lines), "first": lines[:20]}}
+    assert (
+        invariant_violations(conn, ["invoice_keys_unique", "no_orphan_invoice_lines"]) == found["violations"]
+    )
 
 
 def _add_discounts(invoice: dict[str, Any], item_percent: int, invoice_percent: int) -> list[int]:
