@@ -64,7 +64,8 @@ backed up now, not at the next sync.
 is. The `table_invariants` checks (common.sql operators) fail on broken keys, orphan lines or invoice
 lines that do not add up to the invoice's subtotal (`invoice_lines_sum_to_subtotal`: each live line's
 `amount` less its own item-level `discount_amount`, against `subtotal_amount`, or `total_amount` where
-no subtotal is staged; a live invoice without live lines adds up to 0; ADR 0016, 0019, 0024). The drift
+no subtotal is staged; a live invoice staged with its lines' digest and without live lines adds up to 0;
+ADR 0016, 0019, 0024). The drift
 report's `invariants` name the records behind a failed one (`violations`: how many, the first 20 ids).
 """
 

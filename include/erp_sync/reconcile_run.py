@@ -593,14 +593,16 @@ _ORPHAN_LINES = (
 )
 # A live invoice's lines, less their own (item-level) discounts, add up to its subtotal (before
 # invoice-level discounts and exclusive tax, ADR 0016 and 0019); a source that states no subtotal is
-# held to its total, a line that states no discount amounts counts whole. An invoice without live
-# lines adds up to 0, so a header whose lines are all gone from staging is caught too (ADR 0024).
+# held to its total, a line that states no discount amounts counts whole. An invoice staged with the
+# digest of its lines (`children_sha256`, ADR 0027) and without live lines adds up to 0, so a header
+# whose lines are all gone from staging is caught too (ADR 0024); a header of a source that stages no
+# lines (no digest, no line) is not held to it.
 _LINES_NOT_ADDING_UP = (
     "FROM erp_staging.ar_invoices i LEFT JOIN (SELECT source_system, invoice_source_id, "
     "sum(amount - coalesce(discount_amount, 0)) AS lines_total FROM erp_staging.ar_invoice_lines "
     "WHERE interface_status <> 'DELETED' GROUP BY 1, 2) l "
     "ON l.source_system = i.source_system AND l.invoice_source_id = i.source_id "
-    "WHERE i.interface_status <> 'DELETED' "
+    "WHERE i.interface_status <> 'DELETED' AND (l.lines_total IS NOT NULL OR i.children_sha256 IS NOT NULL) "
     "AND coalesce(l.lines_total, 0) <> coalesce(i.subtotal_amount, i.total_amount)"
 )
 

@@ -183,10 +183,18 @@ def test_taxed_invoices_keep_their_lines_summing_to_the_subtotal(conn, ledger):
 
 
 def test_an_invoice_whose_lines_are_all_gone_from_staging_breaks_the_invariant(conn, ledger):
-    """A header staged without any of its lines (as a repair that skipped them left it) adds up to 0,
-    not to its subtotal; its tombstone, whose lines are retired, is not held to it."""
+    """A header staged with its lines' digest and without any of its lines (as a repair that skipped
+    them left it) adds up to 0, not to its subtotal; its tombstone, whose lines are retired, is not
+    held to it, nor is a header of a source that stages no lines (no digest, no line)."""
     invoices = stripe_invoices(3)
     load_batch(conn, ledger, *extract(invoices, "a")[:3], batch_id=1, cursor_after=None)
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO erp_staging.ar_invoices (source_system, source_id, status, currency_code, total_amount,"
+            " amount_paid, amount_due, issued_at, row_sha256, source_version, sync_batch_id) VALUES"
+            " ('headers_only', 'inv_1', 'open', 'USD', 12.5, 0, 12.5, now(), repeat('f', 64), 1, 1)"
+        )
+    conn.commit()
     assert check_invariants(conn)["invoice_lines_sum_to_subtotal"] is True
     assert "violations" not in invariants_with_violations(conn)
     with conn.cursor() as cur:
