@@ -16,18 +16,17 @@ and (on request) repair.
     function is given
 
 Repair re-sends exactly the records the latest report for the period found missing in the ERP or
-mismatched: it evicts them from the Redis ledger, marks the tampered staging rows' `row_sha256` as
-unknown (the upsert only rewrites a row whose hash differs), fetches each record by id from the SaaS
-(the first chunk of every stream before anything is written, ADR 0023), and loads it through
-`load_batch`. Records the report found missing in the SaaS are asked for by id, before anything is
-written: those the SaaS confirms gone (a 404 with one of the stream's gone codes, Stripe's
+mismatched: it evicts them, their child rows included, from the Redis ledger, marks the tampered staging
+rows' `row_sha256` as unknown (the upsert only rewrites a row whose hash differs), fetches each record
+by id from the SaaS (the first chunk of every stream before anything is written, ADR 0023), and loads it
+through `load_batch`. Records the report found missing in the SaaS are asked for by id, before anything
+is written: those the SaaS confirms gone (a 404 with one of the stream's gone codes, Stripe's
 `resource_missing` by default, or a deleted stub; ADR 0029) are staged as tombstones in one recorded
-batch per stream, within `max_tombstones` and `max_tombstone_share`
-(`erp_sync.tombstone_repair`, ADR 0020); those that exist stay in the next report (ADR 0017). A stream
-whose API has no by-id lookup is re-sent from a re-listing of the period (ADR 0024); its records
-missing in the SaaS are not looked up, and the result says so. Then it reconciles again. Rows are
-never deleted (the loader cannot delete); tombstones (`interface_status = 'DELETED'`, ADR 0015) are
-left out of the ERP side.
+batch per stream, within `max_tombstones` and `max_tombstone_share` (`erp_sync.tombstone_repair`, ADR
+0020); those that exist stay in the next report (ADR 0017). A stream whose API has no by-id lookup is
+re-sent from a re-listing of the period (ADR 0024); its records missing in the SaaS are not looked up,
+and the result says so. Then it reconciles again. Rows are never deleted (the loader cannot delete);
+tombstones (`interface_status = 'DELETED'`, ADR 0015) are left out of the ERP side.
 
 Every stream is re-read, looked up and repaired through its own source system's client
 (`SourceClients.for_spec`: the orders API's streams through its connection, Stripe's through
@@ -442,8 +441,8 @@ def lookup_by_id(
     rejects, or whose period column is outside the period stays `missing_in_saas` (counted in
     `stats`). So do all of them when the API answers the stream's by-id path with a 404 that does
     not say the record is missing (an API whose gone code the stream does not declare, or a wrong
-    path; the listing already reached the base URL): counted
-    `unconfirmed`, with a warning naming the URL, rather than failing the report. A stream that
+    path; the listing already reached the base URL): counted `unconfirmed`, with a warning naming the
+    URL, rather than failing the report. A stream that
     declares no by-id path is not asked at all: its records are counted `not_looked_up`, with a
     warning naming the stream (ADR 0023).
     """

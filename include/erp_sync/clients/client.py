@@ -482,8 +482,8 @@ class SaaSClient:
         """GET the stream's by-id path for the repair's tombstones (ADR 0020) and `get_record`: the
         record as answered (its child lists not completed), or a 404 with the API's error code (read at
         `spec.gone_answer.code_path`), which says whether the record is gone (one of the spec's gone
-        codes) or the URL is wrong. Every other failure
-        raises, as elsewhere (`NoByIdLookupError`, before any request, when there is no by-id path)."""
+        codes) or the URL is wrong. Every other failure raises, as elsewhere (`NoByIdLookupError`,
+        before any request, when there is no by-id path)."""
         url = self._record_url(spec, source_id)
         response, record = self._call("GET", url, (), parse=_record_or_error, pass_client_errors=True)
         if response.status == 404:
